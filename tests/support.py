@@ -1,0 +1,41 @@
+"""Small helpers shared by test modules (pytest puts tests/ on sys.path)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def png_pixels(path: Path) -> torch.Tensor:
+    with Image.open(path) as im:
+        assert im.mode == "RGB"
+        return torch.from_numpy(np.array(im)).to(torch.int16)
+
+
+def manifest_hashes(step_dir: Path) -> dict[str, str]:
+    """file -> sha256 over every manifest of a step folder (latest row wins)."""
+    rows: dict[str, str] = {}
+    for path in sorted(step_dir.glob("manifest*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                rows[row["file"]] = row["sha256"]
+    return rows
+
+
+def image_files(step_dir: Path) -> dict[str, Path]:
+    return {str(p.relative_to(step_dir)): p for p in sorted((step_dir / "images").rglob("*.png"))}
+
+
+def assert_images_close(a: Path, b: Path, max_share: float = 0.01) -> None:
+    """The seeding contract's tolerance after quantisation: at most one 8-bit level apart,
+    in at most `max_share` of the values (batch composition changes the last float bits)."""
+    pa, pb = png_pixels(a), png_pixels(b)
+    assert pa.shape == pb.shape
+    diff = (pa - pb).abs()
+    assert int(diff.max()) <= 1, f"{a.name}: max difference {int(diff.max())} levels"
+    assert float((diff > 0).float().mean()) <= max_share
