@@ -32,29 +32,29 @@ import os
 # Everything here is built from code; nothing may reach the hub (set before diffusers imports).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import argparse  # noqa: E402
-import gc  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import gc
+import json
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import torch
+from PIL import Image
 
-from evalkit.checkpoints import CheckpointRef, ResolveOptions, resolve  # noqa: E402
-from evalkit.generate import GenerateOptions, Generator, Sample, plan_samples, quantize  # noqa: E402
-from evalkit.promptsets import PromptSet, load_prompt_set  # noqa: E402
-from evalkit.protocol import GenerationRequest  # noqa: E402
+from evalkit.checkpoints import CheckpointRef, ResolveOptions, resolve
+from evalkit.generate import GenerateOptions, Generator, Sample, plan_samples, quantize
+from evalkit.promptsets import PromptSet, load_prompt_set
+from evalkit.protocol import GenerationRequest
 
 TARGET_OVERHEAD = 0.10  # evalkit may cost at most 10% more than the bare loop (generation part)
 GUIDANCE_SCALE = 7.5  # the study's protocol

@@ -30,8 +30,8 @@ def list_command() -> None:
     table.add_column("name", no_wrap=True)
     table.add_column("n", justify="right", no_wrap=True)
     table.add_column("version", no_wrap=True)
-    table.add_column("source", overflow="fold")
-    table.add_column("licence", overflow="fold")
+    table.add_column("source", overflow="ellipsis", no_wrap=True, max_width=30)
+    table.add_column("licence", overflow="ellipsis", no_wrap=True, max_width=24)
     table.add_column("fingerprint", no_wrap=True)
     for info in list_prompt_sets():
         fingerprint = info.fingerprint[:FINGERPRINT_CHARS]

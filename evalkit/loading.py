@@ -190,7 +190,7 @@ def _from_pretrained(folder: Path, dtype: torch.dtype, allow_pickle: bool) -> An
                 str(folder), torch_dtype=dtype, use_safetensors=None if allow_pickle else True,
                 local_files_only=True, **absent,
             )
-    except (OSError, ValueError, EnvironmentError, json.JSONDecodeError, RuntimeError) as e:
+    except (OSError, ValueError, json.JSONDecodeError, RuntimeError) as e:
         raise EvalkitError(f"could not load the pipeline in {folder}: {_first_line(e)}",
                            "the folder is broken or incomplete; re-save or re-download it") from e
 

@@ -65,7 +65,7 @@ class ManifestWriter:
     def __enter__(self) -> ManifestWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         torn = self.path.exists() and self.path.stat().st_size > 0 and not _ends_with_newline(self.path)
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in __exit__
+        self._file = open(self.path, "a", encoding="utf-8")
         if torn:
             self._file.write("\n")  # seal a torn row so our first row starts on its own line
         return self

@@ -17,7 +17,6 @@ import sitecustomize as _netblock  # noqa: E402
 _netblock.install()
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 from evalkit.checkpoints import ResolveOptions, resolve  # noqa: E402
 from evalkit.generate import GenerateOptions, Generator, StepResult  # noqa: E402

@@ -8,7 +8,6 @@ unknown token and different prompts give different embeddings.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from transformers import CLIPTokenizer
