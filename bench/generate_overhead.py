@@ -31,6 +31,9 @@ import os
 
 # Everything here is built from code; nothing may reach the hub (set before diffusers imports).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Import-time notices (e.g. about torchvision) would bury the table; errors still show.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 import argparse
 import gc
@@ -75,6 +78,7 @@ def build_model(model: str, resolution: int, folder: Path, dtype: torch.dtype, d
     """
     from evalkit.tiny.sd import build_tiny_sd
 
+    _no_loading_bars()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if model == "tiny":
@@ -164,6 +168,7 @@ def load_bare(folder: Path, dtype: torch.dtype, device: torch.device) -> Any:
     """
     from diffusers import DDIMScheduler, DiffusionPipeline
 
+    _no_loading_bars()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pipe = DiffusionPipeline.from_pretrained(str(folder), torch_dtype=dtype, use_safetensors=True,
@@ -171,6 +176,16 @@ def load_bare(folder: Path, dtype: torch.dtype, device: torch.device) -> Any:
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _no_loading_bars() -> None:
+    """Loading and saving bars would bury the table; evalkit re-enables them after its own loads,
+    so this runs before each of ours."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,15 +27,16 @@ def prompts() -> None:
 def list_command() -> None:
     """List the built-in prompt sets with their fingerprints."""
     table = Table(title="Built-in prompt sets")
-    table.add_column("name", no_wrap=True)
-    table.add_column("n", justify="right", no_wrap=True)
+    # Fixed columns first; the licence summary is the one that wraps on narrow terminals
+    # (`show` prints source and licence in full).
+    table.add_column("name", no_wrap=True, min_width=21)
+    table.add_column("n", justify="right", no_wrap=True, min_width=5)
     table.add_column("version", no_wrap=True)
-    table.add_column("source", overflow="ellipsis", no_wrap=True, max_width=30)
-    table.add_column("licence", overflow="ellipsis", no_wrap=True, max_width=24)
-    table.add_column("fingerprint", no_wrap=True)
+    table.add_column("fingerprint", no_wrap=True, min_width=FINGERPRINT_CHARS)
+    table.add_column("licence", overflow="fold", ratio=1)
     for info in list_prompt_sets():
         fingerprint = info.fingerprint[:FINGERPRINT_CHARS]
-        cells = (info.name, str(info.n), info.version, info.source, info.licence, fingerprint)
+        cells = (info.name, str(info.n), info.version, fingerprint, info.licence)
         table.add_row(*(Text(c) for c in cells))
     _console().print(table)
 

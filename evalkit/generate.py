@@ -232,7 +232,7 @@ class Generator:
         manifest = step_dir / manifest_name(self.options.shard_index, self.options.shard_count)
         label = f"{loaded.ref.name}@{loaded.ref.step_label}"
         with ManifestWriter(manifest) as writer, ThreadPoolExecutor(max_workers=2) as pool, \
-                _progress(self._progress_factory, label, len(todo), self.options.quiet) as advance:
+                _ProgressBar(self._progress_factory, label, len(todo), self.options.quiet) as advance:
             in_flight: deque[tuple[list[Future[str]], list[Sample], float, int]] = deque()
             position = 0
             while position < len(todo):
@@ -276,7 +276,7 @@ def _short(error: BaseException) -> str:
     return str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
 
 
-class _progress:
+class _ProgressBar:
     """A rich progress bar with images/s and ETA, or nothing under --quiet."""
 
     def __init__(self, factory: Callable[[str, int], Any] | None, label: str, total: int, quiet: bool) -> None:
