@@ -194,16 +194,9 @@ def build_tiny_pixart(seed: int = 0, resolution: int = 32) -> PixArtAlphaPipelin
 
 def sd3_vae(sample_size: int = 32) -> AutoencoderKL:
     """SD3's VAE layout (16 latent channels, shift/scale factors, no quant convs), tiny."""
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(8, 16),
-        layers_per_block=1,
+    return tiny_vae(
+        sample_size,
         latent_channels=16,
-        norm_num_groups=4,
-        sample_size=sample_size,
         scaling_factor=1.5305,
         shift_factor=0.0609,
         use_quant_conv=False,

@@ -7,6 +7,7 @@ the public models. Weights are random but seeded, so every build is identical.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import (
@@ -42,7 +43,8 @@ def _tokenizer(work: Path) -> CLIPTokenizer:
     return CLIPTokenizer.from_pretrained(str(write_clip_tokenizer(work)))
 
 
-def tiny_vae(sample_size: int = 32) -> AutoencoderKL:
+def tiny_vae(sample_size: int = 32, latent_channels: int = 4, **config: Any) -> AutoencoderKL:
+    """A two-level VAE (scale factor 2); `config` adds family specifics such as SD3's shift."""
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
@@ -50,9 +52,10 @@ def tiny_vae(sample_size: int = 32) -> AutoencoderKL:
         up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
         block_out_channels=(8, 16),
         layers_per_block=1,
-        latent_channels=4,
+        latent_channels=latent_channels,
         norm_num_groups=4,
         sample_size=sample_size,
+        **config,
     )
 
 
