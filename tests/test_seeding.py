@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 import torch
 from support import assert_images_close, image_files, manifest_hashes
 
@@ -69,3 +75,25 @@ def test_two_identical_runs_are_bit_identical(generate, sd_dir, small_sets, tmp_
     assert len(hashes_a) == 9 and hashes_a == hashes_b
     for name, path in image_files(a.step_dir).items():
         assert path.read_bytes() == (b.step_dir / name).read_bytes()
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_shard_the_work(sd_dir, small_sets, generate, tmp_path):
+    """Under torchrun each rank takes its shard from RANK/WORLD_SIZE; the union is one run."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"{p.text.strip()}\n" for p in small_sets[0]))
+    out = tmp_path / "torchrun"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "evalkit.cli", "generate", str(sd_dir),
+           "--prompts", str(prompts), "--out", str(out), "--steps", "4", "--batch-size", "4", "--quiet"]
+    subprocess.run(cmd, check=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                   stdout=subprocess.DEVNULL)
+    step_dir = out / "tiny-sd" / "final"
+    assert sorted(p.name for p in step_dir.glob("manifest*.jsonl")) == [
+        "manifest.shard-0-of-2.jsonl", "manifest.shard-1-of-2.jsonl"]
+    from evalkit.promptsets import load_prompt_set
+
+    single = generate(sd_dir, [load_prompt_set(prompts)], out=tmp_path / "single")[0]
+    assert manifest_hashes(step_dir).keys() == manifest_hashes(single.step_dir).keys()
+    for name, path in image_files(single.step_dir).items():
+        assert_images_close(path, step_dir / name)
