@@ -193,15 +193,13 @@ def quantize(images: torch.Tensor) -> np.ndarray:
 class Generator:
     """Generates images for a sequence of checkpoints with one loader and embedding store."""
 
-    def __init__(self, request: GenerationRequest, options: GenerateOptions, allow_pickle: bool = False,
-                 progress: Callable[[str, int], Any] | None = None) -> None:
+    def __init__(self, request: GenerationRequest, options: GenerateOptions, allow_pickle: bool = False) -> None:
         request.validate()
         self.request = request
         self.options = options
         self.device = request.torch_device()
         self.loader = PipelineLoader(self.device, request.torch_dtype(self.device), allow_pickle)
         self.store = EmbeddingStore()
-        self._progress_factory = progress
 
     def run(self, refs: Sequence[CheckpointRef], prompt_sets: Sequence[PromptSet]) -> list[StepResult]:
         return [self.run_one(ref, prompt_sets) for ref in refs]
@@ -232,7 +230,7 @@ class Generator:
         manifest = step_dir / manifest_name(self.options.shard_index, self.options.shard_count)
         label = f"{loaded.ref.name}@{loaded.ref.step_label}"
         with ManifestWriter(manifest) as writer, ThreadPoolExecutor(max_workers=2) as pool, \
-                _ProgressBar(self._progress_factory, label, len(todo), self.options.quiet) as advance:
+                _ProgressBar(label, len(todo), self.options.quiet) as advance:
             in_flight: deque[tuple[list[Future[str]], list[Sample], float, int]] = deque()
             position = 0
             while position < len(todo):
@@ -279,15 +277,13 @@ def _short(error: BaseException) -> str:
 class _ProgressBar:
     """A rich progress bar with images/s and ETA, or nothing under --quiet."""
 
-    def __init__(self, factory: Callable[[str, int], Any] | None, label: str, total: int, quiet: bool) -> None:
-        self.factory, self.label, self.total, self.quiet = factory, label, total, quiet
+    def __init__(self, label: str, total: int, quiet: bool) -> None:
+        self.label, self.total, self.quiet = label, total, quiet
         self._bar: Any = None
 
     def __enter__(self) -> Callable[[int], None]:
         if self.quiet:
             return lambda n: None
-        if self.factory is not None:
-            return self.factory(self.label, self.total)
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,

@@ -1,0 +1,1 @@
+"""Metric implementations: scoring cores first, the plugin API that wraps them later."""
