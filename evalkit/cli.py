@@ -133,9 +133,11 @@ def demo(out: Path, quiet: bool) -> None:
 
 
 def _register_subcommands() -> None:
+    from evalkit.cli_profile import profile
     from evalkit.cli_prompts import prompts
 
     cli.add_command(prompts)
+    cli.add_command(profile)
 
 
 _register_subcommands()
