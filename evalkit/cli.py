@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from evalkit.errors import EXIT_FAILED, EvalkitError
+
+if TYPE_CHECKING:
+    from evalkit.generate import StepResult
 
 DEFAULT_PROMPT_SETS = "tifa-v1.0,coco-10k"
 
@@ -57,42 +62,43 @@ def _device(value: str) -> str:
     return value
 
 
-@cli.command()
-@click.argument("checkpoint")
-@click.option("--prompts", "prompt_sets", default=DEFAULT_PROMPT_SETS, show_default=True,
-              help="Comma-separated prompt sets: built-in names or prompt files (.txt/.jsonl/.csv).")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("evalkit-out"), show_default=True)
-@click.option("--base", default="", help="Pipeline folder or hub id for single files and training folders.")
-@click.option("--revision", default="main", show_default=True, help="Hub revision (branch, tag or commit).")
-@click.option("--ema", is_flag=True, help="Evaluate checkpoint-N/unet_ema instead of the non-EMA weights.")
-@click.option("--name", default="", help="Model name for the output folder (default: from the source).")
-@click.option("--step", type=int, default=-1, help="Training step to file a single checkpoint under.")
-@click.option("--steps", type=int, default=50, show_default=True, help="Denoising steps.")
-@click.option("--cfg", type=float, default=7.5, show_default=True, help="Classifier-free guidance scale.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Global seed.")
-@click.option("--scheduler", default="ddim", show_default=True, help="ddim, native, ddpm, pndm, euler, dpm++2m, "
-              "flow-euler.")
-@click.option("--dtype", default="auto", show_default=True, help="auto (bf16 on CUDA, fp32 on CPU), float32, "
-              "float16, bfloat16.")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--batch-size", default="auto", show_default=True, help="A number, or auto (backs off on OOM).")
-@click.option("--resolution", type=int, default=0, help="Image size (default: the checkpoint's native one).")
-@click.option("--negative-prompt", default="", help="Negative prompt (the protocol uses none).")
-@click.option("--images-per-prompt", type=int, default=1, show_default=True)
-@click.option("--limit", type=int, default=0, help="Only the first N prompts of each set (smoke runs).")
-@click.option("--shard", default="", help="i/N: generate every N-th sample starting at i (default: torchrun's).")
-@click.option("--allow-pickle", is_flag=True, help="Allow pickled weights, loaded with weights_only=True.")
-@click.option("--quiet", is_flag=True, help="No progress bar (for CI logs).")
-def generate(checkpoint: str, prompt_sets: str, out: Path, base: str, revision: str, ema: bool, name: str,
-             step: int, steps: int, cfg: float, seed: int, scheduler: str, dtype: str, device: str,
-             batch_size: str, resolution: int, negative_prompt: str, images_per_prompt: int, limit: int,
-             shard: str, allow_pickle: bool, quiet: bool) -> None:
-    """Generate the protocol's images for CHECKPOINT.
+GENERATION_OPTIONS = [
+    click.argument("checkpoint"),
+    click.option("--out", type=click.Path(path_type=Path), default=Path("evalkit-out"), show_default=True),
+    click.option("--base", default="", help="Pipeline folder or hub id for single files and training folders."),
+    click.option("--revision", default="main", show_default=True, help="Hub revision (branch, tag or commit)."),
+    click.option("--ema", is_flag=True, help="Evaluate checkpoint-N/unet_ema instead of the non-EMA weights."),
+    click.option("--name", default="", help="Model name for the output folder (default: from the source)."),
+    click.option("--step", type=int, default=-1, help="Training step to file a single checkpoint under."),
+    click.option("--steps", type=int, default=50, show_default=True, help="Denoising steps."),
+    click.option("--cfg", type=float, default=7.5, show_default=True, help="Classifier-free guidance scale."),
+    click.option("--seed", type=int, default=0, show_default=True, help="Global seed."),
+    click.option("--scheduler", default="ddim", show_default=True,
+                 help="ddim, native, ddpm, pndm, euler, dpm++2m, flow-euler."),
+    click.option("--dtype", default="auto", show_default=True,
+                 help="auto (bf16 on CUDA, fp32 on CPU), float32, float16, bfloat16."),
+    click.option("--device", default="auto", show_default=True),
+    click.option("--batch-size", default="auto", show_default=True, help="A number, or auto (backs off on OOM)."),
+    click.option("--resolution", type=int, default=0, help="Image size (default: the checkpoint's native one)."),
+    click.option("--negative-prompt", default="", help="Negative prompt (the protocol uses none)."),
+    click.option("--images-per-prompt", type=int, default=1, show_default=True),
+    click.option("--limit", type=int, default=0, help="Only the first N prompts of each set (smoke runs)."),
+    click.option("--shard", default="", help="i/N: generate every N-th sample starting at i (default: torchrun's)."),
+    click.option("--allow-pickle", is_flag=True, help="Allow pickled weights, loaded with weights_only=True."),
+    click.option("--quiet", is_flag=True, help="No progress bar (for CI logs)."),
+]
 
-    CHECKPOINT is a diffusers pipeline folder, a hub id, a single .safetensors file (with
-    --base), or a training output folder with checkpoint-N/ subfolders (every step is
-    generated in order).
-    """
+
+def generation_options(command: Callable[..., None]) -> Callable[..., None]:
+    for option in reversed(GENERATION_OPTIONS):
+        command = option(command)
+    return command
+
+
+def _generate(prompt_sets: str, checkpoint: str, out: Path, base: str, revision: str, ema: bool, name: str,
+              step: int, steps: int, cfg: float, seed: int, scheduler: str, dtype: str, device: str,
+              batch_size: str, resolution: int, negative_prompt: str, images_per_prompt: int, limit: int,
+              shard: str, allow_pickle: bool, quiet: bool) -> list[StepResult]:
     from evalkit.checkpoints import ResolveOptions, resolve
     from evalkit.generate import GenerateOptions, Generator
     from evalkit.promptsets import load_prompt_set
@@ -116,10 +122,91 @@ def generate(checkpoint: str, prompt_sets: str, out: Path, base: str, revision: 
     options = GenerateOptions(out=out, batch_size=size or 1, auto_batch=auto, shard_index=shard_index,
                               shard_count=shard_count, quiet=quiet)
     generator = Generator(request, options, allow_pickle=allow_pickle)
+    results = []
     for ref in refs:
         result = generator.run_one(ref, sets)
+        results.append(result)
         click.echo(f"{ref.name}@{ref.step_label}: {result.generated} generated, {result.reused} reused "
                    f"of {result.planned} ({result.images_per_second:.2f} img/s) -> {result.step_dir}")
+    return results
+
+
+@cli.command()
+@click.option("--prompts", "prompt_sets", default=DEFAULT_PROMPT_SETS, show_default=True,
+              help="Comma-separated prompt sets: built-in names or prompt files (.txt/.jsonl/.csv).")
+@generation_options
+def generate(prompt_sets: str, **options: Any) -> None:
+    """Generate the protocol's images for CHECKPOINT.
+
+    CHECKPOINT is a diffusers pipeline folder, a hub id, a single .safetensors file (with
+    --base), or a training output folder with checkpoint-N/ subfolders (every step is
+    generated in order).
+    """
+    _generate(prompt_sets, **options)
+
+
+@cli.command()
+@click.option("--metrics", "metric_specs", required=True,
+              help="Comma-separated metric names or card files (evalkit metrics list).")
+@click.option("--prompts", "prompt_sets", default="",
+              help="Prompt sets to generate (default: the sets the chosen metrics score).")
+@click.option("--score-batch-size", type=int, default=32, show_default=True)
+@generation_options
+def run(metric_specs: str, prompt_sets: str, score_batch_size: int, **options: Any) -> None:
+    """Generate images for CHECKPOINT and score them: `generate` then `score`."""
+    from evalkit.metrics.registry import create_many
+
+    metrics = create_many(metric_specs)
+    needed = ",".join(dict.fromkeys(m.info.prompt_set for m in metrics))
+    results = _generate(prompt_sets or needed, **options)
+    device = results[0].protocol.device if results else "cpu"
+    for result in results:
+        _score_and_print(result.step_dir, metrics, device, score_batch_size, options["quiet"])
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--metrics", "metric_specs", required=True,
+              help="Comma-separated metric names or card files (evalkit metrics list).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--quiet", is_flag=True)
+def score(run_dir: Path, metric_specs: str, device: str, batch_size: int, quiet: bool) -> None:
+    """Score existing images: RUN_DIR is an --out folder, a model folder or one step folder."""
+    from evalkit.metrics.registry import create_many
+    from evalkit.score import find_step_dirs
+
+    metrics = create_many(metric_specs)
+    for step_dir in find_step_dirs(run_dir):
+        _score_and_print(step_dir, metrics, _device(device), batch_size, quiet)
+
+
+def _score_and_print(step_dir: Path, metrics: list[Any], device: str, batch_size: int, quiet: bool) -> None:
+    from evalkit.protocol import GenerationRequest
+    from evalkit.score import score_step
+
+    if batch_size < 1:
+        raise EvalkitError(f"batch size must be at least 1 (got {batch_size})", "e.g. --batch-size 32")
+    torch_device = GenerationRequest(device=device).torch_device()
+    for result in score_step(step_dir, metrics, torch_device, batch_size, quiet):
+        value = result.values.get("value")
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        click.echo(f"{step_dir}: {result.metric} = {shown} (n={result.n_images}; {result.scored} scored, "
+                   f"{result.reused} reused) -> {result.summary_path}")
+
+
+@cli.group()
+def metrics() -> None:
+    """Metric plugins and their cards."""
+
+
+@metrics.command("list")
+def metrics_list() -> None:
+    """List the metrics `--metrics` accepts."""
+    from evalkit.metrics.registry import available
+
+    for name, origin in available().items():
+        click.echo(f"{name:24} {origin}")
 
 
 @cli.command()

@@ -29,7 +29,7 @@ from evalkit.embeddings import CHUNK, EmbeddingStore
 from evalkit.errors import EvalkitError
 from evalkit.hashing import sha256_bytes, sha256_file
 from evalkit.loading import LoadedCheckpoint, PipelineLoader
-from evalkit.manifest import ManifestRow, ManifestWriter, manifest_name, read_manifests
+from evalkit.manifest import ManifestRow, append_manifest, manifest_name, read_manifests
 from evalkit.pngio import save_png, write_atomic
 from evalkit.promptsets import PromptSet
 from evalkit.protocol import EffectiveProtocol, GenerationRequest, apply_scheduler, read_back
@@ -229,8 +229,7 @@ class Generator:
             return batch_size
         manifest = step_dir / manifest_name(self.options.shard_index, self.options.shard_count)
         label = f"{loaded.ref.name}@{loaded.ref.step_label}"
-        with ManifestWriter(manifest) as writer, ThreadPoolExecutor(max_workers=2) as pool, \
-                _ProgressBar(label, len(todo), self.options.quiet) as advance:
+        with ThreadPoolExecutor(max_workers=2) as pool, _ProgressBar(label, len(todo), self.options.quiet) as advance:
             in_flight: deque[tuple[list[Future[str]], list[Sample], float, int]] = deque()
             position = 0
             while position < len(todo):
@@ -246,10 +245,10 @@ class Generator:
                 futures = [pool.submit(save_png, step_dir / s.file, pixels[i]) for i, s in enumerate(batch)]
                 in_flight.append((futures, batch, elapsed, len(batch)))
                 while len(in_flight) > MAX_BATCHES_IN_FLIGHT:
-                    advance(_commit(writer, in_flight.popleft()))
+                    advance(_commit(manifest, in_flight.popleft()))
                 position += len(batch)
             while in_flight:
-                advance(_commit(writer, in_flight.popleft()))
+                advance(_commit(manifest, in_flight.popleft()))
         return batch_size
 
     def _back_off(self, batch_size: int, error: BaseException) -> int:
@@ -261,12 +260,12 @@ class Generator:
         return max(1, batch_size // 2)
 
 
-def _commit(writer: ManifestWriter, item: tuple[list[Future[str]], list[Sample], float, int]) -> int:
+def _commit(manifest: Path, item: tuple[list[Future[str]], list[Sample], float, int]) -> int:
     futures, batch, elapsed, size = item
     rows = [ManifestRow(prompt_set=s.prompt_set, prompt_id=s.prompt_id, prompt_sha256=s.prompt_sha256, k=s.k,
                         seed=s.seed, file=s.file, sha256=f.result(), seconds=round(elapsed / size, 6),
                         batch_size=size) for f, s in zip(futures, batch, strict=True)]
-    writer.append(rows)
+    append_manifest(manifest, rows)
     return len(rows)
 
 
@@ -332,7 +331,7 @@ def _write_generation_record(step_dir: Path, loaded: LoadedCheckpoint, protocol:
                                "use another --out or --name, or delete that folder to regenerate")
         sets = dict(existing.get("prompt_sets", {}))
     for s in prompt_sets:
-        sets[s.name] = {"fingerprint": s.fingerprint, "n": len(s), "version": s.version}
+        sets[s.name] = {"fingerprint": s.fingerprint, "n": len(s), "version": s.version, "source": s.source}
     record = {"schema": GENERATION_SCHEMA, "checkpoint": checkpoint, "protocol": protocol.as_record(),
               "prompt_sets": sets, "provenance": provenance(loaded.pipe.device)}
     write_atomic(path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode("utf-8"))

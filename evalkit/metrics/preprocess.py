@@ -1,0 +1,48 @@
+"""Image preprocessing that reproduces the reference transforms on PIL images.
+
+OpenAI CLIP's transform (used by the CLIP score and, with other sizes, by ImageReward) is
+torchvision's Resize(n, bicubic) → CenterCrop(n) → ToTensor → Normalize on a PIL image;
+on PIL input torchvision calls PIL's own resize, so doing the same steps with PIL gives the
+same numbers without torchvision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def resize_shorter_side(image: Image.Image, size: int, resample: int = Image.Resampling.BICUBIC) -> Image.Image:
+    """torchvision.transforms.Resize(size) semantics: the long side is truncated, not rounded."""
+    width, height = image.size
+    short, long = (width, height) if width <= height else (height, width)
+    if short == size:
+        return image
+    new_long = int(size * long / short)
+    new_size = (size, new_long) if width <= height else (new_long, size)
+    return image.resize(new_size, resample)
+
+
+def center_crop(image: Image.Image, size: int) -> Image.Image:
+    """torchvision CenterCrop semantics (offsets rounded half to even via round())."""
+    width, height = image.size
+    top = round((height - size) / 2.0)
+    left = round((width - size) / 2.0)
+    return image.crop((left, top, left + size, top + size))
+
+
+def to_normalized_tensor(image: Image.Image, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    tensor = torch.from_numpy(array).permute(2, 0, 1)
+    return (tensor - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+
+
+def clip_transform(image: Image.Image, size: int, mean: Sequence[float] = CLIP_MEAN,
+                   std: Sequence[float] = CLIP_STD) -> torch.Tensor:
+    return to_normalized_tensor(center_crop(resize_shorter_side(image.convert("RGB"), size), size), mean, std)

@@ -1,0 +1,37 @@
+"""A tiny random CLIP model folder and metric cards that point at it (tests and demo)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import yaml
+from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
+
+from evalkit.tiny.tokenizer import clip_vocab_size, write_clip_tokenizer
+
+
+def build_tiny_clip(folder: Path, seed: int = 0, image_size: int = 32) -> Path:
+    torch.manual_seed(seed)
+    vocab = clip_vocab_size()
+    text = CLIPTextConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_attention_heads=2,
+                          num_hidden_layers=2, projection_dim=16, max_position_embeddings=77,
+                          bos_token_id=vocab - 2, eos_token_id=vocab - 1, pad_token_id=vocab - 1)
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=2,
+                              image_size=image_size, patch_size=8, projection_dim=16)
+    model = CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=16))
+    folder = Path(folder)
+    model.save_pretrained(str(folder))
+    write_clip_tokenizer(folder)
+    return folder
+
+
+def write_card(path: Path, name: str, implementation: str, prompt_set: str, models: dict[str, Path],
+               params: dict[str, object] | None = None, higher_is_better: bool = True) -> Path:
+    """A metric card whose models are local folders (what the demo and tests score with)."""
+    card = {"name": name, "implementation": implementation, "prompt_set": prompt_set,
+            "higher_is_better": higher_is_better, "display_name": f"{name} (tiny random model)",
+            "models": {role: {"source": str(folder)} for role, folder in models.items()},
+            "params": params or {}}
+    path.write_text(yaml.safe_dump(card, sort_keys=False), encoding="utf-8")
+    return path
