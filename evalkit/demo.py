@@ -1,8 +1,9 @@
 """`evalkit demo`: the whole job on tiny random models, on any machine, with no downloads.
 
-It builds the same tiny fixtures the tests use — a released-model-style pipeline folder and
-a training output folder with checkpoint-100/200/300 — and runs the real generation path on
-a slice of tifa-v1.0 and coco-10k, writing exactly what a real run writes.
+It builds the same tiny fixtures the tests use — a released-model-style pipeline folder, a
+training output folder with checkpoint-100/200/300 and tiny metric models — and runs the
+real generation and scoring paths on a slice of tifa-v1.0 and coco-10k, writing exactly
+what a real run writes.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from evalkit.checkpoints import ResolveOptions, resolve
 from evalkit.generate import GenerateOptions, Generator, StepResult
 from evalkit.promptsets import load_prompt_set
 from evalkit.protocol import GenerationRequest
+from evalkit.quiet import quiet_loading
 
 DEMO_PROMPTS = 8  # per prompt set
 BANNER = ("evalkit demo: the models below are tiny and RANDOM (built locally, no downloads). "
@@ -36,10 +38,27 @@ def build_demo_models(models: Path) -> tuple[Path, Path]:
     return pipeline_dir, training_dir
 
 
+def build_demo_cards(models: Path) -> list[Path]:
+    """Metric cards pointing at tiny random metric models (the real cards point at hub ids)."""
+    from evalkit.tiny.clip import build_tiny_clip, write_card
+
+    clip_dir = models / "tiny-clip"
+    if not (clip_dir / "config.json").is_file():
+        build_tiny_clip(clip_dir)
+    cards = models / "cards"
+    cards.mkdir(parents=True, exist_ok=True)
+    return [write_card(cards / "clip-tiny.yaml", "clip-tiny", "clip_score", "coco-10k", {"clip": clip_dir})]
+
+
 def run_demo(out: Path, quiet: bool = False) -> list[StepResult]:
+    from evalkit.metrics.registry import create
+    from evalkit.score import score_step
+
     click.secho(BANNER, fg="yellow")
     started = time.perf_counter()
-    pipeline_dir, training_dir = build_demo_models(out / "models")
+    with quiet_loading():
+        pipeline_dir, training_dir = build_demo_models(out / "models")
+        metrics = [create(str(card)) for card in build_demo_cards(out / "models")]
     sets = [load_prompt_set("tifa-v1.0").head(DEMO_PROMPTS), load_prompt_set("coco-10k").head(DEMO_PROMPTS)]
     request = GenerationRequest()  # the protocol: DDIM 50, CFG 7.5, seed 0, native resolution
     generator = Generator(request, GenerateOptions(out=out / "runs", batch_size=8, quiet=quiet))
@@ -48,10 +67,13 @@ def run_demo(out: Path, quiet: bool = False) -> list[StepResult]:
     for ref in refs:
         result = generator.run_one(ref, sets)
         results.append(result)
+        scores = score_step(result.step_dir, metrics, generator.device, quiet=True)
+        shown = ", ".join(f"{s.metric}={s.values['value']:.4f}" for s in scores)
         click.echo(f"  {ref.name}@{ref.step_label}: {result.generated} generated, {result.reused} reused "
-                   f"({result.images_per_second:.1f} img/s)")
+                   f"({result.images_per_second:.1f} img/s); {shown}")
     click.echo(f"\ndemo finished in {time.perf_counter() - started:.1f}s")
     click.echo(f"  models:  {out / 'models'}")
     click.echo(f"  images:  {out / 'runs'}/<model>/<step>/images/<prompt-set>/<prompt-id>_<k>.png")
     click.echo(f"  records: {out / 'runs'}/<model>/<step>/generation.json and manifest.jsonl")
+    click.echo(f"  scores:  {out / 'runs'}/<model>/<step>/scores/<metric>/<fingerprint>.jsonl and .summary.json")
     return results

@@ -9,9 +9,6 @@ in; then they go through torch.load(weights_only=True) only.
 from __future__ import annotations
 
 import json
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +27,7 @@ from evalkit.checkpoints import (
 )
 from evalkit.errors import EvalkitError
 from evalkit.hashing import sha256_file, sha256_json
+from evalkit.quiet import quiet_loading
 
 WEIGHT_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
 HASHED_SUFFIXES = (*WEIGHT_SUFFIXES, ".json", ".txt", ".model")
@@ -185,7 +183,7 @@ def _from_pretrained(folder: Path, dtype: torch.dtype, allow_pickle: bool) -> An
     # Components saved as [null, null] (e.g. SD3 without its T5) must be passed as None again.
     absent = {k: None for k, v in index.items() if isinstance(v, list) and not any(v)}
     try:
-        with _quiet_loading():
+        with quiet_loading():
             return DiffusionPipeline.from_pretrained(
                 str(folder), torch_dtype=dtype, use_safetensors=None if allow_pickle else True,
                 local_files_only=True, **absent,
@@ -208,7 +206,7 @@ def _load_denoiser(folder: Path, dtype: torch.dtype, allow_pickle: bool) -> torc
         raise EvalkitError(f"{folder} holds an unknown model class {config.get('_class_name')!r}",
                            "evalkit loads diffusers UNet/transformer checkpoints")
     try:
-        with _quiet_loading():
+        with quiet_loading():
             return cls.from_pretrained(str(folder), torch_dtype=dtype,
                                        use_safetensors=None if allow_pickle else True)
     except (OSError, ValueError, RuntimeError) as e:
@@ -240,7 +238,7 @@ def _from_single_file(path: Path, base_folder: Path, dtype: torch.dtype) -> Any:
     cls = getattr(diffusers, class_name)
     hint = "check that --base is the pipeline this file belongs to"
     try:
-        with _quiet_loading():
+        with quiet_loading():
             pipe = cls.from_single_file(str(path), config=str(base_folder), torch_dtype=dtype,
                                         local_files_only=True)
     except (OSError, ValueError, KeyError, RuntimeError, NotImplementedError) as e:
@@ -254,24 +252,6 @@ def _from_single_file(path: Path, base_folder: Path, dtype: torch.dtype) -> Any:
                 raise EvalkitError(f"{path} lacks weights for {name} ({empty[0]} and {len(empty) - 1} more)",
                                    hint)
     return pipe
-
-
-@contextmanager
-def _quiet_loading() -> Iterator[None]:
-    """Loading bars and the torch_dtype rename warning are noise next to evalkit's own progress."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*torch_dtype.*")
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        try:
-            yield
-        finally:
-            diffusers_logging.enable_progress_bar()
-            transformers_logging.enable_progress_bar()
 
 
 def _first_line(error: BaseException) -> str:

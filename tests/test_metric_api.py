@@ -176,3 +176,15 @@ def test_clip_transform_equals_the_pil_clip_processor(size):
     ours = clip_transform(image, 224)
     assert ours.shape == (3, 224, 224)
     assert float((ours - expected).abs().max()) <= 1e-5
+
+
+def test_run_generates_what_the_metrics_need_and_scores_it(cli, sd_dir, card, tmp_path):
+    out = tmp_path / "out"
+    code, stdout, err = cli("run", str(sd_dir), "--metrics", str(card), "--out", str(out), "--limit", "3",
+                            "--steps", "3", "--quiet")
+    assert code == 0, err
+    step_dir = out / "tiny-sd" / "final"
+    assert sorted(p.name for p in (step_dir / "images").iterdir()) == ["coco-10k"]  # only what clip scores
+    assert "clip-tiny = " in stdout and "(n=3; 3 scored, 0 reused)" in stdout
+    code, stdout, _ = cli("score", str(out), "--metrics", str(card), "--quiet")
+    assert code == 0 and "(n=3; 0 scored, 3 reused)" in stdout

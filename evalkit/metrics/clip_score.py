@@ -23,6 +23,7 @@ from evalkit.metrics.api import ImageItem, MetricInfo, Record
 from evalkit.metrics.cards import MetricCard
 from evalkit.metrics.models import ResolvedModel, resolve_model
 from evalkit.metrics.preprocess import CLIP_MEAN, CLIP_STD, clip_transform
+from evalkit.quiet import quiet_loading
 
 SCALES = ("cosine", "torchmetrics", "hessel")
 VERSION = "1"
@@ -56,8 +57,9 @@ class ClipScore:
         from transformers import AutoTokenizer, CLIPModel
 
         folder = self._files().folder
-        self._model = CLIPModel.from_pretrained(str(folder), use_safetensors=True).to(device).eval()
-        self._tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        with quiet_loading():
+            self._model = CLIPModel.from_pretrained(str(folder), use_safetensors=True).to(device).eval()
+            self._tokenizer = AutoTokenizer.from_pretrained(str(folder))
         if len(self._tokenizer) < 100:  # transformers 5 may return a near-empty tokenizer offline
             raise EvalkitError(f"the CLIP tokenizer in {folder} is empty or missing", "re-fetch the model files")
         self._device = device

@@ -1,0 +1,24 @@
+"""The README's main command: the demo runs the whole job on tiny models and says they are random."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+@pytest.mark.slow
+def test_demo_writes_images_records_and_scores(cli, tmp_path):
+    out = tmp_path / "demo"
+    code, stdout, err = cli("demo", "--out", str(out), "--quiet")
+    assert code == 0, err
+    assert "RANDOM" in stdout and "meaningless" in stdout
+    steps = sorted(p.parent.relative_to(out / "runs").as_posix() for p in (out / "runs").rglob("generation.json"))
+    assert steps == ["tiny-sd-train/100", "tiny-sd-train/200", "tiny-sd-train/300", "tiny-sd/final"]
+    for step in steps:
+        step_dir = out / "runs" / step
+        assert len(list((step_dir / "images").rglob("*.png"))) == 16
+        summary = json.loads(next((step_dir / "scores" / "clip-tiny").glob("*.summary.json")).read_text())
+        assert summary["n_images"] == 8 and -1.0 <= summary["values"]["value"] <= 1.0
+    code, stdout, _ = cli("demo", "--out", str(out), "--quiet")  # a second run reuses everything
+    assert code == 0 and stdout.count("0 generated, 16 reused") == 4
