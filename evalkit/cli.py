@@ -151,12 +151,14 @@ def generate(prompt_sets: str, **options: Any) -> None:
 @click.option("--prompts", "prompt_sets", default="",
               help="Prompt sets to generate (default: the sets the chosen metrics score).")
 @click.option("--score-batch-size", type=int, default=32, show_default=True)
+@click.option("--tifa-qa", default="", help="Local tifa_v1.0_question_answers.json (default: the hub dataset).")
 @generation_options
-def run(metric_specs: str, prompt_sets: str, score_batch_size: int, **options: Any) -> None:
+def run(metric_specs: str, prompt_sets: str, score_batch_size: int, tifa_qa: str, **options: Any) -> None:
     """Generate images for CHECKPOINT and score them: `generate` then `score`."""
+    from evalkit.metrics.options import MetricOptions
     from evalkit.metrics.registry import create_many
 
-    metrics = create_many(metric_specs)
+    metrics = create_many(metric_specs, MetricOptions(tifa_qa=tifa_qa))
     needed = ",".join(dict.fromkeys(m.info.prompt_set for m in metrics))
     results = _generate(prompt_sets or needed, **options)
     device = results[0].protocol.device if results else "cpu"
@@ -170,13 +172,15 @@ def run(metric_specs: str, prompt_sets: str, score_batch_size: int, **options: A
               help="Comma-separated metric names or card files (evalkit metrics list).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--tifa-qa", default="", help="Local tifa_v1.0_question_answers.json (default: the hub dataset).")
 @click.option("--quiet", is_flag=True)
-def score(run_dir: Path, metric_specs: str, device: str, batch_size: int, quiet: bool) -> None:
+def score(run_dir: Path, metric_specs: str, device: str, batch_size: int, tifa_qa: str, quiet: bool) -> None:
     """Score existing images: RUN_DIR is an --out folder, a model folder or one step folder."""
+    from evalkit.metrics.options import MetricOptions
     from evalkit.metrics.registry import create_many
     from evalkit.score import find_step_dirs
 
-    metrics = create_many(metric_specs)
+    metrics = create_many(metric_specs, MetricOptions(tifa_qa=tifa_qa))
     for step_dir in find_step_dirs(run_dir):
         _score_and_print(step_dir, metrics, _device(device), batch_size, quiet)
 

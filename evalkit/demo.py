@@ -41,13 +41,21 @@ def build_demo_models(models: Path) -> tuple[Path, Path]:
 def build_demo_cards(models: Path) -> list[Path]:
     """Metric cards pointing at tiny random metric models (the real cards point at hub ids)."""
     from evalkit.tiny.clip import build_tiny_clip, write_card
+    from evalkit.tiny.tifa_models import write_tiny_git, write_tiny_mpnet
 
-    clip_dir = models / "tiny-clip"
-    if not (clip_dir / "config.json").is_file():
-        build_tiny_clip(clip_dir)
+    built = {"tiny-clip": build_tiny_clip, "tiny-git": write_tiny_git, "tiny-mpnet": write_tiny_mpnet}
+    for name, build in built.items():
+        if not (models / name / "config.json").is_file():
+            build(models / name)
     cards = models / "cards"
     cards.mkdir(parents=True, exist_ok=True)
-    return [write_card(cards / "clip-tiny.yaml", "clip-tiny", "clip_score", "coco-10k", {"clip": clip_dir})]
+    return [
+        write_card(cards / "clip-tiny.yaml", "clip-tiny", "clip_score", "coco-10k", {"clip": models / "tiny-clip"}),
+        # TIFA on the 2-prompt sample set, whose 19 questions ship with evalkit.
+        write_card(cards / "tifa-tiny.yaml", "tifa-tiny", "tifa", "tifa-v1.0-sample",
+                   {"vqa": models / "tiny-git", "sentence": models / "tiny-mpnet"},
+                   params={"vqa_backend": "git", "questions": "sample"}),
+    ]
 
 
 def run_demo(out: Path, quiet: bool = False) -> list[StepResult]:
@@ -59,7 +67,8 @@ def run_demo(out: Path, quiet: bool = False) -> list[StepResult]:
     with quiet_loading():
         pipeline_dir, training_dir = build_demo_models(out / "models")
         metrics = [create(str(card)) for card in build_demo_cards(out / "models")]
-    sets = [load_prompt_set("tifa-v1.0").head(DEMO_PROMPTS), load_prompt_set("coco-10k").head(DEMO_PROMPTS)]
+    sets = [load_prompt_set("tifa-v1.0").head(DEMO_PROMPTS), load_prompt_set("coco-10k").head(DEMO_PROMPTS),
+            load_prompt_set("tifa-v1.0-sample")]
     request = GenerationRequest()  # the protocol: DDIM 50, CFG 7.5, seed 0, native resolution
     generator = Generator(request, GenerateOptions(out=out / "runs", batch_size=8, quiet=quiet))
     refs = resolve(str(pipeline_dir), ResolveOptions()) + resolve(str(training_dir), ResolveOptions())

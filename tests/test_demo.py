@@ -17,8 +17,10 @@ def test_demo_writes_images_records_and_scores(cli, tmp_path):
     assert steps == ["tiny-sd-train/100", "tiny-sd-train/200", "tiny-sd-train/300", "tiny-sd/final"]
     for step in steps:
         step_dir = out / "runs" / step
-        assert len(list((step_dir / "images").rglob("*.png"))) == 16
+        assert len(list((step_dir / "images").rglob("*.png"))) == 18
         summary = json.loads(next((step_dir / "scores" / "clip-tiny").glob("*.summary.json")).read_text())
         assert summary["n_images"] == 8 and -1.0 <= summary["values"]["value"] <= 1.0
+        tifa = json.loads(next((step_dir / "scores" / "tifa-tiny").glob("*.summary.json")).read_text())
+        assert tifa["values"]["n_questions"] == 19 and 0.0 <= tifa["values"]["value"] <= 1.0
     code, stdout, _ = cli("demo", "--out", str(out), "--quiet")  # a second run reuses everything
-    assert code == 0 and stdout.count("0 generated, 16 reused") == 4
+    assert code == 0 and stdout.count("0 generated, 18 reused") == 4

@@ -31,6 +31,7 @@ from evalkit.metrics.tifa_scoring import (
 )
 from evalkit.promptsets import load_prompt_set
 from evalkit.tifa_qa import Question, sample_questions
+from evalkit.tiny.tifa_models import write_tiny_mpnet as tiny_mpnet
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -349,17 +350,7 @@ WORDS = ["gray", "blue", "red", "black", "white", "yes", "no", "dog", "cat", "gr
 
 def write_tiny_mpnet(folder: Path) -> Path:
     """A random 2-layer MPNet and a WordPiece tokenizer (lower-casing, like all-mpnet-base-v2's)."""
-    from transformers import MPNetConfig, MPNetModel, MPNetTokenizer
-
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [str(d) for d in range(10)]
-    tokens = ["<s>", "<pad>", "</s>", "[UNK]", *WORDS, *letters, *[f"##{c}" for c in letters], "<mask>"]
-    tokenizer = MPNetTokenizer(vocab={t: i for i, t in enumerate(tokens)}, model_max_length=32)
-    tokenizer.save_pretrained(str(folder))
-    config = MPNetConfig(vocab_size=len(tokens), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                         intermediate_size=48, max_position_embeddings=40, pad_token_id=1)
-    torch.manual_seed(0)
-    MPNetModel(config).eval().save_pretrained(str(folder))
-    return folder
+    return tiny_mpnet(folder, WORDS)
 
 
 @pytest.fixture(scope="module")

@@ -14,15 +14,17 @@ from pathlib import Path
 from evalkit.errors import EvalkitError
 from evalkit.metrics.api import Metric
 from evalkit.metrics.cards import MetricCard, read_card, shipped_cards
+from evalkit.metrics.options import MetricOptions
 
 ENTRY_POINT_GROUP = "evalkit.metrics"
 
 
-def implementations() -> dict[str, Callable[[MetricCard], Metric]]:
+def implementations() -> dict[str, Callable[[MetricCard, MetricOptions], Metric]]:
     """Built-in implementations a card's `implementation:` may name."""
     from evalkit.metrics.clip_score import ClipScore
+    from evalkit.metrics.tifa import TifaMetric
 
-    return {"clip_score": ClipScore}
+    return {"clip_score": lambda card, options: ClipScore(card), "tifa": TifaMetric}
 
 
 def plugin_entry_points() -> dict[str, metadata.EntryPoint]:
@@ -37,16 +39,16 @@ def available() -> dict[str, str]:
     return dict(sorted(names.items()))
 
 
-def create(spec: str) -> Metric:
+def create(spec: str, options: MetricOptions = MetricOptions()) -> Metric:  # noqa: B008 - frozen value
     """A metric from a shipped card name, a card file (.yaml), or a plugin name."""
     if spec.endswith((".yaml", ".yml")):
         path = Path(spec).expanduser()
         if not path.is_file():
             raise EvalkitError(f"metric card {spec} does not exist", "give a path to a card YAML or a metric name")
-        return _from_card(read_card(path))
+        return _from_card(read_card(path), options)
     cards = shipped_cards()
     if spec in cards:
-        return _from_card(cards[spec])
+        return _from_card(cards[spec], options)
     plugins = plugin_entry_points()
     if spec in plugins:
         return _from_plugin(spec, plugins[spec])
@@ -56,11 +58,11 @@ def create(spec: str) -> Metric:
                        "available: " + ", ".join(known) + " (evalkit metrics list)")
 
 
-def create_many(specs: str) -> list[Metric]:
+def create_many(specs: str, options: MetricOptions = MetricOptions()) -> list[Metric]:  # noqa: B008
     names = [s.strip() for s in specs.split(",") if s.strip()]
     if not names:
         raise EvalkitError("--metrics names no metric", "e.g. --metrics clip (evalkit metrics list)")
-    metrics = [create(n) for n in names]
+    metrics = [create(n, options) for n in names]
     seen: set[str] = set()
     for m in metrics:
         if m.info.name in seen:
@@ -69,12 +71,12 @@ def create_many(specs: str) -> list[Metric]:
     return metrics
 
 
-def _from_card(card: MetricCard) -> Metric:
+def _from_card(card: MetricCard, options: MetricOptions) -> Metric:
     factories = implementations()
     if card.implementation not in factories:
         raise EvalkitError(f"metric card {card.name!r} names unknown implementation {card.implementation!r}",
                            "built-in implementations: " + ", ".join(factories))
-    return factories[card.implementation](card)
+    return factories[card.implementation](card, options)
 
 
 def _from_plugin(name: str, ep: metadata.EntryPoint) -> Metric:
