@@ -200,6 +200,26 @@ def _score_and_print(step_dir: Path, metrics: list[Any], device: str, batch_size
 
 
 @cli.group()
+def assets() -> None:
+    """Model weights and data that metrics need (for clusters without internet)."""
+
+
+@assets.command("fetch")
+@click.option("--metrics", "metric_specs", required=True, help="Comma-separated metric names or card files.")
+@click.option("--tifa-qa", default="", help="Local tifa_v1.0_question_answers.json (default: the hub dataset).")
+def assets_fetch(metric_specs: str, tifa_qa: str) -> None:
+    """Download (when online) and hash everything the metrics need; offline, check it is all cached.
+
+    Run it once where there is network, then copy HF_HOME to the cluster and set HF_HUB_OFFLINE=1.
+    """
+    from evalkit.metrics.options import MetricOptions
+    from evalkit.metrics.registry import create_many
+
+    for metric in create_many(metric_specs, MetricOptions(tifa_qa=tifa_qa)):
+        click.echo(f"{metric.info.name}: ready (fingerprint {metric.fingerprint()[:16]})")
+
+
+@cli.group()
 def metrics() -> None:
     """Metric plugins and their cards."""
 

@@ -188,3 +188,14 @@ def test_run_generates_what_the_metrics_need_and_scores_it(cli, sd_dir, card, tm
     assert "clip-tiny = " in stdout and "(n=3; 3 scored, 0 reused)" in stdout
     code, stdout, _ = cli("score", str(out), "--metrics", str(card), "--quiet")
     assert code == 0 and "(n=3; 0 scored, 3 reused)" in stdout
+
+
+def test_assets_fetch_resolves_and_hashes_what_a_metric_needs(cli, card, tmp_path, monkeypatch):
+    code, stdout, err = cli("assets", "fetch", "--metrics", str(card))
+    assert code == 0, err
+    assert stdout.startswith("clip-tiny: ready (fingerprint ")
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    code, _, err = cli("assets", "fetch", "--metrics", "clip-b32-hessel")
+    assert code == EXIT_USAGE and "openai/clip-vit-base-patch32@main is not in the local Hugging Face cache" in err

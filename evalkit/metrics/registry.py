@@ -22,9 +22,11 @@ ENTRY_POINT_GROUP = "evalkit.metrics"
 def implementations() -> dict[str, Callable[[MetricCard, MetricOptions], Metric]]:
     """Built-in implementations a card's `implementation:` may name."""
     from evalkit.metrics.clip_score import ClipScore
+    from evalkit.metrics.imagereward import ImageReward
     from evalkit.metrics.tifa import TifaMetric
 
-    return {"clip_score": lambda card, options: ClipScore(card), "tifa": TifaMetric}
+    return {"clip_score": lambda card, options: ClipScore(card), "tifa": TifaMetric,
+            "imagereward": lambda card, options: ImageReward(card)}
 
 
 def plugin_entry_points() -> dict[str, metadata.EntryPoint]:
