@@ -37,7 +37,6 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 import argparse
-import gc
 import json
 import platform
 import shutil
@@ -56,6 +55,7 @@ import torch
 from PIL import Image
 
 from evalkit.checkpoints import CheckpointRef, ResolveOptions, resolve
+from evalkit.devicetime import release_memory, synced_clock
 from evalkit.errors import EvalkitError
 from evalkit.generate import GenerateOptions, Generator, Sample, plan_samples, quantize
 from evalkit.promptsets import PromptSet, load_prompt_set
@@ -93,7 +93,7 @@ def build_model(model: str, resolution: int, folder: Path, dtype: torch.dtype, d
         pipe.to(dtype=dtype)
         pipe.save_pretrained(str(folder), safe_serialization=True)
     del pipe
-    _release(device)
+    release_memory(device)
     return folder
 
 
@@ -197,18 +197,8 @@ def _no_loading_bars() -> None:
 # Timed sides
 
 
-def now(device: torch.device) -> float:
-    """A clock read that waits for queued GPU work first (CUDA kernels run asynchronously)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
 
 
-def _release(device: torch.device) -> None:
-    """Free the previous side's pipeline before the next loads, so neither pays for the other."""
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 @dataclass(frozen=True)
@@ -226,9 +216,9 @@ def batches_of(samples: Sequence[Sample], batch_size: int) -> list[Batch]:
 def run_bare(folder: Path, batches: Sequence[Batch], steps: int, resolution: int, dtype: torch.dtype,
              device: torch.device) -> tuple[dict[str, float], torch.Tensor]:
     """Load, then the plain loop; returns timings and the first batch's images (for parity)."""
-    t0 = now(device)
+    t0 = synced_clock(device)
     pipe = load_bare(folder, dtype, device)
-    t1 = now(device)
+    t1 = synced_clock(device)
     first: torch.Tensor | None = None
     for batch in batches:
         generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in batch.seeds]
@@ -236,21 +226,21 @@ def run_bare(folder: Path, batches: Sequence[Batch], steps: int, resolution: int
                    height=resolution, width=resolution, generator=generators, output_type="pt")
         if first is None:
             first = out.images
-    t2 = now(device)
+    t2 = synced_clock(device)
     assert first is not None
     first = first.float().cpu()
     del pipe
-    _release(device)
+    release_memory(device)
     return {"load": t1 - t0, "gen": t2 - t1, "total": t2 - t0}, first
 
 
 def run_evalkit(ref: CheckpointRef, prompt_set: PromptSet, request: GenerationRequest, out: Path,
                 batch_size: int, device: torch.device) -> tuple[dict[str, float], Path]:
     """One whole evalkit call into an empty folder, so every image is planned, made and recorded."""
-    t0 = now(device)
+    t0 = synced_clock(device)
     generator = Generator(request, GenerateOptions(out=out, batch_size=batch_size, quiet=True))
     result = generator.run_one(ref, [prompt_set])
-    t1 = now(device)
+    t1 = synced_clock(device)
     if result.generated != len(prompt_set) or result.reused:
         raise RuntimeError(f"evalkit generated {result.generated} and reused {result.reused} of "
                            f"{len(prompt_set)} images; the output folder was not fresh")
@@ -258,7 +248,7 @@ def run_evalkit(ref: CheckpointRef, prompt_set: PromptSet, request: GenerationRe
     row = {"load": timings["load"], "plan": timings["plan"], "generate": timings["generate"],
            "gen": timings["plan"] + timings["generate"], "total": t1 - t0}
     del generator, result
-    _release(device)
+    release_memory(device)
     return row, out / ref.name / ref.step_label
 
 

@@ -21,7 +21,6 @@ import resource
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 
 import torch
 
+from evalkit.devicetime import release_memory, synced_clock
 from evalkit.errors import EvalkitError
 from evalkit.loading import LoadedCheckpoint
 
@@ -135,9 +135,9 @@ def measure_latency(loaded: LoadedCheckpoint, request: Any, batch_sizes: Sequenc
             seconds, peak, baseline = [], 0, None
             for _ in range(repeats):
                 with meter:
-                    start = _now(device)
+                    start = synced_clock(device)
                     once()
-                    seconds.append(_now(device) - start)
+                    seconds.append(synced_clock(device) - start)
                 peak = max(peak, meter.peak or 0)
                 baseline = meter.baseline if baseline is None else min(baseline, meter.baseline or 0)
         except torch.OutOfMemoryError:
@@ -148,7 +148,7 @@ def measure_latency(loaded: LoadedCheckpoint, request: Any, batch_sizes: Sequenc
         if log:
             log(f"  batch {size:>3}: {point.median_seconds:8.3f} s/batch  {point.seconds_per_image:8.3f} s/image  "
                 f"{point.images_per_second:7.3f} img/s")
-    _release(device)
+    release_memory(device)
     if not report.stopped:
         report.stopped = f"batch cap {batch_sizes[-1]}" if batch_sizes else "no batch sizes"
     if not report.points:
@@ -157,17 +157,8 @@ def measure_latency(loaded: LoadedCheckpoint, request: Any, batch_sizes: Sequenc
     return report
 
 
-def _now(device: torch.device) -> float:
-    """A clock read after queued GPU work (kernels run asynchronously)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
 
 
-def _release(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 class _PeakMemory:
