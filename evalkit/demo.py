@@ -41,12 +41,16 @@ def build_demo_models(models: Path) -> tuple[Path, Path]:
 def build_demo_cards(models: Path) -> list[Path]:
     """Metric cards pointing at tiny random metric models (the real cards point at hub ids)."""
     from evalkit.tiny.clip import build_tiny_clip, write_card
+    from evalkit.tiny.imagereward import build_tiny_imagereward
     from evalkit.tiny.tifa_models import write_tiny_git, write_tiny_mpnet
 
     built = {"tiny-clip": build_tiny_clip, "tiny-git": write_tiny_git, "tiny-mpnet": write_tiny_mpnet}
     for name, build in built.items():
         if not (models / name / "config.json").is_file():
             build(models / name)
+    imagereward = models / "tiny-imagereward" / "converted"
+    if not (imagereward / "head.safetensors").is_file():
+        build_tiny_imagereward(imagereward.parent)
     cards = models / "cards"
     cards.mkdir(parents=True, exist_ok=True)
     return [
@@ -55,6 +59,8 @@ def build_demo_cards(models: Path) -> list[Path]:
         write_card(cards / "tifa-tiny.yaml", "tifa-tiny", "tifa", "tifa-v1.0-sample",
                    {"vqa": models / "tiny-git", "sentence": models / "tiny-mpnet"},
                    params={"vqa_backend": "git", "questions": "sample"}),
+        write_card(cards / "imagereward-tiny.yaml", "imagereward-tiny", "imagereward", "coco-10k",
+                   {"imagereward": imagereward}),
     ]
 
 

@@ -22,5 +22,7 @@ def test_demo_writes_images_records_and_scores(cli, tmp_path):
         assert summary["n_images"] == 8 and -1.0 <= summary["values"]["value"] <= 1.0
         tifa = json.loads(next((step_dir / "scores" / "tifa-tiny").glob("*.summary.json")).read_text())
         assert tifa["values"]["n_questions"] == 19 and 0.0 <= tifa["values"]["value"] <= 1.0
+        reward = json.loads(next((step_dir / "scores" / "imagereward-tiny").glob("*.summary.json")).read_text())
+        assert reward["n_images"] == 8 and reward["values"]["stdev"] > 0
     code, stdout, _ = cli("demo", "--out", str(out), "--quiet")  # a second run reuses everything
     assert code == 0 and stdout.count("0 generated, 18 reused") == 4
