@@ -10,10 +10,15 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: install demo test lint bench clean
 
+# Install from the package registry's default builds only. Some machines' pip configuration adds a
+# find-links folder with a CPU-only torch wheel, which no published torchvision (open_clip needs it)
+# can load next to; the registry's torch runs on CPU-only machines too.
+PIP_INSTALL := env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null $(PY) -m pip install
+
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	$(PIP_INSTALL) -q --upgrade pip
+	$(PIP_INSTALL) -q -c constraints.txt -e ".[dev]"
 	touch $@
 
 install: $(VENV)/.installed

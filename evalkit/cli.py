@@ -152,13 +152,15 @@ def generate(prompt_sets: str, **options: Any) -> None:
               help="Prompt sets to generate (default: the sets the chosen metrics score).")
 @click.option("--score-batch-size", type=int, default=32, show_default=True)
 @click.option("--tifa-qa", default="", help="Local tifa_v1.0_question_answers.json (default: the hub dataset).")
+@click.option("--coco-images", default="", help="COCO val2014 image folder (FID's reference images).")
 @generation_options
-def run(metric_specs: str, prompt_sets: str, score_batch_size: int, tifa_qa: str, **options: Any) -> None:
+def run(metric_specs: str, prompt_sets: str, score_batch_size: int, tifa_qa: str, coco_images: str,
+        **options: Any) -> None:
     """Generate images for CHECKPOINT and score them: `generate` then `score`."""
     from evalkit.metrics.options import MetricOptions
     from evalkit.metrics.registry import create_many
 
-    metrics = create_many(metric_specs, MetricOptions(tifa_qa=tifa_qa))
+    metrics = create_many(metric_specs, MetricOptions(tifa_qa=tifa_qa, coco_images=coco_images))
     needed = ",".join(dict.fromkeys(m.info.prompt_set for m in metrics))
     results = _generate(prompt_sets or needed, **options)
     device = results[0].protocol.device if results else "cpu"
@@ -173,14 +175,16 @@ def run(metric_specs: str, prompt_sets: str, score_batch_size: int, tifa_qa: str
 @click.option("--device", default="auto", show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--tifa-qa", default="", help="Local tifa_v1.0_question_answers.json (default: the hub dataset).")
+@click.option("--coco-images", default="", help="COCO val2014 image folder (FID's reference images).")
 @click.option("--quiet", is_flag=True)
-def score(run_dir: Path, metric_specs: str, device: str, batch_size: int, tifa_qa: str, quiet: bool) -> None:
+def score(run_dir: Path, metric_specs: str, device: str, batch_size: int, tifa_qa: str, coco_images: str,
+          quiet: bool) -> None:
     """Score existing images: RUN_DIR is an --out folder, a model folder or one step folder."""
     from evalkit.metrics.options import MetricOptions
     from evalkit.metrics.registry import create_many
     from evalkit.score import find_step_dirs
 
-    metrics = create_many(metric_specs, MetricOptions(tifa_qa=tifa_qa))
+    metrics = create_many(metric_specs, MetricOptions(tifa_qa=tifa_qa, coco_images=coco_images))
     for step_dir in find_step_dirs(run_dir):
         _score_and_print(step_dir, metrics, _device(device), batch_size, quiet)
 
@@ -207,7 +211,8 @@ def assets() -> None:
 @assets.command("fetch")
 @click.option("--metrics", "metric_specs", required=True, help="Comma-separated metric names or card files.")
 @click.option("--tifa-qa", default="", help="Local tifa_v1.0_question_answers.json (default: the hub dataset).")
-def assets_fetch(metric_specs: str, tifa_qa: str) -> None:
+@click.option("--coco-images", default="", help="COCO val2014 image folder (FID's reference images).")
+def assets_fetch(metric_specs: str, tifa_qa: str, coco_images: str) -> None:
     """Download (when online) and hash everything the metrics need; offline, check it is all cached.
 
     Run it once where there is network, then copy HF_HOME to the cluster and set HF_HUB_OFFLINE=1.
@@ -215,7 +220,7 @@ def assets_fetch(metric_specs: str, tifa_qa: str) -> None:
     from evalkit.metrics.options import MetricOptions
     from evalkit.metrics.registry import create_many
 
-    for metric in create_many(metric_specs, MetricOptions(tifa_qa=tifa_qa)):
+    for metric in create_many(metric_specs, MetricOptions(tifa_qa=tifa_qa, coco_images=coco_images)):
         click.echo(f"{metric.info.name}: ready (fingerprint {metric.fingerprint()[:16]})")
 
 

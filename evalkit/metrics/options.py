@@ -8,3 +8,4 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class MetricOptions:
     tifa_qa: str = ""  # path to tifa_v1.0_question_answers.json; empty: the hub dataset
+    coco_images: str = ""  # folder of COCO_val2014_*.jpg for FID/KID references

@@ -22,11 +22,14 @@ ENTRY_POINT_GROUP = "evalkit.metrics"
 def implementations() -> dict[str, Callable[[MetricCard, MetricOptions], Metric]]:
     """Built-in implementations a card's `implementation:` may name."""
     from evalkit.metrics.clip_score import ClipScore
+    from evalkit.metrics.fid import FID
+    from evalkit.metrics.hpsv2 import HPSv2
     from evalkit.metrics.imagereward import ImageReward
     from evalkit.metrics.tifa import TifaMetric
 
     return {"clip_score": lambda card, options: ClipScore(card), "tifa": TifaMetric,
-            "imagereward": lambda card, options: ImageReward(card)}
+            "imagereward": lambda card, options: ImageReward(card), "hpsv2": lambda card, options: HPSv2(card),
+            "fid": lambda card, options: FID(card, options)}
 
 
 def plugin_entry_points() -> dict[str, metadata.EntryPoint]:

@@ -1,0 +1,227 @@
+"""FID and KID of generated coco-10k images against the matching COCO val2014 images.
+
+Features: the 2048-d pool3 output of torch-fidelity's `FeatureExtractorInceptionV3` (the
+2015-12-05 TF Inception port that torchmetrics also uses), loaded from a local weights
+file named by the card (`params.weights`; `.pth` loaded with `weights_only=True`, or
+`.safetensors`) — never downloaded. The resize to 299 is pinned to torch-fidelity's
+TF1-exact bilinear (`resize: tf1-bilinear`; = torchmetrics with `antialias=False`, the
+original TF FID), the only policy accepted, and it is part of the fingerprint.
+
+Records: one per generated image, its float32 feature vector stored exactly as base64
+little-endian bytes (~11 KB per image), plus its size and COCO file. `aggregate` needs
+nothing else: it reads the reference statistics for exactly those COCO files at that
+resolution from the cache (`fid_stats`), computing them once when missing — COCO images
+from `--coco-images DIR`, shorter side resized (PIL bicubic) and centre-cropped to the
+generation resolution, then the same extractor.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from evalkit.errors import EvalkitError
+from evalkit.hashing import sha256_file, sha256_json
+from evalkit.metrics import fid_stats
+from evalkit.metrics.api import ImageItem, MetricInfo, Record
+from evalkit.metrics.cards import MetricCard
+from evalkit.metrics.options import MetricOptions
+
+VERSION = "1"
+RESIZE_POLICIES = ("tf1-bilinear",)
+REFERENCE_PREPROCESS = "pil-bicubic-shorter-side+center-crop"
+FEATURES = "inception-2015-12-05-pool3-2048"
+REFERENCE_BATCH = 32
+DEFAULT_WEIGHTS = "~/.cache/torch/hub/checkpoints/weights-inception-2015-12-05-6726825d.pth"
+_EXTRACTORS: dict[tuple[str, str], torch.nn.Module] = {}
+WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+
+
+def load_extractor(weights: Path) -> torch.nn.Module:
+    """torch-fidelity's Inception with local weights, loaded without unpickling code."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    if weights.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(weights))
+    else:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    buffer = io.BytesIO()  # torch-fidelity only takes a path/file; hand it the checked tensors
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=buffer)
+
+
+def reference_image(path: Path, size: tuple[int, int]) -> torch.Tensor:
+    """A COCO image resized (shorter side, PIL bicubic) and centre-cropped to (width, height), uint8 CHW."""
+    width, height = size
+    with Image.open(path) as image:
+        rgb = image.convert("RGB")
+    scale = max(width / rgb.width, height / rgb.height)
+    new = (max(width, round(rgb.width * scale)), max(height, round(rgb.height * scale)))
+    resized = rgb.resize(new, Image.Resampling.BICUBIC)
+    left, top = (new[0] - width) // 2, (new[1] - height) // 2
+    return to_uint8_chw(resized.crop((left, top, left + width, top + height)))
+
+
+def to_uint8_chw(image: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.array(image.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+
+def fid_label(n: int) -> str:
+    return f"FID-{n // 1000}K" if n and n % 1000 == 0 else f"FID-{n}"
+
+
+class FID:
+    def __init__(self, card: MetricCard, options: MetricOptions) -> None:
+        self.card = card
+        self.options = options
+        params = card.params
+        self.resize = str(params.get("resize", "tf1-bilinear"))
+        if self.resize not in RESIZE_POLICIES:
+            raise EvalkitError(f"metric card {card.name!r}: unknown resize policy {self.resize!r}",
+                               f"use one of {RESIZE_POLICIES}")
+        self.weights = Path(str(params.get("weights", DEFAULT_WEIGHTS))).expanduser()
+        self.expected_n = int(params.get("n", 10000))
+        self.label = str(params.get("label", fid_label(self.expected_n)))
+        self.kid_subsets = int(params.get("kid_subsets", 100))
+        self.kid_subset_size = int(params.get("kid_subset_size", 1000))
+        self.kid_seed = int(params.get("kid_seed", 0))
+        self.info = MetricInfo(name=card.name, display_name=card.display_name or self.label, version=VERSION,
+                               higher_is_better=card.higher_is_better, prompt_set=card.prompt_set,
+                               description=card.description)
+        self._weights_sha: str | None = None
+        self._model: torch.nn.Module | None = None
+        self._device = torch.device("cpu")
+
+    # -- identity ------------------------------------------------------------------------
+    def _weights_hash(self) -> str:
+        if self._weights_sha is None:
+            if not self.weights.is_file():
+                raise EvalkitError(f"Inception weights {self.weights} do not exist",
+                                   f"download {WEIGHTS_URL} there, or set params.weights in the metric card")
+            self._weights_sha = sha256_file(self.weights)
+        return self._weights_sha
+
+    def _versions(self) -> dict[str, str]:
+        import torch_fidelity
+
+        return {"torch_fidelity": torch_fidelity.__version__}
+
+    def fingerprint(self) -> str:
+        return sha256_json({"card": self.card.fingerprint(), "version": VERSION, "weights": self._weights_hash(),
+                            "resize": self.resize, "features": FEATURES, **self._versions()})
+
+    # -- scoring -------------------------------------------------------------------------
+    def setup(self, device: torch.device) -> None:
+        if self._model is not None and self._device == device:
+            return
+        key = (self._weights_hash(), str(device))
+        if key not in _EXTRACTORS:  # one loaded extractor per weights + device in a process
+            _EXTRACTORS.clear()
+            _EXTRACTORS[key] = load_extractor(self.weights).to(device).eval()
+        self._model = _EXTRACTORS[key]
+        self._device = device
+
+    def _extractor(self) -> torch.nn.Module:
+        if self._model is None:
+            self.setup(self._device)
+        assert self._model is not None
+        return self._model
+
+    def features(self, images: torch.Tensor) -> np.ndarray:
+        """uint8 N×3×H×W → float32 N×2048 (torch-fidelity's TF1-exact resize to 299 inside)."""
+        with torch.inference_mode():
+            out = self._extractor()(images.to(self._device))[0]
+        return out.float().cpu().numpy()
+
+    def prepare(self, item: ImageItem, image: Image.Image) -> dict[str, Any]:
+        coco_file = item.prompt.data.get("coco_file") if item.prompt.data else None
+        if not coco_file:
+            raise EvalkitError(f"prompt {item.prompt.id} of {item.prompt_set} has no COCO image",
+                               "FID scores coco-10k prompts (they name their COCO val2014 image)")
+        if self.options.coco_images and not (Path(self.options.coco_images) / coco_file).is_file():
+            raise self._missing(str(coco_file))  # fail early, before hours of feature extraction
+        return {"pixels": to_uint8_chw(image), "coco_file": str(coco_file)}
+
+    def score_batch(self, items: Sequence[ImageItem], prepared: Sequence[dict[str, Any]]) -> list[list[Record]]:
+        out: list[np.ndarray | None] = [None] * len(prepared)
+        by_size: dict[tuple[int, ...], list[int]] = {}
+        for i, p in enumerate(prepared):
+            by_size.setdefault(tuple(p["pixels"].shape), []).append(i)
+        for indices in by_size.values():
+            feats = self.features(torch.stack([prepared[i]["pixels"] for i in indices]))
+            for i, f in zip(indices, feats, strict=True):
+                out[i] = f
+        records = []
+        for p, f in zip(prepared, out, strict=True):
+            assert f is not None
+            records.append([{"features": fid_stats.encode_features(f), "width": int(p["pixels"].shape[2]),
+                             "height": int(p["pixels"].shape[1]), "coco_file": p["coco_file"]}])
+        return records
+
+    # -- reference statistics ------------------------------------------------------------
+    def _missing(self, coco_file: str) -> EvalkitError:
+        if not self.options.coco_images:
+            return EvalkitError(f"FID needs the COCO val2014 images (first: {coco_file}); --coco-images is not given",
+                                "pass --coco-images DIR (the folder of COCO_val2014_*.jpg)")
+        return EvalkitError(f"COCO image {coco_file} is missing from --coco-images {self.options.coco_images}",
+                            "pass --coco-images DIR holding every COCO_val2014 image of the prompts")
+
+    def reference_description(self, coco_files: Sequence[str], size: tuple[int, int]) -> dict[str, Any]:
+        return {"images": sha256_json(list(coco_files)), "n": len(coco_files), "resolution": list(size),
+                "weights": self._weights_hash(), "resize": self.resize, "preprocess": REFERENCE_PREPROCESS,
+                "features": FEATURES, **self._versions()}
+
+    def reference(self, coco_files: Sequence[str], size: tuple[int, int]) -> tuple[str, dict[str, np.ndarray]]:
+        description = self.reference_description(coco_files, size)
+        key = fid_stats.reference_key(description)
+        cached = fid_stats.load_reference(key)
+        if cached is not None:
+            return key, cached
+        features = self._compute_reference(coco_files, size)
+        return key, fid_stats.save_reference(key, description, features)
+
+    def _compute_reference(self, coco_files: Sequence[str], size: tuple[int, int]) -> np.ndarray:
+        folder = Path(self.options.coco_images).expanduser() if self.options.coco_images else None
+        paths = []
+        for name in coco_files:
+            if folder is None or not (folder / name).is_file():
+                raise self._missing(name)
+            paths.append(folder / name)
+        chunks = []
+        for start in range(0, len(paths), REFERENCE_BATCH):
+            batch = torch.stack([reference_image(p, size) for p in paths[start:start + REFERENCE_BATCH]])
+            chunks.append(self.features(batch))
+        return np.concatenate(chunks)
+
+    # -- aggregate -----------------------------------------------------------------------
+    def aggregate(self, records: Sequence[Record]) -> dict[str, Any]:
+        n = len(records)
+        base: dict[str, Any] = {"n": n, "label": fid_label(n), "expected_n": self.expected_n,
+                                "resize": self.resize, "preprocess": REFERENCE_PREPROCESS}
+        if n < 2:
+            return {"value": math.nan, **base}
+        sizes = sorted({(int(r["width"]), int(r["height"])) for r in records})
+        if len(sizes) != 1:
+            raise EvalkitError(f"FID images have {len(sizes)} different sizes {sizes}",
+                               "score one resolution per step folder")
+        fake = np.stack([fid_stats.decode_features(r["features"]) for r in records])
+        coco_files = sorted({str(r["coco_file"]) for r in records})
+        key, ref = self.reference(coco_files, sizes[0])
+        mu, sigma = fid_stats.mean_cov(fake)
+        fid = fid_stats.frechet_distance(ref["mu"], ref["sigma"], mu, sigma)
+        subset = min(self.kid_subset_size, n, len(coco_files))
+        kid, kid_std = (fid_stats.kernel_inception_distance(ref["features"], fake, self.kid_subsets, subset,
+                                                            self.kid_seed) if subset >= 2 else (math.nan, math.nan))
+        return {"value": fid, "fid": fid, **base, "n_ref": len(coco_files), "resolution": list(sizes[0]),
+                "kid": kid, "kid_std": kid_std, "kid_subsets": self.kid_subsets, "kid_subset_size": subset,
+                "kid_seed": self.kid_seed, "reference": key}
