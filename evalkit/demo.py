@@ -15,7 +15,8 @@ import click
 
 from evalkit.checkpoints import ResolveOptions, resolve
 from evalkit.generate import GenerateOptions, Generator, StepResult
-from evalkit.promptsets import load_prompt_set
+from evalkit.metrics.options import MetricOptions
+from evalkit.promptsets import Prompt, load_prompt_set
 from evalkit.protocol import GenerationRequest
 from evalkit.quiet import quiet_loading
 
@@ -38,9 +39,12 @@ def build_demo_models(models: Path) -> tuple[Path, Path]:
     return pipeline_dir, training_dir
 
 
-def build_demo_cards(models: Path) -> list[Path]:
+def build_demo_cards(models: Path, coco_prompts: list[Prompt]) -> list[Path]:
     """Metric cards pointing at tiny random metric models (the real cards point at hub ids)."""
+    from evalkit.metrics.hpsv2 import HPS_VERSIONS
     from evalkit.tiny.clip import build_tiny_clip, write_card
+    from evalkit.tiny.fid import write_random_inception, write_synthetic_coco
+    from evalkit.tiny.hpsv2 import write_tiny_card, write_tiny_checkpoint
     from evalkit.tiny.imagereward import build_tiny_imagereward
     from evalkit.tiny.tifa_models import write_tiny_git, write_tiny_mpnet
 
@@ -51,6 +55,13 @@ def build_demo_cards(models: Path) -> list[Path]:
     imagereward = models / "tiny-imagereward" / "converted"
     if not (imagereward / "head.safetensors").is_file():
         build_tiny_imagereward(imagereward.parent)
+    hps = models / "tiny-hpsv2" / HPS_VERSIONS["v2.1"]
+    if not hps.is_file():
+        write_tiny_checkpoint(hps.parent)
+    inception = models / "random-inception.pth"
+    if not inception.is_file():
+        write_random_inception(inception)
+    write_synthetic_coco(coco_dir(models), coco_prompts)
     cards = models / "cards"
     cards.mkdir(parents=True, exist_ok=True)
     return [
@@ -61,7 +72,18 @@ def build_demo_cards(models: Path) -> list[Path]:
                    params={"vqa_backend": "git", "questions": "sample"}),
         write_card(cards / "imagereward-tiny.yaml", "imagereward-tiny", "imagereward", "coco-10k",
                    {"imagereward": imagereward}),
+        write_tiny_card(cards / "hpsv2-tiny.yaml", "hpsv2-tiny", hps.parent),
+        write_card(cards / "fid-tiny.yaml", "fid-tiny", "fid", "coco-10k", {},
+                   params={"resize": "tf1-bilinear", "weights": str(inception), "n": len(coco_prompts),
+                           "label": f"FID-{len(coco_prompts)}", "kid_subsets": 10,
+                           "kid_subset_size": len(coco_prompts) // 2, "kid_seed": 0},
+                   higher_is_better=False),
     ]
+
+
+def coco_dir(models: Path) -> Path:
+    """Synthetic stand-ins for COCO val2014 images, FID's reference set in the demo."""
+    return models / "coco-val2014-synthetic"
 
 
 def run_demo(out: Path, quiet: bool = False) -> list[StepResult]:
@@ -70,11 +92,13 @@ def run_demo(out: Path, quiet: bool = False) -> list[StepResult]:
 
     click.secho(BANNER, fg="yellow")
     started = time.perf_counter()
-    with quiet_loading():
-        pipeline_dir, training_dir = build_demo_models(out / "models")
-        metrics = [create(str(card)) for card in build_demo_cards(out / "models")]
     sets = [load_prompt_set("tifa-v1.0").head(DEMO_PROMPTS), load_prompt_set("coco-10k").head(DEMO_PROMPTS),
             load_prompt_set("tifa-v1.0-sample")]
+    models = out / "models"
+    with quiet_loading():
+        pipeline_dir, training_dir = build_demo_models(models)
+        options = MetricOptions(coco_images=str(coco_dir(models)))
+        metrics = [create(str(card), options) for card in build_demo_cards(models, list(sets[1]))]
     request = GenerationRequest()  # the protocol: DDIM 50, CFG 7.5, seed 0, native resolution
     generator = Generator(request, GenerateOptions(out=out / "runs", batch_size=8, quiet=quiet))
     refs = resolve(str(pipeline_dir), ResolveOptions()) + resolve(str(training_dir), ResolveOptions())

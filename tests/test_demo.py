@@ -8,7 +8,8 @@ import pytest
 
 
 @pytest.mark.slow
-def test_demo_writes_images_records_and_scores(cli, tmp_path):
+def test_demo_writes_images_records_and_scores(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # FID reference statistics
     out = tmp_path / "demo"
     code, stdout, err = cli("demo", "--out", str(out), "--quiet")
     assert code == 0, err
@@ -24,5 +25,9 @@ def test_demo_writes_images_records_and_scores(cli, tmp_path):
         assert tifa["values"]["n_questions"] == 19 and 0.0 <= tifa["values"]["value"] <= 1.0
         reward = json.loads(next((step_dir / "scores" / "imagereward-tiny").glob("*.summary.json")).read_text())
         assert reward["n_images"] == 8 and reward["values"]["stdev"] > 0
+        hps = json.loads(next((step_dir / "scores" / "hpsv2-tiny").glob("*.summary.json")).read_text())
+        assert hps["n_images"] == 8 and -1.0 <= hps["values"]["value"] <= 1.0
+        fid = json.loads(next((step_dir / "scores" / "fid-tiny").glob("*.summary.json")).read_text())
+        assert fid["values"]["n"] == 8 and fid["values"]["label"] == "FID-8" and fid["values"]["value"] > 0
     code, stdout, _ = cli("demo", "--out", str(out), "--quiet")  # a second run reuses everything
     assert code == 0 and stdout.count("0 generated, 18 reused") == 4

@@ -7,10 +7,8 @@ saved to a local .pth and reach the metric through the card, the path real weigh
 
 from __future__ import annotations
 
-import io
 import json
 import math
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -24,36 +22,14 @@ from evalkit.metrics.options import MetricOptions
 from evalkit.metrics.registry import create
 from evalkit.score import score_step
 from evalkit.tiny.clip import write_card
+from evalkit.tiny.fid import write_random_inception
 
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-    empty = io.BytesIO()
-    torch.save({}, empty)
-    empty.seek(0)
-    with mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd, *a, **k: None):
-        model = FeatureExtractorInceptionV3("random", ["2048"], feature_extractor_weights_path=empty)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, torch.nn.Conv2d):  # He init keeps activations alive through 90+ layers
-                fan_in = mod.in_channels * mod.kernel_size[0] * mod.kernel_size[1]
-                mod.weight.copy_(torch.randn(mod.weight.shape, generator=g) * math.sqrt(2.0 / fan_in))
-            elif isinstance(mod, torch.nn.BatchNorm2d):
-                mod.weight.fill_(1.0)
-                mod.bias.copy_(torch.randn(mod.bias.shape, generator=g) * 0.1)
-                mod.running_mean.zero_()
-                mod.running_var.fill_(1.0)
-            elif isinstance(mod, torch.nn.Linear):
-                mod.weight.copy_(torch.randn(mod.weight.shape, generator=g) * 0.01)
-                mod.bias.zero_()
-    path = tmp_path_factory.mktemp("inception") / "inception-random.pth"
-    torch.save(model.state_dict(), path)
-    return path
+    return write_random_inception(tmp_path_factory.mktemp("inception") / "inception-random.pth")
 
 
 @pytest.fixture(autouse=True)
