@@ -39,3 +39,22 @@ def assert_images_close(a: Path, b: Path, max_share: float = 0.01) -> None:
     diff = (pa - pb).abs()
     assert int(diff.max()) <= 1, f"{a.name}: max difference {int(diff.max())} levels"
     assert float((diff > 0).float().mean()) <= max_share
+
+
+def direct_item(i: int, text: str, prompt_set: str):
+    """An ImageItem for scoring in-memory images directly (no step folder behind it)."""
+    from evalkit.metrics.api import ImageItem
+    from evalkit.promptsets import Prompt
+
+    return ImageItem(prompt_set=prompt_set, prompt=Prompt(id=f"p{i}", text=text), k=0, file=f"images/{i}.png",
+                     path=Path(f"images/{i}.png"), sha256="")
+
+
+def score_directly(metric, prompts, images, batch_size: int, prompt_set: str):
+    """prepare + score_batch over in-memory images in batches of `batch_size`: the engine's inner loop."""
+    items = [direct_item(i, p, prompt_set) for i, p in enumerate(prompts)]
+    prepared = [metric.prepare(it, im) for it, im in zip(items, images, strict=True)]
+    records = []
+    for start in range(0, len(items), batch_size):
+        records += metric.score_batch(items[start:start + batch_size], prepared[start:start + batch_size])
+    return records

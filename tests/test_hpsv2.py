@@ -19,13 +19,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from support import direct_item, score_directly
 
 from evalkit.datafiles import shipped_dir
 from evalkit.errors import EXIT_USAGE, EvalkitError
 from evalkit.metrics.api import ImageItem
 from evalkit.metrics.cards import read_card
 from evalkit.metrics.hpsv2 import HPSv2, build_open_clip
-from evalkit.promptsets import Prompt
 from evalkit.tiny.hpsv2 import tiny_config, write_tiny_card, write_tiny_checkpoint
 
 MEAN = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(3, 1, 1)
@@ -60,17 +60,11 @@ def images():
 
 
 def _item(i: int, text: str) -> ImageItem:
-    return ImageItem(prompt_set="tifa-v1.0", prompt=Prompt(id=f"p{i}", text=text), k=0, file=f"images/{i}.png",
-                     path=None, sha256="")  # type: ignore[arg-type]
+    return direct_item(i, text, "tifa-v1.0")
 
 
 def _score(metric, prompts, images, batch_size):
-    items = [_item(i, p) for i, p in enumerate(prompts)]
-    prepared = [metric.prepare(it, im) for it, im in zip(items, images, strict=True)]
-    records = []
-    for start in range(0, len(items), batch_size):
-        records += metric.score_batch(items[start:start + batch_size], prepared[start:start + batch_size])
-    return records
+    return score_directly(metric, prompts, images, batch_size, "tifa-v1.0")
 
 
 def _reference_pixels(image: Image.Image, size: int, antialias: bool = False) -> torch.Tensor:

@@ -18,6 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from support import direct_item, score_directly
 
 from evalkit.datafiles import shipped_dir
 from evalkit.errors import EXIT_USAGE, EvalkitError
@@ -25,7 +26,6 @@ from evalkit.metrics.api import ImageItem
 from evalkit.metrics.cards import read_card
 from evalkit.metrics.imagereward import ImageReward, check_converted
 from evalkit.metrics.imagereward_convert import convert_imagereward, split_state_dict, vision_key
-from evalkit.promptsets import Prompt
 from evalkit.tiny.clip import write_card
 from evalkit.tiny.imagereward import WORDS, TinyImageRewardConfig, write_tiny_original
 
@@ -61,17 +61,11 @@ def images():
 
 
 def _item(i: int, text: str) -> ImageItem:
-    return ImageItem(prompt_set="coco-10k", prompt=Prompt(id=f"p{i}", text=text), k=0, file=f"images/{i}.png",
-                     path=None, sha256="")  # type: ignore[arg-type]
+    return direct_item(i, text, "coco-10k")
 
 
 def _score(metric, prompts, images, batch_size):
-    items = [_item(i, p) for i, p in enumerate(prompts)]
-    prepared = [metric.prepare(it, im) for it, im in zip(items, images, strict=True)]
-    records = []
-    for start in range(0, len(items), batch_size):
-        records += metric.score_batch(items[start:start + batch_size], prepared[start:start + batch_size])
-    return records
+    return score_directly(metric, prompts, images, batch_size, "coco-10k")
 
 
 # --- the reference forward, in plain torch, from the original-layout tensors -----------------------------
