@@ -1,6 +1,6 @@
 # Two entry points, each doing its own set-up on a fresh machine:
 #   make demo   - the main job on tiny built-in models (no downloads, CPU)
-#   make test   - the whole test suite plus lint
+#   make test   - the whole test suite (parity with the reference packages included) plus lint
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean parity parity-env
 
 # Install from the package registry's default builds only. Some machines' pip configuration adds a
 # find-links folder with a CPU-only torch wheel, which no published torchvision (open_clip needs it)
@@ -27,13 +27,21 @@ demo: install
 	$(VENV)/bin/evalkit demo --out evalkit-demo
 
 lint: install
-	$(VENV)/bin/ruff check evalkit tests bench prompts
+	$(VENV)/bin/ruff check evalkit tests bench prompts parity
 
-test: install lint
+# The reference packages (image-reward, hpsv2) cannot share the main environment; parity tests
+# run them in .venv-ref (parity/install-reference.sh) on the same random weights and inputs.
+parity-env:
+	PYTHON=$(PYTHON) bash parity/install-reference.sh
+
+parity: install parity-env
+	$(PY) -m pytest -q -p no:cacheprovider -m parity
+
+test: install lint parity-env
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: install
 	$(PY) bench/generate_overhead.py
 
 clean:
-	rm -rf $(VENV) evalkit-demo
+	rm -rf $(VENV) .venv-ref evalkit-demo

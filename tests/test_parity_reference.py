@@ -1,0 +1,194 @@
+"""Parity with the reference packages themselves (image-reward 1.5, hpsv2 1.2.0), ≤ 1e-5.
+
+The reference packages cannot be installed next to evalkit, so they run in a separate venv,
+`.venv-ref` (built by `bash parity/install-reference.sh`, see ENVIRONMENT.md). This module runs in
+evalkit's environment: it writes tiny random weights in the OFFICIAL layouts (ImageReward.pt +
+med_config.json + a bert-style tokenizer; an HPS `{'state_dict': ...}` checkpoint of a tiny
+open_clip config), a few PNGs and prompts (one over ImageReward's 35 tokens, one over CLIP's 77),
+runs `parity/ref_imagereward.py` / `parity/ref_hpsv2.py` with `.venv-ref/bin/python` — the
+packages' own preprocessing, tokenizer calls and forward code, see their docstrings — and
+compares evalkit's metric plugins (ImageReward through its converter) with their output.
+Skipped as a whole when `.venv-ref/bin/python` does not exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from support import direct_item
+
+from evalkit.metrics.cards import read_card
+from evalkit.metrics.hpsv2 import HPSv2
+from evalkit.metrics.imagereward import ImageReward
+from evalkit.metrics.imagereward_convert import convert_imagereward
+from evalkit.tiny.clip import write_card
+from evalkit.tiny.hpsv2 import tiny_config, write_tiny_card, write_tiny_checkpoint
+from evalkit.tiny.imagereward import WORDS, TinyImageRewardConfig, tokenizer_tokens, write_tiny_original
+
+ROOT = Path(__file__).resolve().parents[1]
+REF_PYTHON = ROOT / ".venv-ref" / "bin" / "python"
+TOL = 1e-5
+
+pytestmark = [
+    pytest.mark.parity,
+    pytest.mark.skipif(not REF_PYTHON.exists(),
+                       reason=f"no reference venv at {REF_PYTHON} (build it: bash parity/install-reference.sh)"),
+]
+
+# ImageReward's MLP is hard-wired 1024→128→64→16→1 after the text width; keep that so the package's own
+# MLP class holds the head, and BLIP_Pretrain's embed_dim 256 for its (unused) projections. The ViT has
+# head dim 64 (as BLIP's) and is tiny.
+IR_CONFIG = dataclasses.replace(TinyImageRewardConfig(), head_widths=(32, 1024, 128, 64, 16, 1), embed_dim=256)
+LONG_35 = " ".join(WORDS * 2)  # 52 words: truncated at 35 tokens by ImageReward
+LONG_77 = " ".join(WORDS * 4)  # 104 words: truncated at 77 tokens by CLIP, end token kept
+PROMPTS = ["a red dog", "Two cats sitting on the table!", LONG_35, LONG_77, "pizza"]
+SIZES = [(48, 40), (32, 32), (64, 80), (37, 91), (100, 33), (31, 20)]  # (width, height)
+
+
+def _run_reference(script: str, spec: dict, tmp: Path) -> dict:
+    spec_file, out_file = tmp / f"{script}.spec.json", tmp / f"{script}.out.json"
+    spec_file.write_text(json.dumps(spec), encoding="utf-8")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONNOUSERSITE": "1"}
+    proc = subprocess.run([str(REF_PYTHON), str(ROOT / "parity" / f"{script}.py"), str(spec_file), str(out_file)],
+                          env=env, capture_output=True, text=True, timeout=900, cwd=tmp)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-6000:])
+    assert proc.returncode == 0, f"{script} failed in the reference venv:\n{proc.stderr[-3000:]}"
+    return json.loads(out_file.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("parity-images")
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, (w, h) in enumerate(SIZES):
+        path = folder / f"{i}.png"
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def _reference_vocab(folder: Path) -> Path:
+    """The tiny vocabulary in bert-base-uncased's hub form (vocab.txt + tokenizer_config.json), which the
+    reference's slow BertTokenizer.from_pretrained reads (evalkit's transformers writes only tokenizer.json)."""
+    folder.mkdir(parents=True)
+    (folder / "vocab.txt").write_text("".join(f"{t}\n" for t in tokenizer_tokens()), encoding="utf-8")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "model_max_length": 512}),
+                                                  encoding="utf-8")
+    return folder
+
+
+def _cases(images: list[Path]) -> list[dict]:
+    """Each prompt with a few images (rotating), so both per-image and per-prompt-list paths run."""
+    return [{"prompt": p, "images": [str(images[(i + j) % len(images)]) for j in range(3)]}
+            for i, p in enumerate(PROMPTS)]
+
+
+def _evalkit_scores(metric, cases: list[dict], prompt_set: str) -> list[list[float]]:
+    out = []
+    for c, case in enumerate(cases):
+        items = [direct_item(c * 10 + j, case["prompt"], prompt_set) for j in range(len(case["images"]))]
+        prepared = []
+        for item, path in zip(items, case["images"], strict=True):
+            with Image.open(path) as image:
+                prepared.append(metric.prepare(item, image.convert("RGB")))
+        out.append([r[0]["value"] for r in metric.score_batch(items, prepared)])
+    return out
+
+
+def _max_diff(got: list[list[float]], expected: list[list[float]]) -> float:
+    return max(abs(g - e) for gs, es in zip(got, expected, strict=True) for g, e in zip(gs, es, strict=True))
+
+
+# --- ImageReward -------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def imagereward(tmp_path_factory, images):
+    folder = tmp_path_factory.mktemp("parity-ir")
+    original = write_tiny_original(folder / "original", seed=0, config=IR_CONFIG)
+    converted = convert_imagereward(original.pt, original.med_config, folder / "converted",
+                                    tokenizer=original.tokenizer)
+    hub_vocab = _reference_vocab(folder / "bert-base-uncased-hub")
+    spec = {"pt": str(original.pt), "med_config": str(original.med_config), "tokenizer": str(hub_vocab),
+            "vit": {"image_size": IR_CONFIG.image_size, "patch_size": IR_CONFIG.patch_size,
+                    "width": IR_CONFIG.vit_width, "layers": IR_CONFIG.vit_layers, "heads": IR_CONFIG.vit_heads},
+            "cases": _cases(images)}
+    reference = _run_reference("ref_imagereward", spec, folder)
+    card = write_card(folder / "ir.yaml", "imagereward-parity", "imagereward", "coco-10k", {"imagereward": converted})
+    metric = ImageReward(read_card(card))
+    metric.setup(torch.device("cpu"))
+    return metric, spec, reference
+
+
+def test_imagereward_reference_loaded_every_weight(imagereward):
+    _, _, reference = imagereward
+    assert reference["load"]["missing"] == []
+    assert reference["load"]["unexpected"] == []
+
+
+def test_imagereward_tokens_equal_the_reference_tokenizer(imagereward):
+    metric, spec, reference = imagereward
+    for case, ref in zip(spec["cases"], reference["cases"], strict=True):
+        item = direct_item(0, case["prompt"], "coco-10k")
+        with Image.open(case["images"][0]) as image:
+            prepared = metric.prepare(item, image.convert("RGB"))
+        assert prepared["input_ids"].tolist() == ref["input_ids"]
+        assert prepared["attention_mask"].tolist() == ref["attention_mask"]
+    assert sum(reference["cases"][PROMPTS.index(LONG_35)]["attention_mask"]) == 35  # truncated
+
+
+def test_imagereward_scores_equal_the_reference_package(imagereward):
+    metric, spec, reference = imagereward
+    got = _evalkit_scores(metric, spec["cases"], "coco-10k")
+    single = [ref["score"] for ref in reference["cases"]]
+    ranked = [ref["rank_rewards"] for ref in reference["cases"]]
+    listed = [ref["score_list"] for ref in reference["cases"]]
+    flat = [v for vs in single for v in vs]
+    assert np.ptp(flat) > 0.1, "the tiny model is degenerate: the comparison could not fail"
+    diffs = {"score": _max_diff(got, single), "inference_rank": _max_diff(got, ranked),
+             "score(list)": _max_diff(got, listed)}
+    print(f"ImageReward max |evalkit - reference|: {diffs}")
+    assert max(diffs.values()) <= TOL, diffs
+
+
+# --- HPSv2 -------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def hps_weights(tmp_path_factory) -> Path:
+    # float16, as the official *_compressed.pt files; both sides load it into float32 modules.
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("parity-hps"), version="v2.1", seed=0, dtype=torch.float16)
+
+
+@pytest.mark.parametrize("antialias", [False, True])
+def test_hpsv2_scores_equal_the_reference_package(hps_weights, images, tmp_path, antialias):
+    """antialias=True: hpsv2 as installed (torchvision ≥ 0.17 antialiases its tensor resize);
+    antialias=False: the same code with the resize's antialias off, as under the torchvision the
+    published numbers were made with — what evalkit's shipped card pins."""
+    cases = _cases(images)
+    spec = {"checkpoint": str(hps_weights), "config": tiny_config(), "hps_version": "v2.1",
+            "tensor_resize_antialias": None if antialias else False, "cases": cases}
+    reference = _run_reference("ref_hpsv2", spec, tmp_path)
+    card = write_tiny_card(tmp_path / "hps.yaml", "hpsv2-parity", hps_weights.parent, version="v2.1",
+                           antialias=antialias)
+    metric = HPSv2(read_card(card))
+    metric.setup(torch.device("cpu"))
+    expected = [ref["score"] for ref in reference["cases"]]
+    got = _evalkit_scores(metric, cases, "tifa-v1.0")
+    assert np.ptp([v for vs in expected for v in vs]) > 0.1, "the tiny model is degenerate"
+    for ref in reference["cases"]:
+        assert ref["score_first_alone"] == pytest.approx(ref["score"][0], abs=1e-6)
+    long_ids = reference["cases"][PROMPTS.index(LONG_77)]["input_ids"]
+    assert len(long_ids) == 77 and long_ids[-1] != 0  # truncated, the end token kept
+    diff = _max_diff(got, expected)
+    print(f"HPSv2 (antialias={antialias}) max |evalkit - reference|: {diff:.3g}")
+    assert diff <= TOL, diff
