@@ -58,3 +58,34 @@ def score_directly(metric, prompts, images, batch_size: int, prompt_set: str):
     for start in range(0, len(items), batch_size):
         records += metric.score_batch(items[start:start + batch_size], prepared[start:start + batch_size])
     return records
+
+
+REPO = Path(__file__).resolve().parents[1]
+REF_PYTHON = REPO / ".venv-ref" / "bin" / "python"
+
+
+def parity_marks() -> list:
+    """Marks for a module that compares with the reference packages in .venv-ref."""
+    import pytest
+
+    return [pytest.mark.parity,
+            pytest.mark.skipif(not REF_PYTHON.exists(),
+                               reason=f"no reference venv at {REF_PYTHON} "
+                                      "(build it: bash parity/install-reference.sh)")]
+
+
+def run_reference(script: str, spec: dict, tmp: Path, timeout: int = 900) -> dict:
+    """Run parity/<script>.py in the reference venv on `spec` (JSON) and return its JSON output."""
+    import os
+    import subprocess
+    import sys
+
+    spec_file, out_file = tmp / f"{script}.spec.json", tmp / f"{script}.out.json"
+    spec_file.write_text(json.dumps(spec), encoding="utf-8")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONNOUSERSITE": "1"}
+    proc = subprocess.run([str(REF_PYTHON), str(REPO / "parity" / f"{script}.py"), str(spec_file), str(out_file)],
+                          env=env, capture_output=True, text=True, timeout=timeout, cwd=tmp)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-6000:])
+    assert proc.returncode == 0, f"{script} failed in the reference venv:\n{proc.stderr[-3000:]}"
+    return json.loads(out_file.read_text(encoding="utf-8"))

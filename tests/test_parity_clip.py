@@ -23,31 +23,22 @@ Skipped as a whole when `.venv-ref/bin/python` does not exist.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from support import direct_item
+from support import direct_item, parity_marks, run_reference
 
 from evalkit.metrics.cards import read_card
 from evalkit.metrics.clip_score import ClipScore
 from evalkit.metrics.preprocess import CLIP_MEAN, CLIP_STD
 from evalkit.tiny.clip import build_tiny_clip, write_card
 
-ROOT = Path(__file__).resolve().parents[1]
-REF_PYTHON = ROOT / ".venv-ref" / "bin" / "python"
 TOL_X100 = 1e-4
 
-pytestmark = [
-    pytest.mark.parity,
-    pytest.mark.skipif(not REF_PYTHON.exists(),
-                       reason=f"no reference venv at {REF_PYTHON} (build it: bash parity/install-reference.sh)"),
-]
+pytestmark = parity_marks()
 
 # (width, height): down- and upscaling, portrait and landscape, square; none hits the crop-offset case above.
 SIZES = [(48, 40), (32, 32), (64, 80), (37, 91), (100, 33), (31, 20)]
@@ -57,15 +48,7 @@ LONG = "a very long caption about " + " ".join(["dogs", "and", "cats"] * 40)  # 
 
 
 def _run_reference(spec: dict, tmp: Path) -> dict:
-    spec_file, out_file = tmp / "ref_clipscore.spec.json", tmp / "ref_clipscore.out.json"
-    spec_file.write_text(json.dumps(spec), encoding="utf-8")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONNOUSERSITE": "1"}
-    proc = subprocess.run([str(REF_PYTHON), str(ROOT / "parity" / "ref_clipscore.py"), str(spec_file), str(out_file)],
-                          env=env, capture_output=True, text=True, timeout=600, cwd=tmp)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr[-6000:])
-    assert proc.returncode == 0, f"ref_clipscore failed in the reference venv:\n{proc.stderr[-3000:]}"
-    return json.loads(out_file.read_text(encoding="utf-8"))
+    return run_reference("ref_clipscore", spec, tmp, timeout=600)
 
 
 def _write_preprocessor_config(folder: Path, size: int) -> None:

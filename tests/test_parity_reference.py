@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from support import direct_item
+from support import direct_item, parity_marks, run_reference
 
 from evalkit.metrics.cards import read_card
 from evalkit.metrics.hpsv2 import HPSv2
@@ -34,15 +31,9 @@ from evalkit.tiny.clip import write_card
 from evalkit.tiny.hpsv2 import tiny_config, write_tiny_card, write_tiny_checkpoint
 from evalkit.tiny.imagereward import WORDS, TinyImageRewardConfig, tokenizer_tokens, write_tiny_original
 
-ROOT = Path(__file__).resolve().parents[1]
-REF_PYTHON = ROOT / ".venv-ref" / "bin" / "python"
 TOL = 1e-5
 
-pytestmark = [
-    pytest.mark.parity,
-    pytest.mark.skipif(not REF_PYTHON.exists(),
-                       reason=f"no reference venv at {REF_PYTHON} (build it: bash parity/install-reference.sh)"),
-]
+pytestmark = parity_marks()
 
 # ImageReward's MLP is hard-wired 1024→128→64→16→1 after the text width; keep that so the package's own
 # MLP class holds the head, and BLIP_Pretrain's embed_dim 256 for its (unused) projections. The ViT has
@@ -55,15 +46,7 @@ SIZES = [(48, 40), (32, 32), (64, 80), (37, 91), (100, 33), (31, 20)]  # (width,
 
 
 def _run_reference(script: str, spec: dict, tmp: Path) -> dict:
-    spec_file, out_file = tmp / f"{script}.spec.json", tmp / f"{script}.out.json"
-    spec_file.write_text(json.dumps(spec), encoding="utf-8")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONNOUSERSITE": "1"}
-    proc = subprocess.run([str(REF_PYTHON), str(ROOT / "parity" / f"{script}.py"), str(spec_file), str(out_file)],
-                          env=env, capture_output=True, text=True, timeout=900, cwd=tmp)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr[-6000:])
-    assert proc.returncode == 0, f"{script} failed in the reference venv:\n{proc.stderr[-3000:]}"
-    return json.loads(out_file.read_text(encoding="utf-8"))
+    return run_reference(script, spec, tmp)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ unlike torchmetrics' slicing, which drops it.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -41,6 +40,7 @@ class ClipScore:
         self._resolved: ResolvedModel | None = None
         self._model: Any = None
         self._tokenizer: Any = None
+        self._image_size = 0  # read from the model's config in setup
         self._device = torch.device("cpu")
 
     def _files(self) -> ResolvedModel:
@@ -62,16 +62,13 @@ class ClipScore:
             self._tokenizer = AutoTokenizer.from_pretrained(str(folder))
         if len(self._tokenizer) < 100:  # transformers 5 may return a near-empty tokenizer offline
             raise EvalkitError(f"the CLIP tokenizer in {folder} is empty or missing", "re-fetch the model files")
+        self._image_size = int(self._model.config.vision_config.image_size)
         self._device = device
-
-    def _image_size(self) -> int:
-        config = json.loads((self._files().folder / "config.json").read_text(encoding="utf-8"))
-        return int(config["vision_config"]["image_size"])
 
     def prepare(self, item: ImageItem, image: Image.Image) -> dict[str, torch.Tensor]:
         tokens = self._tokenizer(item.prompt.text, padding="max_length", truncation=True,
                                  max_length=self._tokenizer.model_max_length, return_tensors="pt")
-        return {"pixel_values": clip_transform(image, self._image_size(), CLIP_MEAN, CLIP_STD),
+        return {"pixel_values": clip_transform(image, self._image_size, CLIP_MEAN, CLIP_STD),
                 "input_ids": tokens["input_ids"][0], "attention_mask": tokens["attention_mask"][0]}
 
     def score_batch(self, items: Sequence[ImageItem],
