@@ -118,6 +118,9 @@ class PromptSet:
     source: str
     licence: str
     prompts: tuple[Prompt, ...]
+    # What each position of a prompt's tags means ("source"; "category", "challenge"); labels
+    # per-category results only, so it is not part of the fingerprint.
+    tag_kinds: tuple[str, ...] = field(default=(), compare=False)
     fingerprint: str = field(init=False)
     _index: Mapping[str, int] = field(init=False, repr=False, compare=False)
 
@@ -179,7 +182,7 @@ class PromptSet:
         return self._subset(tuple(self.prompts[self._index[i]] for i in wanted))
 
     def _subset(self, prompts: tuple[Prompt, ...]) -> PromptSet:
-        return PromptSet(self.name, self.version, self.source, self.licence, prompts)
+        return PromptSet(self.name, self.version, self.source, self.licence, prompts, self.tag_kinds)
 
 
 @dataclass(frozen=True)
@@ -268,7 +271,8 @@ def load_set_folder(folder: Path) -> PromptSet:
     ]
     _check_unique_ids(prompts, [f"{data_path}:{i + 1}" for i in range(len(prompts))])
     pset = PromptSet(
-        manifest["name"], manifest["version"], manifest["source"], manifest["licence"], tuple(prompts)
+        manifest["name"], manifest["version"], manifest["source"], manifest["licence"], tuple(prompts),
+        tuple(str(kind) for kind in manifest.get("tag_kinds", ())),
     )
     if len(pset) != manifest["n"] or pset.fingerprint != manifest["fingerprint"]:
         _fail(

@@ -57,7 +57,7 @@ def find_step_dirs(path: Path) -> list[Path]:
 
 def score_step(step_dir: Path, metrics: Sequence[Metric], device: torch.device, batch_size: int = 32,
                quiet: bool = False) -> list[MetricResult]:
-    record = _read_generation(step_dir)
+    record = read_generation(step_dir)
     manifest = read_manifests(step_dir)
     return [_score_metric(step_dir, record, manifest, m, device, batch_size, quiet) for m in metrics]
 
@@ -118,7 +118,7 @@ def image_items(step_dir: Path, record: dict[str, Any], manifest: dict[str, Any]
     if not rows:
         raise EvalkitError(f"{step_dir} has no images of prompt set {prompt_set!r}, which {metric} scores",
                            f"generate them with --prompts {prompt_set} (same --out)")
-    prompts = _prompt_set(record, prompt_set)
+    prompts = recorded_prompt_set(record, prompt_set)
     items = []
     for row in rows:
         prompt = prompts.by_id(row.prompt_id)
@@ -129,7 +129,7 @@ def image_items(step_dir: Path, record: dict[str, Any], manifest: dict[str, Any]
     return items
 
 
-def _prompt_set(record: dict[str, Any], name: str) -> PromptSet:
+def recorded_prompt_set(record: dict[str, Any], name: str) -> PromptSet:
     if name in builtin_names():
         return load_prompt_set(name)
     source = record.get("prompt_sets", {}).get(name, {}).get("source", "")
@@ -139,7 +139,7 @@ def _prompt_set(record: dict[str, Any], name: str) -> PromptSet:
     return load_prompt_set(source)
 
 
-def _read_generation(step_dir: Path) -> dict[str, Any]:
+def read_generation(step_dir: Path) -> dict[str, Any]:
     try:
         value = json.loads((step_dir / "generation.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:

@@ -70,6 +70,7 @@ def package_set(
     shared: Path,
     extra_files: SetFiles | None = None,
     build: dict[str, Any] | None = None,
+    tag_kinds: tuple[str, ...] = (),
 ) -> SetFiles:
     """The files of one set folder: data, licence note, extras, and the manifest pinning them."""
     files: SetFiles = {DATA_FILE_NAME: jsonl_bytes(pset.prompts), LICENSE_NOTE: note, **(extra_files or {})}
@@ -86,6 +87,8 @@ def package_set(
             str(path.relative_to(shared)): sha256_bytes(path.read_bytes()) for path in derived_from
         },
     }
+    if tag_kinds:  # what each position of a prompt's tags means, for per-category results
+        manifest["tag_kinds"] = list(tag_kinds)
     if build:
         manifest["build"] = build
     files[MANIFEST_NAME] = (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
@@ -128,7 +131,7 @@ def build_tifa(shared: Path) -> SetFiles:
         "coco_val_id kept as a string under data. The question file is not shipped (see above).",
     )
     desc = "TIFA v1.0 benchmark prompts (4,081: COCO 2000, PartiPrompts 1420, PaintSkills 500, DrawBench 161)"
-    return package_set(pset, desc, note, [src], shared)
+    return package_set(pset, desc, note, [src], shared, tag_kinds=("source",))
 
 
 def build_tifa_sample(shared: Path) -> SetFiles:
@@ -148,7 +151,7 @@ def build_tifa_sample(shared: Path) -> SetFiles:
     )
     desc = "The 2-prompt, 19-question TIFA sample from the reference repository, for demos and tests"
     extra = {QUESTIONS_FILE: questions.read_bytes()}
-    return package_set(pset, desc, note, [src, questions], shared, extra)
+    return package_set(pset, desc, note, [src, questions], shared, extra, tag_kinds=("source",))
 
 
 # --------------------------------------------------------------------------- COCO-10K
@@ -196,7 +199,7 @@ def build_coco_10k(shared: Path) -> SetFiles:
         "n": COCO_10K_SIZE,
         "order": "draw order",
     }
-    return package_set(pset, desc, note, [src], shared, build=build)
+    return package_set(pset, desc, note, [src], shared, build=build, tag_kinds=("source",))
 
 
 # --------------------------------------------------------------------------- PartiPrompts
@@ -223,7 +226,7 @@ def build_partiprompts(shared: Path) -> SetFiles:
         "tags = [Category, Challenge]; data.note = Note (empty string when the file has none).",
     )
     desc = "PartiPrompts (P2): 1,632 prompts tagged with category and challenge"
-    return package_set(pset, desc, note, [src], shared)
+    return package_set(pset, desc, note, [src], shared, tag_kinds=("category", "challenge"))
 
 
 # --------------------------------------------------------------------------- ImageReward

@@ -10,11 +10,12 @@ aggregates, breakdowns and confidence intervals can always be recomputed from th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -68,3 +69,42 @@ class Metric(Protocol):
     def aggregate(self, records: Sequence[Record]) -> dict[str, Any]:
         """The metric's values from stored records (at least `value` and `n`)."""
         ...
+
+
+# --- optional: what confidence intervals and paired comparisons need ----------------------------------------
+
+Ratio = tuple[list[float], list[float]]  # per-prompt numerators and denominators
+
+
+@runtime_checkable
+class PromptDecomposable(Protocol):
+    """A metric whose value and breakdowns are sum(num) / sum(den) over prompts.
+
+    `groups` holds each prompt's records in prompt-set order. Keys: "value" for the
+    headline (a mean over prompts has den = 1) and "<group>/<category>" for breakdowns the
+    prompt tags cannot give (TIFA's "element_type/color"). Breakdowns by prompt tag are
+    derived from "value" by evalkit itself.
+    """
+
+    def prompt_ratios(self, groups: Sequence[Sequence[Record]]) -> dict[str, Ratio]:
+        ...
+
+
+@runtime_checkable
+class PromptResamplable(Protocol):
+    """A metric whose value is not a ratio over prompts (FID): a statistic of resampled prompt indices.
+
+    `bootstrap_resamples` bounds the cost, since every resample recomputes the statistic.
+    """
+
+    bootstrap_resamples: int
+
+    def resampler(self, groups: Sequence[Sequence[Record]]) -> Callable[[np.ndarray], float]:
+        ...
+
+
+def mean_value_ratios(groups: Sequence[Sequence[Record]]) -> dict[str, Ratio]:
+    """Per prompt the mean of its images' `value` (several images per prompt count once)."""
+    num = [sum(float(r["value"]) for r in g) / len(g) if g else 0.0 for g in groups]
+    den = [1.0 if g else 0.0 for g in groups]
+    return {"value": (num, den)}

@@ -18,7 +18,7 @@ from PIL import Image
 
 from evalkit.errors import EvalkitError
 from evalkit.hashing import sha256_json
-from evalkit.metrics.api import ImageItem, MetricInfo, Record
+from evalkit.metrics.api import ImageItem, MetricInfo, Ratio, Record, mean_value_ratios
 from evalkit.metrics.cards import MetricCard
 from evalkit.metrics.models import ResolvedModel, resolve_model
 from evalkit.metrics.preprocess import CLIP_MEAN, CLIP_STD, clip_transform
@@ -87,6 +87,9 @@ class ClipScore:
         if self.scale == "torchmetrics":
             return 100.0 * cosine
         return cosine
+
+    def prompt_ratios(self, groups: Sequence[Sequence[Record]]) -> dict[str, Ratio]:
+        return mean_value_ratios(groups)
 
     def aggregate(self, records: Sequence[Record]) -> dict[str, Any]:
         values = [r["value"] for r in records]

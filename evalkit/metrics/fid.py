@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,8 @@ class FID:
         self.kid_subsets = int(params.get("kid_subsets", 100))
         self.kid_subset_size = int(params.get("kid_subset_size", 1000))
         self.kid_seed = int(params.get("kid_seed", 0))
+        # Every resample recomputes a 2048-d Fréchet distance (~1 s on CPU): fewer than the ratio metrics.
+        self.bootstrap_resamples = int(params.get("bootstrap_resamples", 50))
         self.info = MetricInfo(name=card.name, display_name=card.display_name or self.label, version=VERSION,
                                higher_is_better=card.higher_is_better, prompt_set=card.prompt_set,
                                description=card.description)
@@ -204,6 +206,26 @@ class FID:
         return np.concatenate(chunks)
 
     # -- aggregate -----------------------------------------------------------------------
+    def resampler(self, groups: Sequence[Sequence[Record]]) -> Callable[[np.ndarray], float]:
+        """FID of the images of resampled prompts against the fixed reference (KID is not resampled)."""
+        records = [r for g in groups for r in g]
+        sizes = sorted({(int(r["width"]), int(r["height"])) for r in records})
+        if len(records) < 2 or len(sizes) != 1:
+            return lambda indices: math.nan
+        fake = np.stack([fid_stats.decode_features(r["features"]) for r in records])
+        starts = np.cumsum([0] + [len(g) for g in groups])
+        rows_of = [np.arange(starts[i], starts[i + 1]) for i in range(len(groups))]
+        _, ref = self.reference(sorted({str(r["coco_file"]) for r in records}), sizes[0])
+        root = fid_stats.sqrt_psd(ref["sigma"])
+
+        def statistic(indices: np.ndarray) -> float:
+            rows = np.concatenate([rows_of[i] for i in indices])
+            if len(rows) < 2:
+                return math.nan
+            return fid_stats.frechet_distance_to_features(ref["mu"], ref["sigma"], root, fake[rows])
+
+        return statistic
+
     def aggregate(self, records: Sequence[Record]) -> dict[str, Any]:
         n = len(records)
         base: dict[str, Any] = {"n": n, "label": fid_label(n), "expected_n": self.expected_n,

@@ -54,14 +54,19 @@ def _clean(values: np.ndarray) -> np.ndarray:
     return np.where(values > floor, values, 0.0)
 
 
-def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
+def sqrt_psd(matrix: np.ndarray) -> np.ndarray:
     values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
     return (vectors * np.sqrt(_clean(values))) @ vectors.T
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
     """‖μ₁−μ₂‖² + Tr Σ₁ + Tr Σ₂ − 2 Tr (Σ₁Σ₂)^½, float64."""
-    root1 = _sqrt_psd(sigma1)
+    return frechet_distance_rooted(mu1, sigma1, sqrt_psd(sigma1), mu2, sigma2)
+
+
+def frechet_distance_rooted(mu1: np.ndarray, sigma1: np.ndarray, root1: np.ndarray, mu2: np.ndarray,
+                            sigma2: np.ndarray) -> float:
+    """As frechet_distance with Σ₁^½ given: bootstrap resamples share one reference and its root."""
     inner = root1 @ sigma2 @ root1
     eigen = np.linalg.eigvalsh((inner + inner.T) / 2)
     trace_sqrt = float(np.sqrt(_clean(eigen)).sum())
@@ -132,3 +137,25 @@ def save_reference(key: str, description: dict[str, Any], features: np.ndarray) 
                     encoding="utf-8")
     os.replace(meta, root / f"{key}.json")
     return arrays
+
+
+def frechet_distance_to_features(mu1: np.ndarray, sigma1: np.ndarray, root1: np.ndarray,
+                                 features: np.ndarray) -> float:
+    """Fréchet distance of raw features to a reference, through the smaller Gram matrix.
+
+    With Y = (X − μ)·Σ₁^½ / √(N−1), Σ₁^½ Σ₂ Σ₁^½ = YᵀY shares its non-zero eigenvalues with
+    YYᵀ (N×N), so bootstrap resamples of N ≪ d images cost an N×N eigendecomposition, not d×d.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    n = x.shape[0]
+    if n < 2:
+        raise ValueError("FID needs at least two samples per side")
+    mu2 = x.mean(axis=0)
+    centred = x - mu2
+    y = centred @ root1 / np.sqrt(n - 1)
+    gram = y @ y.T if n < y.shape[1] else y.T @ y
+    eigen = np.linalg.eigvalsh((gram + gram.T) / 2)
+    trace_sqrt = float(np.sqrt(_clean(eigen)).sum())
+    trace2 = float(np.einsum("ij,ij->", centred, centred)) / (n - 1)
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(sigma1) + trace2 - 2.0 * trace_sqrt)

@@ -44,7 +44,7 @@ from PIL import Image
 from evalkit.assets import resolve_hub_snapshot
 from evalkit.errors import EvalkitError
 from evalkit.hashing import sha256_file, sha256_json
-from evalkit.metrics.api import ImageItem, MetricInfo, Record
+from evalkit.metrics.api import ImageItem, MetricInfo, Ratio, Record, mean_value_ratios
 from evalkit.metrics.cards import MetricCard
 from evalkit.metrics.preprocess import CLIP_MEAN, CLIP_STD
 
@@ -127,6 +127,9 @@ class HPSv2:
         cosine = (image * text).sum(dim=-1).cpu().tolist()
         factor = SCALES[self.scale]
         return [[{"value": factor * c, "cosine": c}] for c in cosine]
+
+    def prompt_ratios(self, groups: Sequence[Sequence[Record]]) -> dict[str, Ratio]:
+        return mean_value_ratios(groups)
 
     def aggregate(self, records: Sequence[Record]) -> dict[str, Any]:
         values = [float(r["value"]) for r in records]

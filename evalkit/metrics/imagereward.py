@@ -28,7 +28,7 @@ from torch import nn
 from evalkit.assets import resolve_hub_snapshot
 from evalkit.errors import EvalkitError
 from evalkit.hashing import sha256_json
-from evalkit.metrics.api import ImageItem, MetricInfo, Record
+from evalkit.metrics.api import ImageItem, MetricInfo, Ratio, Record, mean_value_ratios
 from evalkit.metrics.cards import MetricCard, ModelRef
 from evalkit.metrics.imagereward_convert import (
     HEAD_FILE,
@@ -154,6 +154,9 @@ class ImageReward:
         with torch.inference_mode():
             rewards = self._model.rewards(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
         return [[{"value": float(r)}] for r in rewards.cpu().tolist()]
+
+    def prompt_ratios(self, groups: Sequence[Sequence[Record]]) -> dict[str, Ratio]:
+        return mean_value_ratios(groups)
 
     def aggregate(self, records: Sequence[Record]) -> dict[str, Any]:
         values = [float(r["value"]) for r in records]

@@ -19,7 +19,7 @@ from PIL import Image
 
 from evalkit.errors import EvalkitError
 from evalkit.hashing import sha256_json
-from evalkit.metrics.api import ImageItem, MetricInfo, Record
+from evalkit.metrics.api import ImageItem, MetricInfo, Ratio, Record
 from evalkit.metrics.cards import MetricCard
 from evalkit.metrics.models import ResolvedModel, resolve_model
 from evalkit.metrics.options import MetricOptions
@@ -97,6 +97,17 @@ class TifaMetric:
             raise EvalkitError(f"TIFA has no questions for prompt {item.prompt.id!r}",
                                "score TIFA on tifa-v1.0 (or tifa-v1.0-sample with the tifa-sample card)")
         return questions
+
+    def prompt_ratios(self, groups: Sequence[Sequence[Record]]) -> dict[str, Ratio]:
+        """Headline: per prompt the mean over its questions (macro); element types: correct / asked (micro)."""
+        types = sorted({str(r["element_type"]) for g in groups for r in g})
+        ratios: dict[str, Ratio] = {"value": ([sum(bool(r["correct"]) for r in g) / len(g) if g else 0.0
+                                               for g in groups], [1.0 if g else 0.0 for g in groups])}
+        for kind in types:
+            ratios[f"element_type/{kind}"] = (
+                [float(sum(bool(r["correct"]) for r in g if r["element_type"] == kind)) for g in groups],
+                [float(sum(r["element_type"] == kind for r in g)) for g in groups])
+        return ratios
 
     def aggregate(self, records: Sequence[Record]) -> dict[str, Any]:
         if not records:
