@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +14,10 @@ import click
 from evalkit.errors import EXIT_FAILED, EvalkitError
 
 if TYPE_CHECKING:
-    from evalkit.generate import StepResult
+    from evalkit.checkpoints import ResolveOptions
+    from evalkit.generate import GenerateOptions, StepResult
+    from evalkit.promptsets import PromptSet
+    from evalkit.protocol import GenerationRequest
 
 DEFAULT_PROMPT_SETS = "tifa-v1.0,coco-10k"
 
@@ -83,6 +87,8 @@ GENERATION_OPTIONS = [
     click.option("--negative-prompt", default="", help="Negative prompt (the protocol uses none)."),
     click.option("--images-per-prompt", type=int, default=1, show_default=True),
     click.option("--limit", type=int, default=0, help="Only the first N prompts of each set (smoke runs)."),
+    click.option("--subset", default="", help="A named prompt subset (prompts/subsets/), e.g. smoke for CI; its "
+                 "results compare only with runs on the same subset."),
     click.option("--shard", default="", help="i/N: generate every N-th sample starting at i (default: torchrun's)."),
     click.option("--allow-pickle", is_flag=True, help="Allow pickled weights, loaded with weights_only=True."),
     click.option("--quiet", is_flag=True, help="No progress bar (for CI logs)."),
@@ -95,12 +101,13 @@ def generation_options(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
-def _generate(prompt_sets: str, checkpoint: str, out: Path, base: str, revision: str, ema: bool, name: str,
-              step: int, steps: int, cfg: float, seed: int, scheduler: str, dtype: str, device: str,
-              batch_size: str, resolution: int, negative_prompt: str, images_per_prompt: int, limit: int,
-              shard: str, allow_pickle: bool, quiet: bool) -> list[StepResult]:
-    from evalkit.checkpoints import ResolveOptions, resolve
-    from evalkit.generate import GenerateOptions, Generator
+def _plan(prompt_sets: str, checkpoint: str, out: Path, base: str, revision: str, ema: bool, name: str,
+          step: int, steps: int, cfg: float, seed: int, scheduler: str, dtype: str, device: str,
+          batch_size: str, resolution: int, negative_prompt: str, images_per_prompt: int, limit: int,
+          subset: str, shard: str, allow_pickle: bool, quiet: bool) -> _Plan:
+    """The generation options checked and turned into objects; nothing is resolved or loaded."""
+    from evalkit.checkpoints import ResolveOptions
+    from evalkit.generate import GenerateOptions
     from evalkit.promptsets import load_prompt_set
     from evalkit.protocol import GenerationRequest
 
@@ -115,16 +122,39 @@ def _generate(prompt_sets: str, checkpoint: str, out: Path, base: str, revision:
     sets = [load_prompt_set(s.strip()) for s in prompt_sets.split(",") if s.strip()]
     if not sets:
         raise EvalkitError("--prompts names no prompt set", f"e.g. --prompts {DEFAULT_PROMPT_SETS}")
+    if subset:
+        from evalkit.subsets import apply_subset
+
+        sets = apply_subset(sets, subset)
     if limit:
         sets = [s.head(limit) for s in sets]
-    refs = resolve(checkpoint, ResolveOptions(base=base, revision=revision, ema=ema, name=name, step=step,
-                                              allow_pickle=allow_pickle))
+    resolve_options = ResolveOptions(base=base, revision=revision, ema=ema, name=name, step=step,
+                                      allow_pickle=allow_pickle)
     options = GenerateOptions(out=out, batch_size=size or 1, auto_batch=auto, shard_index=shard_index,
                               shard_count=shard_count, quiet=quiet)
-    generator = Generator(request, options, allow_pickle=allow_pickle)
+    return _Plan(checkpoint, request, sets, resolve_options, options, allow_pickle)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    checkpoint: str
+    request: GenerationRequest
+    sets: list[PromptSet]
+    resolve_options: ResolveOptions
+    options: GenerateOptions
+    allow_pickle: bool
+
+
+def _generate(prompt_sets: str, **options: Any) -> list[StepResult]:
+    from evalkit.checkpoints import resolve
+    from evalkit.generate import Generator
+
+    plan = _plan(prompt_sets, **options)
+    refs = resolve(plan.checkpoint, plan.resolve_options)
+    generator = Generator(plan.request, plan.options, allow_pickle=plan.allow_pickle)
     results = []
     for ref in refs:
-        result = generator.run_one(ref, sets)
+        result = generator.run_one(ref, plan.sets)
         results.append(result)
         click.echo(f"{ref.name}@{ref.step_label}: {result.generated} generated, {result.reused} reused "
                    f"of {result.planned} ({result.images_per_second:.2f} img/s) -> {result.step_dir}")
@@ -153,19 +183,44 @@ def generate(prompt_sets: str, **options: Any) -> None:
 @click.option("--score-batch-size", type=int, default=32, show_default=True)
 @click.option("--tifa-qa", default="", help="Local tifa_v1.0_question_answers.json (default: the hub dataset).")
 @click.option("--coco-images", default="", help="COCO val2014 image folder (FID's reference images).")
+@click.option("--watch", is_flag=True,
+              help="Keep polling a training folder and evaluate each checkpoint-N once it is complete.")
+@click.option("--poll-seconds", type=float, default=60.0, show_default=True,
+              help="--watch: seconds between polls (also the settle interval for new files).")
+@click.option("--max-polls", type=int, default=0, help="--watch: stop after N polls (default: until the stop file).")
+@click.option("--stop-file", type=click.Path(path_type=Path), default=None,
+              help="--watch: stop once this file exists (default: CHECKPOINT/STOP).")
+@click.option("--flops-per-step", type=float, default=0.0, help="Training FLOPs per step: adds a compute axis.")
+@click.option("--train-batch-size", type=int, default=0,
+              help="Training batch size: FLOPs per step = 3 x 2 x denoiser MACs x batch (evalkit.profile).")
 @generation_options
-def run(metric_specs: str, prompt_sets: str, score_batch_size: int, tifa_qa: str, coco_images: str,
+def run(metric_specs: str, prompt_sets: str, score_batch_size: int, tifa_qa: str, coco_images: str, watch: bool,
+        poll_seconds: float, max_polls: int, stop_file: Path | None, flops_per_step: float, train_batch_size: int,
         **options: Any) -> None:
-    """Generate images for CHECKPOINT and score them: `generate` then `score`."""
+    """Generate images for CHECKPOINT, score them and write run.json: `generate` then `score`.
+
+    On a training folder every checkpoint-N whose run.json does not yet cover the request is
+    evaluated (covered ones are skipped without loading), then OUT/<model>/curves/ is rewritten.
+    With --watch the folder is followed while training writes it (see docs/curves.md).
+    """
+    from evalkit.api import Evaluator, run_spec, watch_folder
     from evalkit.metrics.options import MetricOptions
     from evalkit.metrics.registry import create_many
+    from evalkit.watch import WatchOptions
 
     metrics = create_many(metric_specs, MetricOptions(tifa_qa=tifa_qa, coco_images=coco_images))
     needed = ",".join(dict.fromkeys(m.info.prompt_set for m in metrics))
-    results = _generate(prompt_sets or needed, **options)
-    device = results[0].protocol.device if results else "cpu"
-    for result in results:
-        _score_and_print(result.step_dir, metrics, device, score_batch_size, options["quiet"])
+    plan = _plan(prompt_sets or needed, **options)
+    evaluator = Evaluator(plan.request, plan.options, metrics, plan.sets, score_batch_size, plan.allow_pickle)
+    compute = {"flops_per_step": flops_per_step, "train_batch_size": train_batch_size}
+    if not watch:
+        run_spec(evaluator, plan.checkpoint, plan.resolve_options, echo=click.echo, **compute)
+        return
+    watch_options = WatchOptions(poll_seconds=poll_seconds, max_polls=max_polls, stop_file=stop_file)
+    click.echo(f"watching {plan.checkpoint} every {poll_seconds:g}s (stop: create "
+               f"{stop_file or Path(plan.checkpoint) / 'STOP'} or press Ctrl-C)")
+    watch_folder(evaluator, Path(plan.checkpoint), plan.resolve_options, watch_options, echo=click.echo,
+                 warn=lambda line: click.echo(line, err=True), **compute)
 
 
 @cli.command()
@@ -190,17 +245,30 @@ def score(run_dir: Path, metric_specs: str, device: str, batch_size: int, tifa_q
 
 
 def _score_and_print(step_dir: Path, metrics: list[Any], device: str, batch_size: int, quiet: bool) -> None:
+    from datetime import datetime, timezone
+
     from evalkit.protocol import GenerationRequest
+    from evalkit.runresult import read_run, write_run_json
     from evalkit.score import score_step
 
     if batch_size < 1:
         raise EvalkitError(f"batch size must be at least 1 (got {batch_size})", "e.g. --batch-size 32")
     torch_device = GenerationRequest(device=device).torch_device()
-    for result in score_step(step_dir, metrics, torch_device, batch_size, quiet):
-        value = result.values.get("value")
-        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+    started = datetime.now(timezone.utc)
+    results = score_step(step_dir, metrics, torch_device, batch_size, quiet)
+    run_json = write_run_json(step_dir, results, metrics, started, device=str(torch_device))
+    entries = read_run(run_json)["metrics"]
+    for result in results:
+        entry = entries[result.metric]
+        low, high = entry["ci95"]
+        shown = _number(entry["value"]) + (f" [{_number(low)}, {_number(high)}]" if low is not None else "")
         click.echo(f"{step_dir}: {result.metric} = {shown} (n={result.n_images}; {result.scored} scored, "
-                   f"{result.reused} reused) -> {result.summary_path}")
+                   f"{result.reused} reused)")
+    click.echo(f"{step_dir}: results -> {run_json}")
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 @cli.group()
@@ -276,6 +344,15 @@ def main() -> None:
         click.echo("interrupted; finished images are kept and a re-run resumes", err=True)
         sys.exit(130)
 
+
+# Commands that live in their own modules (registered before `python -m evalkit.cli` runs main).
+from evalkit.cli_check import check  # noqa: E402
+from evalkit.cli_leaderboard import leaderboard  # noqa: E402
+from evalkit.cli_site import site  # noqa: E402
+
+cli.add_command(check)
+cli.add_command(leaderboard)
+cli.add_command(site)
 
 if __name__ == "__main__":
     main()

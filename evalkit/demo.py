@@ -8,17 +8,23 @@ what a real run writes.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from evalkit.checkpoints import ResolveOptions, resolve
-from evalkit.generate import GenerateOptions, Generator, StepResult
+from evalkit.generate import GenerateOptions
 from evalkit.metrics.options import MetricOptions
 from evalkit.promptsets import Prompt, load_prompt_set
 from evalkit.protocol import GenerationRequest
 from evalkit.quiet import quiet_loading
+from evalkit.runresult import RUN_FILE
+
+if TYPE_CHECKING:
+    from evalkit.api import StepOutcome
 
 DEMO_PROMPTS = 8  # per prompt set
 BANNER = ("evalkit demo: the models below are tiny and RANDOM (built locally, no downloads). "
@@ -86,33 +92,49 @@ def coco_dir(models: Path) -> Path:
     return models / "coco-val2014-synthetic"
 
 
-def run_demo(out: Path, quiet: bool = False) -> list[StepResult]:
+def run_demo(out: Path, quiet: bool = False) -> list[StepOutcome]:
+    """Generate, score, write run.json per checkpoint, then curves, the leaderboard and the site."""
+    from evalkit.api import Evaluator
+    from evalkit.leaderboard import merge_runs
     from evalkit.metrics.registry import create
-    from evalkit.score import score_step
+    from evalkit.site.builder import SiteOptions, build_site
 
     click.secho(BANNER, fg="yellow")
     started = time.perf_counter()
     sets = [load_prompt_set("tifa-v1.0").head(DEMO_PROMPTS), load_prompt_set("coco-10k").head(DEMO_PROMPTS),
             load_prompt_set("tifa-v1.0-sample")]
-    models = out / "models"
+    models, runs = out / "models", out / "runs"
     with quiet_loading():
         pipeline_dir, training_dir = build_demo_models(models)
         options = MetricOptions(coco_images=str(coco_dir(models)))
         metrics = [create(str(card), options) for card in build_demo_cards(models, list(sets[1]))]
     request = GenerationRequest()  # the protocol: DDIM 50, CFG 7.5, seed 0, native resolution
-    generator = Generator(request, GenerateOptions(out=out / "runs", batch_size=8, quiet=quiet))
+    evaluator = Evaluator(request, GenerateOptions(out=runs, batch_size=8, quiet=quiet), metrics, sets)
     refs = resolve(str(pipeline_dir), ResolveOptions()) + resolve(str(training_dir), ResolveOptions())
-    results = []
+    outcomes = []
     for ref in refs:
-        result = generator.run_one(ref, sets)
-        results.append(result)
-        scores = score_step(result.step_dir, metrics, generator.device, quiet=True)
-        shown = ", ".join(f"{s.metric}={s.values['value']:.4f}" for s in scores)
-        click.echo(f"  {ref.name}@{ref.step_label}: {result.generated} generated, {result.reused} reused "
-                   f"({result.images_per_second:.1f} img/s); {shown}")
+        outcome = evaluator.evaluate_ref(ref)
+        outcomes.append(outcome)
+        entries = json.loads((outcome.step_dir / RUN_FILE).read_text(encoding="utf-8"))["metrics"]
+        shown = ", ".join(f"{name}={_shown(entry['value'])}" for name, entry in entries.items())
+        if outcome.skipped:
+            click.echo(f"  {ref.name}@{ref.step_label}: already evaluated; {shown}")
+        else:
+            result = outcome.generation
+            click.echo(f"  {ref.name}@{ref.step_label}: {result.generated} generated, {result.reused} reused "
+                       f"({result.images_per_second:.1f} img/s); {shown}")
+    curves = evaluator.update_curves(training_dir.name)
+    board = merge_runs([runs], out / "leaderboard")
+    site = build_site(out / "site", out / "leaderboard", [], SiteOptions())
     click.echo(f"\ndemo finished in {time.perf_counter() - started:.1f}s")
-    click.echo(f"  models:  {out / 'models'}")
-    click.echo(f"  images:  {out / 'runs'}/<model>/<step>/images/<prompt-set>/<prompt-id>_<k>.png")
-    click.echo(f"  records: {out / 'runs'}/<model>/<step>/generation.json and manifest.jsonl")
-    click.echo(f"  scores:  {out / 'runs'}/<model>/<step>/scores/<metric>/<fingerprint>.jsonl and .summary.json")
-    return results
+    click.echo(f"  models:      {models}")
+    click.echo(f"  images:      {runs}/<model>/<step>/images/<prompt-set>/<prompt-id>_<k>.png")
+    click.echo(f"  results:     {runs}/<model>/<step>/run.json (values, 95% CIs, per-category, provenance)")
+    click.echo(f"  curves:      {runs / training_dir.name / 'curves'} ({len(curves)} files: csv, json, png, svg)")
+    click.echo(f"  leaderboard: {board.folder / 'leaderboard.json'} ({len(board.document['boards'])} board(s))")
+    click.echo(f"  site:        {site.out / 'index.html'} (open it in a browser; no server needed)")
+    return outcomes
+
+
+def _shown(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import jsonschema
 import pytest
+
+from evalkit.runresult import schema_path
 
 
 @pytest.mark.slow
@@ -16,6 +19,7 @@ def test_demo_writes_images_records_and_scores(cli, tmp_path, monkeypatch):
     assert "RANDOM" in stdout and "meaningless" in stdout
     steps = sorted(p.parent.relative_to(out / "runs").as_posix() for p in (out / "runs").rglob("generation.json"))
     assert steps == ["tiny-sd-train/100", "tiny-sd-train/200", "tiny-sd-train/300", "tiny-sd/final"]
+    validator = jsonschema.Draft202012Validator(json.loads(schema_path().read_text()))
     for step in steps:
         step_dir = out / "runs" / step
         assert len(list((step_dir / "images").rglob("*.png"))) == 18
@@ -29,5 +33,21 @@ def test_demo_writes_images_records_and_scores(cli, tmp_path, monkeypatch):
         assert hps["n_images"] == 8 and -1.0 <= hps["values"]["value"] <= 1.0
         fid = json.loads(next((step_dir / "scores" / "fid-tiny").glob("*.summary.json")).read_text())
         assert fid["values"]["n"] == 8 and fid["values"]["label"] == "FID-8" and fid["values"]["value"] > 0
+        run = json.loads((step_dir / "run.json").read_text())
+        validator.validate(run)
+        assert set(run["metrics"]) == {"clip-tiny", "tifa-tiny", "imagereward-tiny", "hpsv2-tiny", "fid-tiny"}
+        for entry in run["metrics"].values():
+            low, high = entry["ci95"]
+            assert low <= entry["value"] <= high
+    curves = out / "runs" / "tiny-sd-train" / "curves"
+    for metric in ("clip-tiny", "tifa-tiny", "fid-tiny"):
+        table = json.loads((curves / f"{metric}.json").read_text())
+        assert [p["step"] for p in table["series"][0]["points"]] == [100, 200, 300]
+        assert (curves / f"{metric}.png").stat().st_size > 0 and (curves / f"{metric}.svg").is_file()
+    board = json.loads((out / "leaderboard" / "leaderboard.json").read_text())
+    assert {row["model"] for b in board["boards"] for row in b["rows"]} == {"tiny-sd", "tiny-sd-train"}
+    assert (out / "site" / "index.html").is_file()
+    for line in ("curves:", "leaderboard:", "site:"):
+        assert line in stdout
     code, stdout, _ = cli("demo", "--out", str(out), "--quiet")  # a second run reuses everything
-    assert code == 0 and stdout.count("0 generated, 18 reused") == 4
+    assert code == 0 and stdout.count("already evaluated") == 4

@@ -101,6 +101,7 @@ class FID:
                                higher_is_better=card.higher_is_better, prompt_set=card.prompt_set,
                                description=card.description)
         self._weights_sha: str | None = None
+        self._reference_roots: dict[str, np.ndarray] = {}
         self._model: torch.nn.Module | None = None
         self._device = torch.device("cpu")
 
@@ -215,8 +216,10 @@ class FID:
         fake = np.stack([fid_stats.decode_features(r["features"]) for r in records])
         starts = np.cumsum([0] + [len(g) for g in groups])
         rows_of = [np.arange(starts[i], starts[i + 1]) for i in range(len(groups))]
-        _, ref = self.reference(sorted({str(r["coco_file"]) for r in records}), sizes[0])
-        root = fid_stats.sqrt_psd(ref["sigma"])
+        key, ref = self.reference(sorted({str(r["coco_file"]) for r in records}), sizes[0])
+        if key not in self._reference_roots:  # check resamples two runs against one reference
+            self._reference_roots[key] = fid_stats.sqrt_psd(ref["sigma"])
+        root = self._reference_roots[key]
 
         def statistic(indices: np.ndarray) -> float:
             rows = np.concatenate([rows_of[i] for i in indices])

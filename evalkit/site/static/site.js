@@ -1,0 +1,90 @@
+/* evalkit site: sortable and filterable tables. No dependencies, no network.
+ *
+ * Tables are rendered server-side; this script only reorders and hides existing rows. The raw
+ * values it sorts and filters on come from a <script type="application/json"> block next to
+ * each table (referenced by the table's data-rows attribute), so nothing is parsed out of the
+ * formatted cells and no data is ever inserted as markup: the only text this script writes
+ * goes through textContent.
+ */
+(function () {
+  "use strict";
+
+  function readRows(table) {
+    var source = document.getElementById(table.getAttribute("data-rows"));
+    if (!source) { return []; }
+    try { return JSON.parse(source.textContent); } catch (e) { return []; }
+  }
+
+  function bodyRows(table) {
+    return Array.prototype.slice.call(table.tBodies[0].rows);
+  }
+
+  function isMissing(value) {
+    return value === null || value === undefined || value === "";
+  }
+
+  function compareValues(a, b, type) {
+    if (type === "text") {
+      return String(a).localeCompare(String(b), undefined, { numeric: true, sensitivity: "base" });
+    }
+    return Number(a) - Number(b);
+  }
+
+  function makeSortable(table) {
+    var data = readRows(table);
+    var headers = Array.prototype.slice.call(table.querySelectorAll("th[data-key]"));
+    headers.forEach(function (th) {
+      var button = th.querySelector("button.sort");
+      if (!button) { return; }
+      button.addEventListener("click", function () {
+        var key = th.getAttribute("data-key");
+        var type = th.getAttribute("data-type") || "number";
+        var descending = th.getAttribute("aria-sort") === "ascending";
+        headers.forEach(function (other) { other.removeAttribute("aria-sort"); });
+        th.setAttribute("aria-sort", descending ? "descending" : "ascending");
+        var rows = bodyRows(table);
+        rows.sort(function (left, right) {
+          var a = (data[Number(left.getAttribute("data-index"))] || {})[key];
+          var b = (data[Number(right.getAttribute("data-index"))] || {})[key];
+          if (isMissing(a) || isMissing(b)) {
+            // Missing values stay at the bottom whichever way the column is sorted.
+            return (isMissing(a) ? 1 : 0) - (isMissing(b) ? 1 : 0);
+          }
+          var order = compareValues(a, b, type);
+          return descending ? -order : order;
+        });
+        var body = table.tBodies[0];
+        rows.forEach(function (row) { body.appendChild(row); });
+      });
+    });
+  }
+
+  function makeFilterable(table) {
+    var data = readRows(table);
+    var fields = (table.getAttribute("data-filter-field") || "model").split(",");
+    var input = document.querySelector('input.filter[data-table="' + table.id + '"]');
+    var count = document.querySelector('.filter-count[data-table="' + table.id + '"]');
+    if (!input) { return; }
+    function apply() {
+      var query = input.value.trim().toLowerCase();
+      var shown = 0;
+      var rows = bodyRows(table);
+      rows.forEach(function (row) {
+        var record = data[Number(row.getAttribute("data-index"))] || {};
+        var haystack = fields.map(function (f) { return String(record[f] === undefined ? "" : record[f]); })
+          .join(" ").toLowerCase();
+        var match = query === "" || haystack.indexOf(query) !== -1;
+        row.hidden = !match;
+        if (match) { shown += 1; }
+      });
+      if (count) {
+        count.textContent = query === "" ? "" : shown + " of " + rows.length + " shown";
+      }
+    }
+    input.addEventListener("input", apply);
+    apply();
+  }
+
+  document.querySelectorAll("table.sortable").forEach(makeSortable);
+  document.querySelectorAll("table.filterable").forEach(makeFilterable);
+}());

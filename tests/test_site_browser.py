@@ -1,0 +1,223 @@
+"""The site in a real headless Chromium (Debian's /usr/bin/chromium, driven by Playwright).
+
+One browser for the session and one built site for the module keep this fast. Pages are
+opened from file://, as a user opening index.html would; every request must stay on file://.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urldefrag, urlparse
+
+import pytest
+from sitefixtures import XSS_MODEL, XSS_PROMPT, write_runs
+
+from evalkit.leaderboard import merge_runs
+from evalkit.site import SiteOptions, build_site
+from evalkit.site.views import model_slug
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
+                                                     "(apt-get install chromium; .ci/run installs it)"),
+]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@dataclass
+class Site:
+    root: Path
+    document: dict[str, Any]
+
+    def url(self, relative: str) -> str:
+        return (self.root / relative).as_uri()
+
+    @property
+    def main_board(self) -> str:
+        return self.document["boards"][0]["id"]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
+    root = tmp_path_factory.mktemp("browser-site")
+    runs = write_runs(root)
+    merge_runs([runs.out], root / "lb")
+    build_site(root / "site", root / "lb", [], SiteOptions())
+    document = json.loads((root / "site" / "data" / "leaderboard.json").read_text(encoding="utf-8"))
+    return Site(root / "site", document)
+
+
+@dataclass
+class Watch:
+    """Everything a page did that a healthy static site never does."""
+
+    errors: list[str] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)
+    foreign: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[tuple[Any, Watch]]:
+    context = browser.new_context(java_script_enabled=True)
+    page = context.new_page()
+    watch = Watch()
+    page.on("console", lambda m: watch.errors.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning")
+            else None)
+    page.on("pageerror", lambda e: watch.errors.append(f"page error: {e}"))
+    page.on("requestfailed", lambda r: watch.errors.append(f"request failed: {r.url}"))
+    local = ("file://", "data:", "about:")
+    page.on("request", lambda r: None if r.url.startswith(local) else watch.foreign.append(r.url))
+
+    def on_dialog(dialog: Any) -> None:
+        watch.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    yield page, watch
+    context.close()
+
+
+def _visible_models(page: Any, table: str) -> list[str]:
+    return page.locator(f"#{table} tbody tr:not([hidden]) a.model").all_text_contents()
+
+
+def test_every_page_loads_cleanly_and_every_local_link_resolves(site: Site, page: tuple[Any, Watch]) -> None:
+    tab, watch = page
+    queue, seen, checked = deque([site.url("index.html")]), set(), 0
+    ids: dict[str, set[str]] = {}
+    fragments: list[tuple[str, str]] = []
+    while queue:
+        url = queue.popleft()
+        if url in seen:
+            continue
+        seen.add(url)
+        tab.goto(url)
+        ids[url] = set(tab.eval_on_selector_all("[id]", "els => els.map(e => e.id)"))
+        targets = tab.eval_on_selector_all(
+            "a[href], img[src], link[href], script[src]", "els => els.map(e => e.href || e.src)")
+        for target in targets:
+            address, fragment = urldefrag(target)
+            assert urlparse(address).scheme == "file", f"{url} links outside the site: {target}"
+            path = Path(unquote(urlparse(address).path))
+            assert path.is_file(), f"{url} links to a missing file: {target}"
+            assert site.root in path.parents, f"{url} links outside the site folder: {target}"
+            checked += 1
+            if fragment:
+                fragments.append((address, fragment))
+            if path.suffix == ".html":
+                queue.append(address)
+    for address, fragment in fragments:
+        assert fragment in ids[address], f"no #{fragment} on {address}"
+    assert len(seen) == 3 + 6  # index, gallery, efficiency and the six model pages
+    assert checked > 50
+    assert watch.errors == [] and watch.dialogs == [] and watch.foreign == []
+
+
+def test_tables_sort_by_any_column_with_missing_values_last(site: Site, page: tuple[Any, Watch]) -> None:
+    tab, watch = page
+    tab.goto(site.url("index.html"))
+    table = f"table-{site.main_board}"
+    assert _visible_models(tab, table) == ["sd-final", "tiny-train", XSS_MODEL, "eff-small"]
+    header = tab.locator(f"#{table} th[data-key='m:clip']")
+    header.locator("button").click()
+    assert header.get_attribute("aria-sort") == "ascending"
+    assert _visible_models(tab, table) == ["eff-small", XSS_MODEL, "tiny-train", "sd-final"]
+    header.locator("button").click()
+    assert header.get_attribute("aria-sort") == "descending"
+    assert _visible_models(tab, table) == ["sd-final", "tiny-train", XSS_MODEL, "eff-small"]
+    fid = tab.locator(f"#{table} th[data-key='m:fid'] button")
+    fid.click()
+    assert _visible_models(tab, table) == ["sd-final", "tiny-train", "eff-small", XSS_MODEL]
+    fid.click()
+    assert _visible_models(tab, table) == ["eff-small", "tiny-train", "sd-final", XSS_MODEL]  # no FID: still last
+    tab.locator(f"#{table} th[data-key='model'] button").click()
+    assert _visible_models(tab, table) == sorted(_visible_models(tab, table), key=str.lower)
+    tab.locator(f"#{table} th[data-key='step'] button").click()
+    assert _visible_models(tab, table)[0] == "tiny-train"  # step 300 before every `final`
+    assert header.get_attribute("aria-sort") is None
+    assert watch.errors == []
+
+
+def test_filters_hide_rows_and_say_how_many_remain(site: Site, page: tuple[Any, Watch]) -> None:
+    tab, watch = page
+    tab.goto(site.url("index.html"))
+    table = f"table-{site.main_board}"
+    box = tab.locator(f"input.filter[data-table='{table}']")
+    box.fill("TINY")
+    assert _visible_models(tab, table) == ["tiny-train"]
+    assert tab.locator(f".filter-count[data-table='{table}']").text_content() == "1 of 4 shown"
+    box.fill("<img")
+    assert _visible_models(tab, table) == [XSS_MODEL]
+    box.fill("")
+    assert len(_visible_models(tab, table)) == 4
+
+    tab.goto(site.url("gallery.html"))
+    gallery = f"gallery-table-{site.main_board}"
+    tab.locator(f"input.filter[data-table='{gallery}']").fill("window.pwned")
+    rows = tab.locator(f"#{gallery} tbody tr:not([hidden]) .prompt-text")
+    assert rows.all_text_contents() == [XSS_PROMPT]
+    tab.locator(f"input.filter[data-table='{gallery}']").fill("dog")
+    assert rows.all_text_contents() == ["a dog in the snow"]
+    assert watch.errors == []
+
+
+def test_charts_and_images_render(site: Site, page: tuple[Any, Watch]) -> None:
+    tab, watch = page
+    for relative, charts in ((f"models/{model_slug('tiny-train')}.html", 2), ("efficiency.html", 3),
+                             ("gallery.html", 0)):
+        tab.goto(site.url(relative))
+        svgs = tab.locator("svg.chart")
+        assert svgs.count() == charts, relative
+        for index in range(charts):
+            box = svgs.nth(index).bounding_box()
+            assert box is not None and box["width"] > 100 and box["height"] > 100
+        images = tab.locator("img")
+        if relative != "efficiency.html":
+            assert images.count() >= 12
+        for index in range(images.count()):
+            images.nth(index).scroll_into_view_if_needed()  # lazy images load once near the viewport
+        tab.wait_for_function("() => Array.from(document.images).every(i => i.complete)")
+        widths = tab.eval_on_selector_all("img", "els => els.map(e => e.naturalWidth)")
+        assert all(w > 0 for w in widths), relative
+    tab.goto(site.url(f"models/{model_slug('tiny-train')}.html"))
+    assert tab.locator("svg.chart polyline.line").count() == 2
+    assert tab.locator("svg.chart circle.dot").count() == 6
+    tab.goto(site.url("efficiency.html"))
+    assert tab.locator("svg.chart circle.front-point").count() >= 2
+    assert watch.errors == []
+
+
+def test_html_and_script_in_names_render_as_text(site: Site, page: tuple[Any, Watch]) -> None:
+    tab, watch = page
+    for relative in ("index.html", "gallery.html", "efficiency.html", f"models/{model_slug(XSS_MODEL)}.html",
+                     f"models/{model_slug('tiny-train')}.html"):
+        tab.goto(site.url(relative))
+        tab.wait_for_load_state("load")
+        assert tab.evaluate("() => typeof window.pwned") == "undefined", relative
+        assert tab.locator("img[src='x']").count() == 0, relative
+    tab.goto(site.url("index.html"))
+    assert tab.get_by_role("link", name=XSS_MODEL, exact=True).first.is_visible()
+    tab.goto(site.url(f"models/{model_slug(XSS_MODEL)}.html"))
+    assert tab.locator("h1.model-name").text_content() == XSS_MODEL
+    tab.goto(site.url("gallery.html"))
+    assert tab.get_by_text(XSS_PROMPT, exact=True).first.is_visible()
+    assert tab.get_by_text('a <b>bold</b> & "quoted" cat', exact=True).first.is_visible()
+    assert watch.dialogs == [] and watch.errors == []
