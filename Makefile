@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test lint bench clean parity parity-env
+.PHONY: install demo test lint bench clean parity parity-env browser
 
 # Install from the package registry's default builds only. Some machines' pip configuration adds a
 # find-links folder with a CPU-only torch wheel, which no published torchvision (open_clip needs it)
@@ -37,7 +37,11 @@ parity-env:
 parity: install parity-env
 	$(PY) -m pytest -q -p no:cacheprovider -m parity
 
-test: install lint parity-env
+# Debian's Chromium for the site's browser tests (skipped, with a reason, where it cannot be installed).
+browser:
+	bash ci/install-chromium.sh
+
+test: install lint parity-env browser
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: install
