@@ -80,7 +80,7 @@ def test_covered_step_is_skipped_and_a_new_protocol_starts_a_new_series(pipe, me
 def test_in_memory_fingerprint_is_deterministic_and_tracks_the_weights(pipe, sd_dir):
     from diffusers import DiffusionPipeline
 
-    from evalkit.api import pipeline_fingerprints
+    from evalkit.inmemory import pipeline_fingerprints
 
     weights, text = pipeline_fingerprints(pipe)
     assert pipeline_fingerprints(pipe) == (weights, text)
