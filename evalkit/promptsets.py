@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import functools
 import json
 import re
 from collections import Counter
@@ -289,7 +290,7 @@ def load_prompt_set(name_or_path: str | Path) -> PromptSet:
     text = str(name_or_path)
     names = builtin_names()
     if text in names:
-        return load_set_folder(shipped_dir("prompts") / text)
+        return _builtin_set(text)
     path = Path(text).expanduser()
     if path.exists():
         return _load_path(path)
@@ -304,6 +305,13 @@ def load_prompt_set(name_or_path: str | Path) -> PromptSet:
         (suggestion + "; " if suggestion else "")
         + f"built-in sets: {', '.join(names)}; or pass a path to a .txt, .jsonl or .csv file",
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _builtin_set(name: str) -> PromptSet:
+    """Shipped sets are immutable and verified on first load; scoring asks for them per step and
+    metric, and re-parsing coco-10k each time (~75 ms plus GC churn) was the fixed cost of a call."""
+    return load_set_folder(shipped_dir("prompts") / name)
 
 
 def _looks_like_path(text: str) -> bool:

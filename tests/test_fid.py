@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -148,6 +149,22 @@ def test_fid_of_a_set_against_itself_is_zero(step_dir, weights, tmp_path, coco_s
     # cross term and subsets are drawn independently per side — so it is not asserted here.)
     shifted = fid_stats.frechet_distance(*fid_stats.mean_cov(fake), *fid_stats.mean_cov(fake + 0.01))
     assert shifted == pytest.approx(2048 * 0.01**2, rel=1e-6)  # a mean shift alone: ‖Δμ‖²
+
+
+def test_cached_reference_is_not_reused_for_other_images_with_the_same_names(step_dir, coco_dir, coco_sets, weights,
+                                                                          tmp_path):
+    card = _card(tmp_path, weights)
+    against_coco = score_step(step_dir, [_metric(card, coco_dir)], CPU, quiet=True)[0]
+    itself = tmp_path / "itself"  # the generated images under the COCO names: FID of a set against itself
+    itself.mkdir()
+    for prompt in coco_sets[0]:
+        shutil.copyfile(step_dir / "images" / "coco-10k" / f"{prompt.id}_0.png", itself / prompt.data["coco_file"])
+    against_itself = score_step(step_dir, [_metric(card, itself)], CPU, quiet=True)[0]
+    assert against_coco.values["fid"] > 1.0
+    assert abs(against_itself.values["fid"]) < 1e-6
+    # without a folder the last computed entry for these names is used (a cluster without the images)
+    cached_only = score_step(step_dir, [_metric(card, None)], CPU, quiet=True)[0]
+    assert cached_only.values["fid"] == against_itself.values["fid"]
 
 
 def test_reference_stats_are_computed_once_and_keyed_by_resolution(step_dir, coco_dir, weights, tmp_path,

@@ -184,14 +184,32 @@ class FID:
                 "weights": self._weights_hash(), "resize": self.resize, "preprocess": REFERENCE_PREPROCESS,
                 "features": FEATURES, **self._versions()}
 
+    def _files_identity(self, coco_files: Sequence[str]) -> str:
+        """Folder, size and mtime of every reference image. The cache is keyed by file names (so a
+        later run without --coco-images can still use it), and this identity, stored beside the
+        entry, stops it from being reused for other images with the same names (a resized copy,
+        another folder) whenever the folder is given. Stat only: milliseconds for 10K files."""
+        folder = Path(self.options.coco_images).expanduser().resolve() if self.options.coco_images else None
+        stats = []
+        for name in coco_files:
+            path = folder / name if folder is not None else None
+            if path is None or not path.is_file():
+                raise self._missing(name)
+            info = path.stat()
+            stats.append([name, info.st_size, info.st_mtime_ns])
+        return sha256_json({"folder": str(folder), "files": stats})
+
     def reference(self, coco_files: Sequence[str], size: tuple[int, int]) -> tuple[str, dict[str, np.ndarray]]:
         description = self.reference_description(coco_files, size)
         key = fid_stats.reference_key(description)
         cached = fid_stats.load_reference(key)
-        if cached is not None:
+        if cached is not None and not self.options.coco_images:
+            return key, cached
+        identity = self._files_identity(coco_files)
+        if cached is not None and fid_stats.load_reference_meta(key).get("files") == identity:
             return key, cached
         features = self._compute_reference(coco_files, size)
-        return key, fid_stats.save_reference(key, description, features)
+        return key, fid_stats.save_reference(key, {**description, "files": identity}, features)
 
     def _compute_reference(self, coco_files: Sequence[str], size: tuple[int, int]) -> np.ndarray:
         folder = Path(self.options.coco_images).expanduser() if self.options.coco_images else None

@@ -124,6 +124,15 @@ def load_reference(key: str) -> dict[str, np.ndarray] | None:
         return None  # a damaged artifact is recomputed
 
 
+def load_reference_meta(key: str) -> dict[str, Any]:
+    """What a cached reference was computed from ({} when unreadable: the entry is then recomputed)."""
+    try:
+        value = json.loads((cache_root() / f"{key}.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def save_reference(key: str, description: dict[str, Any], features: np.ndarray) -> dict[str, np.ndarray]:
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
