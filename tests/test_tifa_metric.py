@@ -81,3 +81,21 @@ def test_tifa_without_its_question_file_is_one_clear_line(cli, generate, sd_dir,
     code, _, err = cli("score", str(step_dir), "--metrics", "tifa", "--quiet")
     assert code == EXIT_USAGE
     assert len(err.strip().splitlines()) == 1 and "--tifa-qa" in err
+
+
+def test_card_dtype_selects_the_vqa_precision_and_is_checked(tifa_models, tmp_path):
+    from evalkit.errors import EvalkitError
+
+    git, mpnet = tifa_models
+    models = {"vqa": git, "sentence": mpnet}
+    params = {"vqa_backend": "git", "questions": "sample"}
+    half = create(str(write_card(tmp_path / "half.yaml", "tifa-half", "tifa", "tifa-v1.0-sample", models,
+                                 params={**params, "dtype": "bfloat16"})))
+    full = create(str(write_card(tmp_path / "full.yaml", "tifa-full", "tifa", "tifa-v1.0-sample", models,
+                                 params=params)))
+    assert (half.dtype, full.dtype) == (torch.bfloat16, torch.float32)
+    half.setup(torch.device("cpu"))
+    assert next(half._backend.model.parameters()).dtype == torch.bfloat16
+    with pytest.raises(EvalkitError, match="unknown dtype 'fp8'"):
+        create(str(write_card(tmp_path / "bad.yaml", "tifa-bad", "tifa", "tifa-v1.0-sample", models,
+                              params={**params, "dtype": "fp8"})))

@@ -28,6 +28,7 @@ from evalkit.quiet import quiet_loading
 from evalkit.tifa_qa import Question, TifaQuestions, load_tifa_questions, sample_questions
 
 VERSION = "1"
+VQA_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class TifaMetric:
@@ -36,6 +37,13 @@ class TifaMetric:
         self.options = options
         self.backend_name = str(card.params.get("vqa_backend", "git-large"))
         self.questions_source = str(card.params.get("questions", "tifa-v1.0"))
+        # float32 by default, as the reference runs GIT; a card may choose bf16/fp16 for large VLMs
+        # (part of the card, so of the fingerprint: half-precision answers are a different metric run).
+        dtype_name = str(card.params.get("dtype", "float32"))
+        if dtype_name not in VQA_DTYPES:
+            raise EvalkitError(f"metric card {card.name!r}: unknown dtype {dtype_name!r}",
+                               f"use one of {', '.join(VQA_DTYPES)}")
+        self.dtype = VQA_DTYPES[dtype_name]
         self.info = MetricInfo(name=card.name, display_name=card.display_name or "TIFA", version=VERSION,
                                higher_is_better=card.higher_is_better, prompt_set=card.prompt_set,
                                description=card.description)
@@ -71,7 +79,8 @@ class TifaMetric:
         from evalkit.metrics.vqa import load_vqa_backend
 
         with quiet_loading():
-            self._backend = load_vqa_backend(self.backend_name, self._model("vqa").folder, device=device)
+            self._backend = load_vqa_backend(self.backend_name, self._model("vqa").folder, device=device,
+                                             dtype=self.dtype)
             self._embed = load_sentence_embedder(self._model("sentence").folder, device=device)
         self._device = device
 

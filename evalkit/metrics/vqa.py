@@ -39,8 +39,9 @@ from evalkit.tifa_qa import Question
 DEFAULT_MAX_ROWS = 32
 DEFAULT_REVISION = "main"
 # What loading needs from a hub repository: configs, safetensors weights, tokenizer vocabularies
-# (BERT's vocab.txt, T5's spiece.model). Pickled `pytorch_model*.bin` copies are never fetched.
-HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model"]
+# (BERT's vocab.txt, T5's spiece.model, Qwen's merges.txt), chat templates (*.jinja in newer
+# repositories). Pickled `pytorch_model*.bin` copies are never fetched.
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]
 
 
 @runtime_checkable
@@ -80,6 +81,8 @@ BACKENDS = MappingProxyType({
     "blip2-flant5xl": BackendSpec("blip2", "Salesforce/blip2-flan-t5-xl"),
     "git": BackendSpec("git", None),
     "blip2": BackendSpec("blip2", None),
+    # not a reference model (issue 3): a modern open VLM; Qwen2-VL checkpoints load through it too
+    "qwen2.5-vl": BackendSpec("qwen2.5-vl", "Qwen/Qwen2.5-VL-7B-Instruct"),
 })
 
 
@@ -111,6 +114,10 @@ def load_vqa_backend(
         from evalkit.metrics.vqa_git import load_git
 
         return load_git(folder, name=name, device=device, dtype=dtype, max_rows=max_rows)
+    if spec.family == "qwen2.5-vl":
+        from evalkit.metrics.vqa_qwen import load_qwen_vl
+
+        return load_qwen_vl(folder, name=name, device=device, dtype=dtype, max_rows=max_rows)
     from evalkit.metrics.vqa_blip2 import load_blip2
 
     return load_blip2(folder, name=name, device=device, dtype=dtype, max_rows=max_rows)
