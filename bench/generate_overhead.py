@@ -37,12 +37,10 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 import argparse
-import json
 import platform
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -52,11 +50,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from harness import run_and_report, versions  # bench/harness.py (scripts run from bench/)
 from PIL import Image
 
 from evalkit.checkpoints import CheckpointRef, ResolveOptions, resolve
 from evalkit.devicetime import release_memory, synced_clock
-from evalkit.errors import EvalkitError
 from evalkit.generate import GenerateOptions, Generator, Sample, plan_samples, quantize
 from evalkit.promptsets import PromptSet, load_prompt_set
 from evalkit.protocol import GenerationRequest
@@ -395,7 +393,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                    "prompt_set": PROMPT_SET, "torch_threads": torch.get_num_threads(),
                    "cpu_count": os.cpu_count(), "platform": platform.platform(),
                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-                   "versions": _versions()},
+                   "versions": versions(("evalkit", "torch", "diffusers", "transformers"))},
         "runs": {"bare": bare_rows, "evalkit": ours_rows},
         "summary": {"bare": s_bare, "evalkit": s_ours,
                     "evalkit_parts": {k: summary(ours_rows, k) for k in ("plan", "generate")}},
@@ -408,40 +406,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     }
 
 
-def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for name in ("evalkit", "torch", "diffusers", "transformers"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    started = time.perf_counter()
-    try:
-        if args.workdir is not None:
-            args.workdir.mkdir(parents=True, exist_ok=True)
-            report = run(args, args.workdir)
-        else:
-            with tempfile.TemporaryDirectory(prefix="evalkit-bench-") as tmp:
-                report = run(args, Path(tmp))
-    except EvalkitError as e:  # e.g. --device cuda without CUDA: nothing was measured
-        print(e.one_line(), file=sys.stderr)
-        return e.exit_code
-    report["wall_seconds"] = time.perf_counter() - started
-    print()
-    print(table(report))
-    print(f"(whole benchmark: {report['wall_seconds']:.1f} s)")
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}")
-    return 0  # a benchmark reports; PASS/FAIL is printed, never turned into an exit status
+    return run_and_report(parse_args(argv), run, table)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,6 @@ import platform
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -56,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from harness import run_and_report, versions  # bench/harness.py (scripts run from bench/)
 from PIL import Image
 
 from evalkit.checkpoints import ResolveOptions, resolve
@@ -608,7 +608,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                    "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
                    "platform": platform.platform(),
                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-                   "versions": _versions()},
+                   "versions": versions(("evalkit", "torch", "transformers", "open_clip_torch", "torch-fidelity"))},
         "rows": out_rows,
         "skipped": skipped,
         "min_speedup": min_speedup,
@@ -618,40 +618,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     }
 
 
-def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for name in ("evalkit", "torch", "transformers", "open_clip_torch", "torch-fidelity"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    started = time.perf_counter()
-    try:
-        if args.workdir is not None:
-            args.workdir.mkdir(parents=True, exist_ok=True)
-            report = run(args, args.workdir)
-        else:
-            with tempfile.TemporaryDirectory(prefix="evalkit-bench-") as tmp:
-                report = run(args, Path(tmp))
-    except EvalkitError as e:  # e.g. --device cuda without CUDA: nothing was measured
-        print(e.one_line(), file=sys.stderr)
-        return e.exit_code
-    report["wall_seconds"] = time.perf_counter() - started
-    print()
-    print(table(report))
-    print(f"(whole benchmark: {report['wall_seconds']:.1f} s)")
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}")
-    return 0  # a benchmark reports; PASS/FAIL is printed, never turned into an exit status
+    return run_and_report(parse_args(argv), run, table)
 
 
 if __name__ == "__main__":

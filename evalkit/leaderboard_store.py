@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.errors import EvalkitError
+from evalkit.pngio import write_atomic
 
 RUN_SCHEMA = "evalkit.run/1"
 RUN_FILE = "run.json"
@@ -280,11 +281,5 @@ def write_text_atomic(path: Path, text: str) -> bool:
             return False
     except OSError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, data)
     return True
