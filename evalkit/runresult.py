@@ -190,9 +190,10 @@ def _provenance(step_dir: Path, generation: dict[str, Any], results: Sequence[Me
     score_seconds = {r.metric: round(r.seconds, 3) for r in results}
     score_rate = {r.metric: (r.scored / r.seconds if r.seconds > 0 and r.scored else None) for r in results}
     gen_prov = generation.get("provenance", {})
+    versions = library_versions()
     return {
-        "evalkit": library_versions()["evalkit"], "git_commit": git_commit() or None,
-        "versions": library_versions(), "device": device_description(torch.device(device)),
+        "evalkit": versions["evalkit"], "git_commit": git_commit() or None,
+        "versions": versions, "device": device_description(torch.device(device)),
         "platform": gen_prov.get("platform", ""), "generation": gen_prov,
         "started": started.astimezone(timezone.utc).isoformat(timespec="seconds"),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
