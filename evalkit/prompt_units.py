@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.errors import EvalkitError
-from evalkit.manifest import read_manifests
+from evalkit.manifest import ManifestRow, read_manifests
 from evalkit.metrics.api import Ratio, Record
 from evalkit.pngio import write_atomic
 from evalkit.promptsets import Prompt
@@ -37,8 +37,14 @@ class PromptGroups:
 
 
 def prompt_groups(step_dir: Path, metric: str, fingerprint: str, prompt_set: str) -> PromptGroups:
-    record = read_generation(step_dir)
-    items = image_items(step_dir, record, read_manifests(step_dir), prompt_set, metric)
+    return group_records(step_dir, read_generation(step_dir), read_manifests(step_dir), metric, fingerprint,
+                         prompt_set)
+
+
+def group_records(step_dir: Path, record: dict[str, Any], manifest: dict[str, ManifestRow], metric: str,
+                  fingerprint: str, prompt_set: str) -> PromptGroups:
+    """As prompt_groups, with generation.json and the manifest already read (one read for all metrics)."""
+    items = image_items(step_dir, record, manifest, prompt_set, metric)
     stored = ScoreStore(step_dir, metric, fingerprint).scored()
     missing = [it.file for it in items if (it.file, it.sha256) not in stored]
     if missing:

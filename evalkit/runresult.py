@@ -20,10 +20,10 @@ import torch
 
 from evalkit.bootstrap import BootstrapSpec, function_samples, interval, ratio_interval, ratio_value
 from evalkit.errors import EvalkitError
-from evalkit.manifest import read_manifests
+from evalkit.manifest import ManifestRow, read_manifests
 from evalkit.metrics.api import Metric, PromptDecomposable, PromptResamplable, Ratio
 from evalkit.pngio import write_atomic
-from evalkit.prompt_units import PromptGroups, prompt_groups, tag_categories, units_path, write_units
+from evalkit.prompt_units import PromptGroups, group_records, tag_categories, units_path, write_units
 from evalkit.provenance import device_description, git_commit, library_versions
 from evalkit.score import MetricResult, read_generation
 from evalkit.scorestore import ScoreStore
@@ -47,10 +47,11 @@ def write_run_json(step_dir: Path, metric_results: Sequence[MetricResult], metri
                    spec: BootstrapSpec = DEFAULT_BOOTSTRAP) -> Path:
     """Merge these metrics' results into the step's run.json (other metrics' entries are kept)."""
     generation = read_generation(step_dir)
+    manifest = read_manifests(step_dir)
     by_name = {m.info.name: m for m in metrics}
     entries = _kept_entries(step_dir, {r.metric for r in metric_results})
     for result in metric_results:
-        entries[result.metric] = metric_entry(step_dir, generation, by_name[result.metric], result, spec)
+        entries[result.metric] = metric_entry(step_dir, generation, manifest, by_name[result.metric], result, spec)
     payload = {
         "schema_version": RUN_SCHEMA,
         "checkpoint": _checkpoint(step_dir, generation),
@@ -58,7 +59,8 @@ def write_run_json(step_dir: Path, metric_results: Sequence[MetricResult], metri
         "prompt_sets": {name: {"fingerprint": s["fingerprint"], "n": s["n"]}
                         for name, s in sorted(generation.get("prompt_sets", {}).items())},
         "metrics": dict(sorted(entries.items())),
-        "provenance": _provenance(step_dir, generation, metric_results, started, generate_seconds, device),
+        "provenance": _provenance(list(manifest.values()), generation, metric_results, started, generate_seconds,
+                                  device),
     }
     profile = step_dir / PROFILE_FILE
     if profile.is_file():
@@ -89,10 +91,10 @@ def read_run(path: Path) -> dict[str, Any]:
     return value
 
 
-def metric_entry(step_dir: Path, generation: dict[str, Any], metric: Metric, result: MetricResult,
-                 spec: BootstrapSpec) -> dict[str, Any]:
+def metric_entry(step_dir: Path, generation: dict[str, Any], manifest: dict[str, ManifestRow], metric: Metric,
+                 result: MetricResult, spec: BootstrapSpec) -> dict[str, Any]:
     info = metric.info
-    groups = prompt_groups(step_dir, info.name, result.fingerprint, info.prompt_set)
+    groups = group_records(step_dir, generation, manifest, info.name, result.fingerprint, info.prompt_set)
     n = len(groups.prompts)
     ratios: dict[str, Ratio] = {}
     by_category: dict[str, dict[str, dict[str, Any]]] = {}
@@ -182,9 +184,8 @@ def _protocol(protocol: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _provenance(step_dir: Path, generation: dict[str, Any], results: Sequence[MetricResult], started: datetime,
-                generate_seconds: float | None, device: str) -> dict[str, Any]:
-    rows = read_manifests(step_dir).values()
+def _provenance(rows: Sequence[ManifestRow], generation: dict[str, Any], results: Sequence[MetricResult],
+                started: datetime, generate_seconds: float | None, device: str) -> dict[str, Any]:
     n_images = len(rows)
     gen_seconds = generate_seconds if generate_seconds is not None else float(sum(r.seconds for r in rows))
     score_seconds = {r.metric: round(r.seconds, 3) for r in results}
