@@ -53,11 +53,11 @@ import torch
 from harness import run_and_report, versions  # bench/harness.py (scripts run from bench/)
 from PIL import Image
 
-from evalkit.checkpoints import CheckpointRef, ResolveOptions, resolve
-from evalkit.devicetime import release_memory, synced_clock
-from evalkit.generate import GenerateOptions, Generator, Sample, plan_samples, quantize
-from evalkit.promptsets import PromptSet, load_prompt_set
-from evalkit.protocol import GenerationRequest
+from evalkit.generation.checkpoints import CheckpointRef, ResolveOptions, resolve
+from evalkit.generation.generator import GenerateOptions, Generator, Sample, plan_samples, quantize
+from evalkit.generation.protocol import GenerationRequest
+from evalkit.prompts.sets import PromptSet, load_prompt_set
+from evalkit.runtime.devicetime import release_memory, synced_clock
 
 TARGET_OVERHEAD = 0.10  # evalkit may cost at most 10% more than the bare loop (generation part)
 # Repetitions of one side further apart than this (slowest/fastest) mean the machine was busy

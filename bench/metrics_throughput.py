@@ -58,17 +58,17 @@ import torch
 from harness import run_and_report, versions  # bench/harness.py (scripts run from bench/)
 from PIL import Image
 
-from evalkit.checkpoints import ResolveOptions, resolve
-from evalkit.devicetime import release_memory, synced_clock
 from evalkit.errors import EvalkitError
-from evalkit.generate import GenerateOptions, Generator
-from evalkit.manifest import read_manifests
+from evalkit.generation.checkpoints import ResolveOptions, resolve
+from evalkit.generation.generator import GenerateOptions, Generator
+from evalkit.generation.manifest import read_manifests
+from evalkit.generation.protocol import GenerationRequest
 from evalkit.metrics.api import ImageItem, Metric
 from evalkit.metrics.cards import read_card
 from evalkit.metrics.options import MetricOptions
-from evalkit.promptsets import PromptSet, load_prompt_set
-from evalkit.protocol import GenerationRequest
-from evalkit.quiet import quiet_loading
+from evalkit.prompts.sets import PromptSet, load_prompt_set
+from evalkit.runtime.devicetime import release_memory, synced_clock
+from evalkit.runtime.quiet import quiet_loading
 
 SCHEMA = "evalkit.bench.metrics_throughput/1"
 IMPLEMENTATIONS = ("clip_score", "tifa", "imagereward", "hpsv2", "fid")
@@ -95,7 +95,7 @@ class Skip(Exception):
 
 def tiny_cards(models: Path, coco: PromptSet) -> dict[str, Path]:
     """The demo's tiny random metric models and cards (what `evalkit demo` scores with)."""
-    from evalkit.demo import build_demo_cards
+    from evalkit.evaluation.demo import build_demo_cards
 
     return {read_card(p).implementation: p for p in build_demo_cards(models, list(coco))}
 
@@ -241,7 +241,7 @@ def write_full_hps(folder: Path, device: torch.device) -> Path:
 
 def fid_card(models: Path, path: Path, name: str, coco: PromptSet) -> Path:
     """Random-weight Inception (the real architecture) and synthetic COCO references, as the demo's."""
-    from evalkit.demo import coco_dir
+    from evalkit.evaluation.demo import coco_dir
     from evalkit.tiny.clip import write_card
     from evalkit.tiny.fid import write_random_inception, write_synthetic_coco
 
@@ -308,7 +308,7 @@ def fresh_copy(step_dir: Path, dest: Path) -> Path:
 
 def items_of(step_dir: Path, metric: Metric) -> list[ImageItem]:
     """The images the metric scores, as score_step lists them (same order, same prompts)."""
-    from evalkit.score import image_items
+    from evalkit.scoring.engine import image_items
 
     record = json.loads((step_dir / "generation.json").read_text(encoding="utf-8"))
     return image_items(step_dir, record, read_manifests(step_dir), metric.info.prompt_set, metric.info.name)
@@ -367,7 +367,7 @@ def alternate(sides: dict[str, Callable[[], Any]], repeats: int, device: torch.d
 def measure_metric(impl: str, card: Path, options: MetricOptions, step_dir: Path, work: Path, batch_size: int,
                    repeats: int, device: torch.device, model: str) -> list[Comparison]:
     from evalkit.metrics.registry import create
-    from evalkit.score import score_step
+    from evalkit.scoring.engine import score_step
 
     metric = create(str(card), options)
     t0 = time.perf_counter()
@@ -419,7 +419,7 @@ def measure_metric(impl: str, card: Path, options: MetricOptions, step_dir: Path
 
 def tifa_naive_side(metric: Any, backend: Any, embed: Any, items: list[ImageItem]) -> Callable[[], Any]:
     """The TIFA reference's loop, end to end: one question per VQA call, then the same scoring."""
-    from evalkit.metrics.tifa_scoring import aggregate, score_questions
+    from evalkit.metrics.tifa.scoring import aggregate, score_questions
 
     questions = metric.questions()
 
@@ -437,8 +437,8 @@ def tifa_naive_side(metric: Any, backend: Any, embed: Any, items: list[ImageItem
 def tifa_models(card: Path, device: torch.device) -> tuple[Any, Any]:
     """The card's VQA and sentence models, loaded through evalkit's public loaders (same files
     as the metric's own copy, so the same weights)."""
-    from evalkit.metrics.sentence_embed import load_sentence_embedder
-    from evalkit.metrics.vqa import load_vqa_backend
+    from evalkit.metrics.tifa.answers import load_sentence_embedder
+    from evalkit.metrics.tifa.vqa import load_vqa_backend
 
     parsed = read_card(card)
     with quiet_loading():
@@ -450,7 +450,7 @@ def tifa_models(card: Path, device: torch.device) -> tuple[Any, Any]:
 def measure_vqa(metric: Any, backend: Any, items: list[ImageItem], batch_size: int, repeats: int,
                 device: torch.device, model: str) -> list[Comparison]:
     """VQA alone, in questions/s: evalkit's batched call per batch of images vs one question per call."""
-    from evalkit.metrics.vqa import answer_tifa_questions
+    from evalkit.metrics.tifa.vqa import answer_tifa_questions
 
     images = [load_rgb(it.path) for it in items]
     questions = [metric.questions()[it.prompt.id] for it in items]
@@ -570,7 +570,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     unique = {j.name: j for j in chosen.values()}.values()
     made = sum(len(s) * job.images_per_prompt for job in unique for s in job.sets)
     print(f"generated {made} images in {time.perf_counter() - t:.1f} s", flush=True)
-    from evalkit.demo import coco_dir
+    from evalkit.evaluation.demo import coco_dir
 
     options = MetricOptions(coco_images=str(coco_dir(work / "models")))
     rows: list[Comparison] = []

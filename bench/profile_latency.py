@@ -42,8 +42,9 @@ from typing import Any
 
 import torch
 
-from evalkit.checkpoints import ResolveOptions, resolve
 from evalkit.errors import EvalkitError
+from evalkit.generation.checkpoints import ResolveOptions, resolve
+from evalkit.generation.protocol import GenerationRequest
 from evalkit.profile import ProtocolCost, preset, profile_spec, render_table, spec_from_ref, to_record
 from evalkit.profile.configs import PRESETS
 from evalkit.profile.latency import (
@@ -54,7 +55,6 @@ from evalkit.profile.latency import (
     measure_latency,
     random_weights_pipeline,
 )
-from evalkit.protocol import GenerationRequest
 
 SCHEMA = "evalkit.bench.profile_latency/1"
 STABLE_SPREAD = 0.10  # repeats of one batch size further apart than this (slowest/fastest) are not quotable

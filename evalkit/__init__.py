@@ -7,7 +7,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 # Exported lazily: `import evalkit` stays light (no torch/diffusers) until the API is used.
-_LAZY = {"evaluate": "evalkit.api", "EvalResult": "evalkit.api"}
+_LAZY = {"evaluate": "evalkit.evaluation.evaluator", "EvalResult": "evalkit.evaluation.evaluator"}
 __all__ = ["EvalResult", "__version__", "evaluate"]
 
 

@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from evalkit.hashing import sha256_bytes
-from evalkit.promptsets import DATA_FILE_NAME, MANIFEST_NAME, Prompt, PromptSet
+from evalkit.fileio.hashing import sha256_bytes
+from evalkit.prompts.sets import DATA_FILE_NAME, MANIFEST_NAME, Prompt, PromptSet
 
 COCO_10K_SEED = 20240101
 COCO_10K_SIZE = 10_000

@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from evalkit.promptsets import PromptSet, load_prompt_set
-from evalkit.subsets import SUBSET_SCHEMA, content_sha256
+from evalkit.prompts.sets import PromptSet, load_prompt_set
+from evalkit.prompts.subsets import SUBSET_SCHEMA, content_sha256
 
 SMOKE_SEED = 20241122
 SMOKE_TIFA = 160

@@ -18,10 +18,10 @@ _netblock.install()
 
 import pytest  # noqa: E402
 
-from evalkit.checkpoints import ResolveOptions, resolve  # noqa: E402
-from evalkit.generate import GenerateOptions, Generator, StepResult  # noqa: E402
-from evalkit.promptsets import PromptSet, load_prompt_set  # noqa: E402
-from evalkit.protocol import GenerationRequest  # noqa: E402
+from evalkit.generation.checkpoints import ResolveOptions, resolve  # noqa: E402
+from evalkit.generation.generator import GenerateOptions, Generator, StepResult  # noqa: E402
+from evalkit.generation.protocol import GenerationRequest  # noqa: E402
+from evalkit.prompts.sets import PromptSet, load_prompt_set  # noqa: E402
 
 FAST_STEPS = 4  # tests that are not about the protocol itself use few denoising steps
 
@@ -73,7 +73,7 @@ def generate(tmp_path: Path) -> Callable[..., list[StepResult]]:
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple[int, str, str]]:
     """Run `evalkit ARGS` through the real entry point; returns (exit code, stdout, stderr)."""
-    from evalkit.cli import main
+    from evalkit.cli.app import main
 
     def run(*args: str) -> tuple[int, str, str]:
         monkeypatch.setattr(sys, "argv", ["evalkit", *args])

@@ -21,7 +21,7 @@ from typing import Any
 
 from PIL import Image
 
-from evalkit.hashing import sha256_bytes, sha256_file, sha256_json
+from evalkit.fileio.hashing import sha256_bytes, sha256_file, sha256_json
 
 XSS_MODEL = "<img src=x onerror=alert(1)>"
 XSS_PROMPT = "</script><script>window.pwned=1</script>"
@@ -58,7 +58,7 @@ class Runs:
 
 def write_prompt_file(root: Path) -> tuple[Path, str, str]:
     """(path, prompt-set name, fingerprint) of a user prompt file, as evalkit loads it."""
-    from evalkit.promptsets import load_prompt_set
+    from evalkit.prompts.sets import load_prompt_set
 
     path = root / "gallery-prompts.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,7 +109,7 @@ def write_step(runs: Runs, model: str, step: int | None, proto: dict[str, Any], 
                efficiency: dict[str, Any] | None = None, clip_fp: str = CLIP_FP,
                finished: str = "2026-11-22T10:30:00+00:00") -> Path:
     """One complete step folder; returns its run.json."""
-    from evalkit.checkpoints import safe_name
+    from evalkit.generation.checkpoints import safe_name
 
     label = str(step) if step is not None else "final"
     step_dir = runs.out / safe_name(model) / label

@@ -44,7 +44,7 @@ def assert_images_close(a: Path, b: Path, max_share: float = 0.01) -> None:
 def direct_item(i: int, text: str, prompt_set: str):
     """An ImageItem for scoring in-memory images directly (no step folder behind it)."""
     from evalkit.metrics.api import ImageItem
-    from evalkit.promptsets import Prompt
+    from evalkit.prompts.sets import Prompt
 
     return ImageItem(prompt_set=prompt_set, prompt=Prompt(id=f"p{i}", text=text), k=0, file=f"images/{i}.png",
                      path=Path(f"images/{i}.png"), sha256="")

@@ -6,7 +6,7 @@ a ratio over prompts (so it takes check's FID route: re-created from its card, r
 `resampler`), then run.json is written as `evalkit score` writes it. Improved and regressed runs
 are copies whose per-image records are rewritten in a controlled way and whose run.json is
 rewritten by write_run_json from those records. Every verdict goes through the real entry point
-(`evalkit.cli.main`), so exit codes are the ones CI sees.
+(`evalkit.cli.app.main`), so exit codes are the ones CI sees.
 """
 
 from __future__ import annotations
@@ -26,20 +26,20 @@ import torch
 import yaml
 from conftest import FAST_STEPS
 
-from evalkit.bootstrap import BootstrapSpec, paired_function_difference, paired_ratio_difference
-from evalkit.check import INCONCLUSIVE, decide, shares
-from evalkit.checkpoints import ResolveOptions, resolve
-from evalkit.generate import GenerateOptions, Generator
-from evalkit.jsonl import read_rows
+from evalkit.fileio.jsonl import read_rows
+from evalkit.gate.check import INCONCLUSIVE, decide, shares
+from evalkit.generation.checkpoints import ResolveOptions, resolve
+from evalkit.generation.generator import GenerateOptions, Generator
+from evalkit.generation.protocol import GenerationRequest
 from evalkit.metrics import registry
 from evalkit.metrics.api import Metric, Record
 from evalkit.metrics.clip_score import ClipScore
 from evalkit.metrics.registry import create
-from evalkit.promptsets import load_prompt_set
-from evalkit.protocol import GenerationRequest
-from evalkit.runresult import write_run_json
-from evalkit.score import score_step
-from evalkit.subsets import apply_subset
+from evalkit.prompts.sets import load_prompt_set
+from evalkit.prompts.subsets import apply_subset
+from evalkit.results.bootstrap import BootstrapSpec, paired_function_difference, paired_ratio_difference
+from evalkit.results.run import write_run_json
+from evalkit.scoring.engine import score_step
 
 CPU = torch.device("cpu")
 CLIP, TIFA, MEDIAN = "clip-tiny", "tifa-tiny", "clipmedian-tiny"
@@ -324,7 +324,7 @@ def test_runs_without_a_metric_in_common_exit_2(runs, cli):
 
 
 def test_the_shipped_thresholds_file_gates_known_metrics_only():
-    from evalkit.check_thresholds import load_thresholds
+    from evalkit.gate.thresholds import load_thresholds
 
     shipped = load_thresholds(None)
     assert shipped.confidence == 0.95
@@ -339,7 +339,7 @@ def test_the_shipped_thresholds_file_gates_known_metrics_only():
 # -- the leaderboard as baseline ------------------------------------------------------------------------------
 
 def test_a_leaderboard_entry_is_a_baseline(runs, cli, tmp_path):
-    from evalkit.leaderboard import merge_runs
+    from evalkit.publishing.leaderboard import merge_runs
 
     board = tmp_path / "board"
     merge_runs([runs.base], board)

@@ -11,8 +11,8 @@ from ldm_export import export_ldm_checkpoint
 from safetensors.torch import save_file
 from support import image_files, manifest_hashes, png_pixels
 
-from evalkit.checkpoints import ResolveOptions, resolve
 from evalkit.errors import EvalkitError
+from evalkit.generation.checkpoints import ResolveOptions, resolve
 
 
 def _json(path):
@@ -48,8 +48,8 @@ def test_protocol_defaults_are_the_studys(sd_dir, small_sets, generate):
 
 
 def test_training_folder_steps_in_order_non_ema_and_shared_embeddings(train_dir, small_sets, tmp_path):
-    from evalkit.generate import GenerateOptions, Generator
-    from evalkit.protocol import GenerationRequest
+    from evalkit.generation.generator import GenerateOptions, Generator
+    from evalkit.generation.protocol import GenerationRequest
 
     refs = resolve(str(train_dir), ResolveOptions())
     assert [r.step for r in refs] == [100, 200, 300]

@@ -9,8 +9,8 @@ import shutil
 
 import pytest
 
-from evalkit.curves import collect_curves, compute_for, derived_compute, write_curves
 from evalkit.errors import EvalkitError
+from evalkit.results.curves import collect_curves, compute_for, derived_compute, write_curves
 
 PROTO_A, PROTO_B = "a" * 64, "b" * 64
 
@@ -111,7 +111,7 @@ def test_compute_options_are_checked():
 
 
 def test_derived_compute_is_six_denoiser_macs_per_sample(train_dir):
-    from evalkit.checkpoints import ResolveOptions, resolve
+    from evalkit.generation.checkpoints import ResolveOptions, resolve
     from evalkit.profile import profile_spec
     from evalkit.profile.sources import spec_from_ref
 
@@ -135,7 +135,7 @@ def clip_card(models):
 
 def test_resumed_run_on_a_training_folder_evaluates_only_new_checkpoints(cli, train_dir, clip_card, tmp_path,
                                                                           monkeypatch):
-    from evalkit.loading import PipelineLoader
+    from evalkit.generation.loading import PipelineLoader
 
     train = tmp_path / "train"
     shutil.copytree(train_dir, train, ignore=shutil.ignore_patterns("checkpoint-300"))

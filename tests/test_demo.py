@@ -7,7 +7,7 @@ import json
 import jsonschema
 import pytest
 
-from evalkit.runresult import schema_path
+from evalkit.results.run import schema_path
 
 
 @pytest.mark.slow

@@ -59,7 +59,7 @@ def test_covered_step_is_skipped_and_a_new_protocol_starts_a_new_series(pipe, me
     first = evalkit.evaluate(pipe, metrics=[metric], step=1, out=tmp_path, name="loop", **COMMON)
     assert not first.skipped
 
-    from evalkit.generate import Generator
+    from evalkit.generation.generator import Generator
 
     def no_generation(*args, **kwargs):
         raise AssertionError("a covered step must not be generated again")
@@ -80,7 +80,7 @@ def test_covered_step_is_skipped_and_a_new_protocol_starts_a_new_series(pipe, me
 def test_in_memory_fingerprint_is_deterministic_and_tracks_the_weights(pipe, sd_dir):
     from diffusers import DiffusionPipeline
 
-    from evalkit.inmemory import pipeline_fingerprints
+    from evalkit.generation.inmemory import pipeline_fingerprints
 
     weights, text = pipeline_fingerprints(pipe)
     assert pipeline_fingerprints(pipe) == (weights, text)
@@ -106,6 +106,6 @@ def test_bad_arguments_are_one_line_errors(pipe, sd_dir, train_dir, metric, tmp_
 def test_import_evalkit_stays_light():
     code = "import sys, evalkit; assert 'torch' not in sys.modules and 'evaluate' in dir(evalkit)"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
-    assert evalkit.evaluate is evalkit.api.evaluate  # resolved on first use
+    assert evalkit.evaluate is evalkit.evaluation.evaluator.evaluate  # resolved on first use
     with pytest.raises(AttributeError):
         evalkit.no_such_thing  # noqa: B018

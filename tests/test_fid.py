@@ -21,7 +21,7 @@ from evalkit.metrics import fid_stats
 from evalkit.metrics.fid import FID, reference_image, to_uint8_chw
 from evalkit.metrics.options import MetricOptions
 from evalkit.metrics.registry import create
-from evalkit.score import score_step
+from evalkit.scoring.engine import score_step
 from evalkit.tiny.clip import write_card
 from evalkit.tiny.fid import write_random_inception
 

@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from PIL import Image
 from support import direct_item, score_directly
 
-from evalkit.datafiles import shipped_dir
 from evalkit.errors import EXIT_USAGE, EvalkitError
 from evalkit.metrics.api import ImageItem
 from evalkit.metrics.cards import read_card
 from evalkit.metrics.hpsv2 import HPSv2, build_open_clip
+from evalkit.runtime.datafiles import shipped_dir
 from evalkit.tiny.hpsv2 import tiny_config, write_tiny_card, write_tiny_checkpoint
 
 MEAN = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(3, 1, 1)
@@ -194,7 +194,7 @@ def test_pickles_that_are_not_plain_tensors_are_refused(weights, tmp_path):
 
 def test_score_step_stores_records_and_aggregates(generate, sd_dir, small_sets, tmp_path, weights):
     from evalkit.metrics.registry import create
-    from evalkit.score import score_step
+    from evalkit.scoring.engine import score_step
 
     card = write_tiny_card(tmp_path / "hps.yaml", "hpsv2-tiny", weights.parent)
     step_dir = generate(sd_dir, small_sets[:1], out=tmp_path / "run", steps=2)[0].step_dir

@@ -20,12 +20,12 @@ import torch.nn.functional as F
 from PIL import Image
 from support import direct_item, score_directly
 
-from evalkit.datafiles import shipped_dir
 from evalkit.errors import EXIT_USAGE, EvalkitError
 from evalkit.metrics.api import ImageItem
 from evalkit.metrics.cards import read_card
 from evalkit.metrics.imagereward import ImageReward, check_converted
 from evalkit.metrics.imagereward_convert import convert_imagereward, split_state_dict, vision_key
+from evalkit.runtime.datafiles import shipped_dir
 from evalkit.tiny.clip import write_card
 from evalkit.tiny.imagereward import WORDS, TinyImageRewardConfig, write_tiny_original
 
@@ -305,7 +305,7 @@ def test_long_prompts_are_truncated_at_35_tokens_like_the_reference(metric, imag
 
 def test_score_step_stores_records_and_aggregates(generate, sd_dir, small_sets, tmp_path, tiny):
     from evalkit.metrics.registry import create
-    from evalkit.score import score_step
+    from evalkit.scoring.engine import score_step
 
     card = write_card(tmp_path / "ir.yaml", "imagereward-tiny", "imagereward", "coco-10k", {"imagereward": tiny[1]})
     step_dir = generate(sd_dir, small_sets[1:], out=tmp_path / "run", steps=2)[0].step_dir

@@ -16,8 +16,8 @@ import pytest
 from sitefixtures import CLIP_FP, CLIP_V2_FP, PROTOCOL_50, XSS_MODEL, Runs, protocol, write_runs, write_step
 
 from evalkit.errors import EvalkitError
-from evalkit.leaderboard import leaderboard_document, merge_runs
-from evalkit.leaderboard_store import efficiency_summary, entry_from_run, load_entries, merge_entries, read_run
+from evalkit.publishing.leaderboard import leaderboard_document, merge_runs
+from evalkit.publishing.store import efficiency_summary, entry_from_run, load_entries, merge_entries, read_run
 
 Cli = Callable[..., tuple[int, str, str]]
 
@@ -150,7 +150,7 @@ def test_concurrent_merges_from_two_processes_both_land(runs: Runs, tmp_path: Pa
     child = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "import evalkit.leaderboard as lb\n"
+        "import evalkit.publishing.leaderboard as lb\n"
         "go, into, runs = Path(sys.argv[1]), Path(sys.argv[2]), [Path(p) for p in sys.argv[3:]]\n"
         "load = lb.load_entries\n"
         "def slow(folder):\n"
@@ -268,9 +268,9 @@ def test_fixture_runs_follow_the_run_json_schema(runs: Runs) -> None:
     """The fixtures stand in for real run.json files, so they must satisfy the contract's schema."""
     import jsonschema
 
-    import evalkit
+    from evalkit.results.run import schema_path
 
-    schema = json.loads((Path(evalkit.__file__).parent / "schemas" / "run.schema.json").read_text(encoding="utf-8"))
+    schema = json.loads(schema_path().read_text(encoding="utf-8"))
     validator = jsonschema.Draft202012Validator(schema)
     for path in runs.run_files.values():
         errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(read_run(path))]

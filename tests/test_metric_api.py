@@ -14,7 +14,7 @@ from PIL import Image
 from evalkit.errors import EXIT_USAGE, EvalkitError
 from evalkit.metrics.preprocess import clip_transform
 from evalkit.metrics.registry import create, create_many
-from evalkit.score import score_step
+from evalkit.scoring.engine import score_step
 from evalkit.tiny.clip import build_tiny_clip, write_card
 
 
@@ -96,7 +96,7 @@ def test_killed_scoring_resumes_and_changed_card_does_not_reuse(step_dir, card, 
     changed = score_step(step_dir, [create(str(other))], torch.device("cpu"), quiet=True)[0]
     assert changed.fingerprint != resumed.fingerprint
     assert (changed.scored, changed.reused) == (4, 0)
-    from evalkit.jsonl import read_rows
+    from evalkit.fileio.jsonl import read_rows
 
     cosines = list({r["file"]: r["records"][0]["cosine"] for r in read_rows(store)}.values())
     assert len(cosines) == 4

@@ -30,19 +30,19 @@ import yaml
 from conftest import FAST_STEPS
 from support import manifest_hashes
 
-from evalkit.checkpoints import ResolveOptions, resolve
-from evalkit.demo import build_demo_cards, coco_dir
-from evalkit.generate import GenerateOptions, Generator
-from evalkit.jsonl import read_rows
+from evalkit.evaluation.demo import build_demo_cards, coco_dir
+from evalkit.fileio.jsonl import read_rows
+from evalkit.generation.checkpoints import ResolveOptions, resolve
+from evalkit.generation.generator import GenerateOptions, Generator
+from evalkit.generation.protocol import GenerationRequest
 from evalkit.metrics import fid_stats
 from evalkit.metrics.api import Metric
 from evalkit.metrics.cards import read_card
 from evalkit.metrics.options import MetricOptions
 from evalkit.metrics.registry import create, implementations
-from evalkit.promptsets import PromptSet, load_prompt_set
-from evalkit.protocol import GenerationRequest
-from evalkit.score import MetricResult, score_step
-from evalkit.scorestore import ScoreStore
+from evalkit.prompts.sets import PromptSet, load_prompt_set
+from evalkit.scoring.engine import MetricResult, score_step
+from evalkit.scoring.store import ScoreStore
 
 CPU = torch.device("cpu")
 IMPLEMENTATIONS = sorted(implementations())

@@ -10,8 +10,8 @@ import pytest
 import torch
 from ldm_export import ldm_state_dict
 
-from evalkit.checkpoints import ResolveOptions, resolve
 from evalkit.errors import EXIT_USAGE, EvalkitError
+from evalkit.generation.checkpoints import ResolveOptions, resolve
 
 
 def _one_line(err: str) -> str:

@@ -361,9 +361,9 @@ def test_cli_errors_are_one_line(cli, tmp_path):
 
 
 def test_latency_smoke_on_cpu(sd_dir):
-    from evalkit.checkpoints import ResolveOptions, resolve
+    from evalkit.generation.checkpoints import ResolveOptions, resolve
+    from evalkit.generation.protocol import GenerationRequest
     from evalkit.profile.latency import load_checkpoint, measure_latency
-    from evalkit.protocol import GenerationRequest
 
     ref = resolve(str(sd_dir), ResolveOptions())[0]
     request = GenerationRequest(steps=2, resolution=32, device="cpu")

@@ -15,10 +15,9 @@ from types import ModuleType
 import pytest
 from click.testing import CliRunner
 
-from evalkit.cli_prompts import prompts as prompts_cli
-from evalkit.datafiles import shipped_dir
+from evalkit.cli.prompts import prompts as prompts_cli
 from evalkit.errors import EvalkitError
-from evalkit.promptsets import (
+from evalkit.prompts.sets import (
     Prompt,
     PromptSet,
     builtin_names,
@@ -27,6 +26,7 @@ from evalkit.promptsets import (
     load_prompt_set,
     prompt_set_fingerprint,
 )
+from evalkit.runtime.datafiles import shipped_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

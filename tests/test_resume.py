@@ -12,7 +12,7 @@ import pytest
 import torch
 from support import image_files, manifest_hashes
 
-from evalkit.manifest import read_manifests
+from evalkit.generation.manifest import read_manifests
 
 
 def _generate_cmd(sd_dir, out, prompts_file):
@@ -81,7 +81,7 @@ def test_torn_manifest_line_is_ignored_and_sealed(sd_dir, small_sets, generate, 
 
 
 def test_changed_prompt_text_regenerates_that_image(sd_dir, generate, tmp_path):
-    from evalkit.promptsets import load_prompt_set
+    from evalkit.prompts.sets import load_prompt_set
 
     path = tmp_path / "p.jsonl"
     path.write_text('{"id": "a", "text": "a red cube"}\n{"id": "b", "text": "a blue ball"}\n')

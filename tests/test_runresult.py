@@ -12,7 +12,15 @@ import jsonschema
 import numpy as np
 import pytest
 
-from evalkit.bootstrap import (
+from evalkit.fileio.hashing import sha256_bytes
+from evalkit.fileio.jsonl import append_rows
+from evalkit.metrics.cards import read_card
+from evalkit.metrics.clip_score import ClipScore
+from evalkit.metrics.options import MetricOptions
+from evalkit.metrics.tifa.metric import TifaMetric
+from evalkit.metrics.tifa.questions import sample_questions
+from evalkit.prompts.sets import load_prompt_set
+from evalkit.results.bootstrap import (
     BootstrapSpec,
     function_samples,
     interval,
@@ -20,17 +28,9 @@ from evalkit.bootstrap import (
     ratio_interval,
     ratio_samples,
 )
-from evalkit.hashing import sha256_bytes
-from evalkit.jsonl import append_rows
-from evalkit.metrics.cards import read_card
-from evalkit.metrics.clip_score import ClipScore
-from evalkit.metrics.options import MetricOptions
-from evalkit.metrics.tifa import TifaMetric
-from evalkit.promptsets import load_prompt_set
-from evalkit.runresult import RUN_SCHEMA, read_run, schema_path, write_run_json
-from evalkit.score import MetricResult
-from evalkit.scorestore import ScoreStore
-from evalkit.tifa_qa import sample_questions
+from evalkit.results.run import RUN_SCHEMA, read_run, schema_path, write_run_json
+from evalkit.scoring.engine import MetricResult
+from evalkit.scoring.store import ScoreStore
 from evalkit.tiny.clip import write_card
 
 GOLDEN = Path(__file__).parent / "golden" / "run.json"
@@ -133,8 +133,8 @@ def _metrics(tmp: Path) -> tuple[TifaMetric, ClipScore]:
 
 def _score_synthetic(step: Path, tifa: TifaMetric, clip: ClipScore) -> list[MetricResult]:
     """Records in the metrics' own format with known values (no model runs: this is about run.json)."""
-    from evalkit.manifest import read_manifests
-    from evalkit.score import image_items, read_generation
+    from evalkit.generation.manifest import read_manifests
+    from evalkit.scoring.engine import image_items, read_generation
 
     generation, manifest = read_generation(step), read_manifests(step)
     results = []

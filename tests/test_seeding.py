@@ -11,12 +11,12 @@ import pytest
 import torch
 from support import assert_images_close, image_files, manifest_hashes
 
-from evalkit.checkpoints import ResolveOptions, resolve
-from evalkit.embeddings import EmbeddingStore
-from evalkit.generate import configure, plan_samples, render
-from evalkit.loading import PipelineLoader
-from evalkit.protocol import GenerationRequest
-from evalkit.seeding import sample_seed
+from evalkit.generation.checkpoints import ResolveOptions, resolve
+from evalkit.generation.embeddings import EmbeddingStore
+from evalkit.generation.generator import configure, plan_samples, render
+from evalkit.generation.loading import PipelineLoader
+from evalkit.generation.protocol import GenerationRequest
+from evalkit.generation.seeding import sample_seed
 
 
 def test_sample_seed_depends_on_every_part_and_nothing_else():
@@ -91,7 +91,7 @@ def test_torchrun_ranks_shard_the_work(sd_dir, small_sets, generate, tmp_path):
     step_dir = out / "tiny-sd" / "final"
     assert sorted(p.name for p in step_dir.glob("manifest*.jsonl")) == [
         "manifest.shard-0-of-2.jsonl", "manifest.shard-1-of-2.jsonl"]
-    from evalkit.promptsets import load_prompt_set
+    from evalkit.prompts.sets import load_prompt_set
 
     single = generate(sd_dir, [load_prompt_set(prompts)], out=tmp_path / "single")[0]
     assert manifest_hashes(step_dir).keys() == manifest_hashes(single.step_dir).keys()

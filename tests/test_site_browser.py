@@ -17,9 +17,9 @@ from urllib.parse import unquote, urldefrag, urlparse
 import pytest
 from sitefixtures import XSS_MODEL, XSS_PROMPT, write_runs
 
-from evalkit.leaderboard import merge_runs
-from evalkit.site import SiteOptions, build_site
-from evalkit.site.views import model_slug
+from evalkit.publishing.leaderboard import merge_runs
+from evalkit.publishing.site import SiteOptions, build_site
+from evalkit.publishing.site.views import model_slug
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -12,11 +12,11 @@ import pytest
 from sitefixtures import XSS_MODEL, XSS_PROMPT, Runs, write_runs
 
 from evalkit.errors import EvalkitError
-from evalkit.leaderboard import merge_runs
-from evalkit.site import SiteOptions, build_site
-from evalkit.site.builder import MARKER, PACKAGE_DIR
-from evalkit.site.charts import CostPoint, nice_ticks, pareto_chart, pareto_front
-from evalkit.site.views import model_slug
+from evalkit.publishing.leaderboard import merge_runs
+from evalkit.publishing.site import SiteOptions, build_site
+from evalkit.publishing.site.builder import MARKER, PACKAGE_DIR
+from evalkit.publishing.site.charts import CostPoint, nice_ticks, pareto_chart, pareto_front
+from evalkit.publishing.site.views import model_slug
 
 Cli = Callable[..., tuple[int, str, str]]
 JSON_BLOCK = re.compile(r'<script type="application/json" id="([^"]+)">(.*?)</script>', re.S)

@@ -10,10 +10,10 @@ from types import ModuleType
 
 import pytest
 
-from evalkit import subsets
 from evalkit.errors import EvalkitError
-from evalkit.promptsets import load_prompt_set
-from evalkit.subsets import apply_subset, load_subset
+from evalkit.prompts import subsets
+from evalkit.prompts.sets import load_prompt_set
+from evalkit.prompts.subsets import apply_subset, load_subset
 
 BUILDER = Path(__file__).resolve().parents[1] / "prompts" / "build_subsets.py"
 

@@ -8,12 +8,12 @@ from PIL import Image
 
 from evalkit.errors import EXIT_USAGE
 from evalkit.metrics.registry import create
-from evalkit.metrics.sentence_embed import load_sentence_embedder
-from evalkit.metrics.tifa_scoring import aggregate, score_questions
-from evalkit.metrics.vqa import load_vqa_backend
-from evalkit.promptsets import load_prompt_set
-from evalkit.score import score_step
-from evalkit.tifa_qa import sample_questions
+from evalkit.metrics.tifa.answers import load_sentence_embedder
+from evalkit.metrics.tifa.questions import sample_questions
+from evalkit.metrics.tifa.scoring import aggregate, score_questions
+from evalkit.metrics.tifa.vqa import load_vqa_backend
+from evalkit.prompts.sets import load_prompt_set
+from evalkit.scoring.engine import score_step
 from evalkit.tiny.clip import write_card
 from evalkit.tiny.tifa_models import write_tiny_git, write_tiny_mpnet
 
@@ -61,7 +61,7 @@ def test_tifa_metric_equals_the_per_question_loop(sample_step, tifa_card, tifa_m
 
 
 def test_tifa_records_are_per_question_and_batch_independent(sample_step, tifa_card):
-    from evalkit.jsonl import read_rows
+    from evalkit.fileio.jsonl import read_rows
 
     score_step(sample_step, [create(str(tifa_card))], torch.device("cpu"), batch_size=1, quiet=True)
     store = next((sample_step / "scores" / "tifa-tiny").glob("*.jsonl"))

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from evalkit import tifa_qa
 from evalkit.errors import EvalkitError
-from evalkit.hashing import git_blob_sha1
-from evalkit.tifa_qa import (
+from evalkit.fileio.hashing import git_blob_sha1
+from evalkit.metrics.tifa import questions as tifa_qa
+from evalkit.metrics.tifa.questions import (
     TIFA_QA_BLOB,
     TIFA_QA_FILENAME,
     TIFA_QA_HUB_DATASET,
@@ -101,7 +101,7 @@ def test_synthetic_file_grouping_order_and_duplicates(tmp_path: Path) -> None:
 def test_coverage_is_reported_not_dropped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "qa.json"
     write_qa(path, [entry("a", "q"), entry("stray", "q")])
-    with caplog.at_level(logging.WARNING, logger="evalkit.tifa_qa"):
+    with caplog.at_level(logging.WARNING, logger="evalkit.metrics.tifa.questions"):
         questions = load_tifa_questions(path, expected_blob=None, prompt_ids=["a", "b", "c"])
     assert questions.prompts_without_questions == ("b", "c")
     assert questions.unknown_prompt_ids == ("stray",)

@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from evalkit.errors import EvalkitError
-from evalkit.metrics.sentence_embed import SentenceEmbedder, load_sentence_embedder, mean_pool
-from evalkit.metrics.tifa_scoring import (
+from evalkit.metrics.tifa.answers import SentenceEmbedder, load_sentence_embedder, mean_pool
+from evalkit.metrics.tifa.questions import Question, sample_questions
+from evalkit.metrics.tifa.scoring import (
     ChoiceMappingError,
     QuestionRecord,
     aggregate,
@@ -29,8 +30,7 @@ from evalkit.metrics.tifa_scoring import (
     score_questions,
     to_reference_dict,
 )
-from evalkit.promptsets import load_prompt_set
-from evalkit.tifa_qa import Question, sample_questions
+from evalkit.prompts.sets import load_prompt_set
 from evalkit.tiny.tifa_models import write_tiny_mpnet as tiny_mpnet
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

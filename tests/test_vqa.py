@@ -21,10 +21,10 @@ import torch
 from PIL import Image
 
 from evalkit.errors import EvalkitError
-from evalkit.metrics.vqa import VQABackend, answer_tifa_questions, image_groups, load_vqa_backend, padded
-from evalkit.metrics.vqa_blip2 import Blip2VQA, blip2_prompt
-from evalkit.metrics.vqa_git import REFERENCE_MAX_LENGTH, GitVQA
-from evalkit.tifa_qa import sample_questions
+from evalkit.metrics.tifa.questions import sample_questions
+from evalkit.metrics.tifa.vqa import VQABackend, answer_tifa_questions, image_groups, load_vqa_backend, padded
+from evalkit.metrics.tifa.vqa_blip2 import Blip2VQA, blip2_prompt
+from evalkit.metrics.tifa.vqa_git import REFERENCE_MAX_LENGTH, GitVQA
 from evalkit.tiny.tifa_models import write_tiny_git as tiny_git
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -20,8 +20,8 @@ import torch
 from PIL import Image
 
 from evalkit.errors import EvalkitError
-from evalkit.metrics.vqa import BACKENDS, VQABackend, load_vqa_backend
-from evalkit.metrics.vqa_qwen import INSTRUCTION, MAX_NEW_TOKENS, QwenVLVQA, normalize_answer, question_messages
+from evalkit.metrics.tifa.vqa import BACKENDS, VQABackend, load_vqa_backend
+from evalkit.metrics.tifa.vqa_qwen import INSTRUCTION, MAX_NEW_TOKENS, QwenVLVQA, normalize_answer, question_messages
 from evalkit.tiny.qwen_vl import write_tiny_qwen_vl
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -224,11 +224,11 @@ def test_missing_hub_weights_offline_is_one_line(monkeypatch: pytest.MonkeyPatch
 
 def test_tifa_metric_scores_the_sample_set_with_qwen(generate, sd_dir, qwen_dir, tmp_path) -> None:
     from evalkit.metrics.registry import create
-    from evalkit.metrics.sentence_embed import load_sentence_embedder
-    from evalkit.metrics.tifa_scoring import aggregate, score_questions
-    from evalkit.promptsets import load_prompt_set
-    from evalkit.score import score_step
-    from evalkit.tifa_qa import sample_questions
+    from evalkit.metrics.tifa.answers import load_sentence_embedder
+    from evalkit.metrics.tifa.questions import sample_questions
+    from evalkit.metrics.tifa.scoring import aggregate, score_questions
+    from evalkit.prompts.sets import load_prompt_set
+    from evalkit.scoring.engine import score_step
     from evalkit.tiny.clip import write_card
     from evalkit.tiny.tifa_models import write_tiny_mpnet
 
@@ -250,8 +250,8 @@ def test_tifa_metric_scores_the_sample_set_with_qwen(generate, sd_dir, qwen_dir,
 
 
 def test_shipped_card_names_the_backend_and_its_default_checkpoint() -> None:
-    from evalkit.datafiles import shipped_dir
     from evalkit.metrics.cards import read_card
+    from evalkit.runtime.datafiles import shipped_dir
 
     card = read_card(shipped_dir("metrics") / "tifa-qwen2.5vl.yaml")
     assert card.implementation == "tifa" and card.prompt_set == "tifa-v1.0"

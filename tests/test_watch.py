@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from evalkit.watch import CheckpointWatcher, WatchOptions, incomplete_reason, watch
+from evalkit.evaluation.watch import CheckpointWatcher, WatchOptions, incomplete_reason, watch
 
 
 def test_incomplete_reasons(tmp_path):
@@ -101,12 +101,12 @@ def _wait_for(condition, seconds=120.0):
 def test_watched_training_folder(train_dir, clip_card, tmp_path):
     """A checkpoint written half-way is left alone; once complete it is evaluated; a broken one is
     retried with a warning until it is fixed."""
-    from evalkit.api import Evaluator, watch_folder
-    from evalkit.checkpoints import ResolveOptions
-    from evalkit.generate import GenerateOptions
+    from evalkit.evaluation.evaluator import Evaluator, watch_folder
+    from evalkit.generation.checkpoints import ResolveOptions
+    from evalkit.generation.generator import GenerateOptions
+    from evalkit.generation.protocol import GenerationRequest
     from evalkit.metrics.registry import create
-    from evalkit.promptsets import load_prompt_set
-    from evalkit.protocol import GenerationRequest
+    from evalkit.prompts.sets import load_prompt_set
 
     train = tmp_path / "train"
     shutil.copytree(train_dir, train, ignore=shutil.ignore_patterns("checkpoint-200", "checkpoint-300"))

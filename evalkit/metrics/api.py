@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from evalkit.promptsets import Prompt
+from evalkit.prompts.sets import Prompt
 
 Record = dict[str, Any]
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import yaml
 
-from evalkit.datafiles import shipped_dir
 from evalkit.errors import EvalkitError
-from evalkit.hashing import sha256_json
+from evalkit.fileio.hashing import sha256_json
+from evalkit.runtime.datafiles import shipped_dir
 
 REQUIRED = ("name", "implementation", "prompt_set", "higher_is_better")
 

@@ -17,12 +17,12 @@ import torch
 from PIL import Image
 
 from evalkit.errors import EvalkitError
-from evalkit.hashing import sha256_json
+from evalkit.fileio.hashing import sha256_json
 from evalkit.metrics.api import ImageItem, MetricInfo, Ratio, Record, mean_value_ratios
 from evalkit.metrics.cards import MetricCard
 from evalkit.metrics.models import ResolvedModel, resolve_model
 from evalkit.metrics.preprocess import CLIP_MEAN, CLIP_STD, clip_transform
-from evalkit.quiet import quiet_loading
+from evalkit.runtime.quiet import quiet_loading
 
 SCALES = ("cosine", "torchmetrics", "hessel")
 VERSION = "1"

@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from evalkit.errors import EvalkitError
-from evalkit.hashing import sha256_file, sha256_json
+from evalkit.fileio.hashing import sha256_file, sha256_json
 from evalkit.metrics import fid_stats
 from evalkit.metrics.api import ImageItem, MetricInfo, Record
 from evalkit.metrics.cards import MetricCard

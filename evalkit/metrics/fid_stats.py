@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from evalkit.hashing import sha256_json
+from evalkit.fileio.hashing import sha256_json
 
 FEATURE_DTYPE = "<f4"  # records store the extractor's float32 output exactly (little-endian, base64)
 REF_SCHEMA = "evalkit.fid-reference/1"

@@ -41,12 +41,12 @@ from typing import Any
 import torch
 from PIL import Image
 
-from evalkit.assets import resolve_hub_snapshot
 from evalkit.errors import EvalkitError
-from evalkit.hashing import sha256_file, sha256_json
+from evalkit.fileio.hashing import sha256_file, sha256_json
 from evalkit.metrics.api import ImageItem, MetricInfo, Ratio, Record, mean_value_ratios
 from evalkit.metrics.cards import MetricCard
 from evalkit.metrics.preprocess import CLIP_MEAN, CLIP_STD
+from evalkit.runtime.assets import resolve_hub_snapshot
 
 VERSION = "1"
 ROLE = "hps"

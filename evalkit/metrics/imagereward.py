@@ -25,9 +25,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from evalkit.assets import resolve_hub_snapshot
 from evalkit.errors import EvalkitError
-from evalkit.hashing import sha256_json
+from evalkit.fileio.hashing import sha256_json
 from evalkit.metrics.api import ImageItem, MetricInfo, Ratio, Record, mean_value_ratios
 from evalkit.metrics.cards import MetricCard, ModelRef
 from evalkit.metrics.imagereward_convert import (
@@ -40,7 +39,8 @@ from evalkit.metrics.imagereward_convert import (
 )
 from evalkit.metrics.models import HUB_PATTERNS, ResolvedModel, resolve_model
 from evalkit.metrics.preprocess import CLIP_MEAN, CLIP_STD, center_crop, resize_shorter_side, to_normalized_tensor
-from evalkit.quiet import quiet_loading
+from evalkit.runtime.assets import resolve_hub_snapshot
+from evalkit.runtime.quiet import quiet_loading
 
 VERSION = "1"
 ROLE = "imagereward"

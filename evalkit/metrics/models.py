@@ -1,7 +1,7 @@
 """Where a metric's model files come from, and their fingerprint.
 
 A card names a model by hub id + revision or by local folder; both resolve through
-evalkit.assets, so offline misses are one clear line. The fingerprint hashes the files the
+evalkit.runtime.assets, so offline misses are one clear line. The fingerprint hashes the files the
 metric will load (weights, configs, tokenizer), so a changed checkpoint changes the metric.
 """
 
@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from evalkit.assets import resolve_hub_snapshot
 from evalkit.errors import EvalkitError
-from evalkit.hashing import sha256_file, sha256_json
+from evalkit.fileio.hashing import sha256_file, sha256_json
 from evalkit.metrics.cards import ModelRef
+from evalkit.runtime.assets import resolve_hub_snapshot
 
 MODEL_FILE_SUFFIXES = (".safetensors", ".json", ".txt", ".model")
 HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors"]

@@ -25,7 +25,7 @@ def implementations() -> dict[str, Callable[[MetricCard, MetricOptions], Metric]
     from evalkit.metrics.fid import FID
     from evalkit.metrics.hpsv2 import HPSv2
     from evalkit.metrics.imagereward import ImageReward
-    from evalkit.metrics.tifa import TifaMetric
+    from evalkit.metrics.tifa.metric import TifaMetric
 
     return {"clip_score": lambda card, options: ClipScore(card), "tifa": TifaMetric,
             "imagereward": lambda card, options: ImageReward(card), "hpsv2": lambda card, options: HPSv2(card),

@@ -28,9 +28,9 @@ from typing import Any
 
 import torch
 
-from evalkit.devicetime import release_memory, synced_clock
 from evalkit.errors import EvalkitError
-from evalkit.loading import LoadedCheckpoint
+from evalkit.generation.loading import LoadedCheckpoint
+from evalkit.runtime.devicetime import release_memory, synced_clock
 
 PROMPT_SET = "coco-10k"  # real captions, so tokenised lengths look like the protocol's
 DEFAULT_MAX_BATCH = {"cuda": 64, "cpu": 4}
@@ -108,10 +108,10 @@ def batch_sweep(max_batch: int) -> list[int]:
 def measure_latency(loaded: LoadedCheckpoint, request: Any, batch_sizes: Sequence[int], repeats: int = 1,
                     warmup: bool = True, log: Callable[[str], None] | None = None) -> LatencyReport:
     """Time the protocol at each batch size (see module docstring); stops at out-of-memory."""
-    from evalkit.embeddings import EmbeddingStore
-    from evalkit.generate import configure, plan_samples, render
-    from evalkit.promptsets import load_prompt_set
-    from evalkit.provenance import device_description
+    from evalkit.generation.embeddings import EmbeddingStore
+    from evalkit.generation.generator import configure, plan_samples, render
+    from evalkit.prompts.sets import load_prompt_set
+    from evalkit.runtime.provenance import device_description
 
     if repeats < 1:
         raise EvalkitError(f"--repeats must be at least 1 (got {repeats})", "e.g. --repeats 3")
@@ -231,8 +231,8 @@ def random_weights_pipeline(spec: Any, device: torch.device, dtype: torch.dtype)
     from diffusers import DDIMScheduler
     from transformers import CLIPTokenizer
 
-    from evalkit.adapters import adapter_for
-    from evalkit.checkpoints import CheckpointRef, PipelineDir
+    from evalkit.generation.adapters import adapter_for
+    from evalkit.generation.checkpoints import CheckpointRef, PipelineDir
     from evalkit.profile.build import build_component
     from evalkit.profile.configs import OTHER, TEXT_ENCODER
     from evalkit.tiny.tokenizer import write_clip_tokenizer
@@ -262,6 +262,6 @@ def random_weights_pipeline(spec: Any, device: torch.device, dtype: torch.dtype)
 def load_checkpoint(ref: Any, device: torch.device, dtype: torch.dtype, allow_pickle: bool = False
                     ) -> LoadedCheckpoint:
     """Real weights through evalkit's own loader (the same pipeline `evalkit generate` runs)."""
-    from evalkit.loading import PipelineLoader
+    from evalkit.generation.loading import PipelineLoader
 
     return PipelineLoader(device, dtype, allow_pickle).load(ref)

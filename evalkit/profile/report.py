@@ -25,7 +25,7 @@ CONVENTION = ("1 MAC = one multiply-add of a convolution, a linear layer or an a
 
 
 def to_record(profile: Profile) -> dict[str, Any]:
-    from evalkit.provenance import git_commit, library_versions
+    from evalkit.runtime.provenance import git_commit, library_versions
 
     dtype = str(profile.dtype).removeprefix("torch.")
     components = [{"name": c.name, "class": c.class_name, "role": c.role, "parameters": c.parameters,

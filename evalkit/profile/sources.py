@@ -2,7 +2,7 @@
 
 Only JSON is read: model_index.json and each component's config.json. A 7 GB SDXL folder
 therefore profiles in about a second, and a hub id needs only its config files (fetched
-through `evalkit.assets`, so offline mode and the one-line errors are the generator's).
+through `evalkit.runtime.assets`, so offline mode and the one-line errors are the generator's).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from evalkit.adapters import adapter_for
-from evalkit.checkpoints import CheckpointRef, HubPipeline, PipelineDir, SingleFile, TrainingStep
 from evalkit.errors import EvalkitError
+from evalkit.generation.adapters import adapter_for
+from evalkit.generation.checkpoints import CheckpointRef, HubPipeline, PipelineDir, SingleFile, TrainingStep
 from evalkit.profile.build import component_class, is_module_class
 from evalkit.profile.configs import DENOISER, OTHER, TEXT_ENCODER, VAE, ComponentSpec, PipelineSpec
 
@@ -77,7 +77,7 @@ def _role(key: str, denoiser: str) -> str:
 
 
 def spec_from_ref(ref: CheckpointRef) -> PipelineSpec:
-    """The configs behind a resolved checkpoint (see evalkit.checkpoints); no weights are read."""
+    """The configs behind a resolved checkpoint (see evalkit.generation.checkpoints); no weights are read."""
     match ref.source:
         case PipelineDir() | HubPipeline():
             return _base_spec(ref.source, ref.name)
@@ -99,7 +99,7 @@ def _base_spec(source: PipelineDir | HubPipeline, name: str) -> PipelineSpec:
         case PipelineDir(path=path):
             return spec_from_pipeline_folder(path, name, {"kind": "pipeline", "path": str(path.resolve())})
         case HubPipeline(repo_id=repo_id, revision=revision):
-            from evalkit.assets import resolve_hub_snapshot
+            from evalkit.runtime.assets import resolve_hub_snapshot
 
             folder = resolve_hub_snapshot(repo_id, revision, allow_patterns=CONFIG_PATTERNS)
             return spec_from_pipeline_folder(folder, name, {"kind": "hub", "repo_id": repo_id, "revision": revision,

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from evalkit.promptsets import Prompt
+from evalkit.prompts.sets import Prompt
 
 
 def write_random_inception(path: Path, seed: int = 0) -> Path:

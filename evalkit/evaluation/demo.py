@@ -1,0 +1,140 @@
+"""`evalkit demo`: the whole job on tiny random models, on any machine, with no downloads.
+
+It builds the same tiny fixtures the tests use — a released-model-style pipeline folder, a
+training output folder with checkpoint-100/200/300 and tiny metric models — and runs the
+real generation and scoring paths on a slice of tifa-v1.0 and coco-10k, writing exactly
+what a real run writes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from evalkit.generation.checkpoints import ResolveOptions, resolve
+from evalkit.generation.generator import GenerateOptions
+from evalkit.generation.protocol import GenerationRequest
+from evalkit.metrics.options import MetricOptions
+from evalkit.prompts.sets import Prompt, load_prompt_set
+from evalkit.results.run import RUN_FILE
+from evalkit.runtime.quiet import quiet_loading
+
+if TYPE_CHECKING:
+    from evalkit.evaluation.evaluator import StepOutcome
+
+DEMO_PROMPTS = 8  # per prompt set
+BANNER = ("evalkit demo: the models below are tiny and RANDOM (built locally, no downloads). "
+          "Their images are noise-like and any score of them is meaningless; the point is the pipeline.")
+
+
+def build_demo_models(models: Path) -> tuple[Path, Path]:
+    """A pipeline folder and a training folder; rebuilt only when missing."""
+    from evalkit.tiny.sd import build_tiny_sd
+    from evalkit.tiny.training import write_training_folder
+
+    pipeline_dir = models / "tiny-sd"
+    training_dir = models / "tiny-sd-train"
+    if not (pipeline_dir / "model_index.json").is_file():
+        build_tiny_sd(seed=0).save_pretrained(str(pipeline_dir))
+    if not (training_dir / "checkpoint-300" / "unet_ema" / "config.json").is_file():
+        write_training_folder(training_dir, build_tiny_sd(seed=1))
+    return pipeline_dir, training_dir
+
+
+def build_demo_cards(models: Path, coco_prompts: list[Prompt]) -> list[Path]:
+    """Metric cards pointing at tiny random metric models (the real cards point at hub ids)."""
+    from evalkit.metrics.hpsv2 import HPS_VERSIONS
+    from evalkit.tiny.clip import build_tiny_clip, write_card
+    from evalkit.tiny.fid import write_random_inception, write_synthetic_coco
+    from evalkit.tiny.hpsv2 import write_tiny_card, write_tiny_checkpoint
+    from evalkit.tiny.imagereward import build_tiny_imagereward
+    from evalkit.tiny.tifa_models import write_tiny_git, write_tiny_mpnet
+
+    built = {"tiny-clip": build_tiny_clip, "tiny-git": write_tiny_git, "tiny-mpnet": write_tiny_mpnet}
+    for name, build in built.items():
+        if not (models / name / "config.json").is_file():
+            build(models / name)
+    imagereward = models / "tiny-imagereward" / "converted"
+    if not (imagereward / "head.safetensors").is_file():
+        build_tiny_imagereward(imagereward.parent)
+    hps = models / "tiny-hpsv2" / HPS_VERSIONS["v2.1"]
+    if not hps.is_file():
+        write_tiny_checkpoint(hps.parent)
+    inception = models / "random-inception.pth"
+    if not inception.is_file():
+        write_random_inception(inception)
+    write_synthetic_coco(coco_dir(models), coco_prompts)
+    cards = models / "cards"
+    cards.mkdir(parents=True, exist_ok=True)
+    return [
+        write_card(cards / "clip-tiny.yaml", "clip-tiny", "clip_score", "coco-10k", {"clip": models / "tiny-clip"}),
+        # TIFA on the 2-prompt sample set, whose 19 questions ship with evalkit.
+        write_card(cards / "tifa-tiny.yaml", "tifa-tiny", "tifa", "tifa-v1.0-sample",
+                   {"vqa": models / "tiny-git", "sentence": models / "tiny-mpnet"},
+                   params={"vqa_backend": "git", "questions": "sample"}),
+        write_card(cards / "imagereward-tiny.yaml", "imagereward-tiny", "imagereward", "coco-10k",
+                   {"imagereward": imagereward}),
+        write_tiny_card(cards / "hpsv2-tiny.yaml", "hpsv2-tiny", hps.parent),
+        write_card(cards / "fid-tiny.yaml", "fid-tiny", "fid", "coco-10k", {},
+                   params={"resize": "tf1-bilinear", "weights": str(inception), "n": len(coco_prompts),
+                           "label": f"FID-{len(coco_prompts)}", "kid_subsets": 10,
+                           "kid_subset_size": len(coco_prompts) // 2, "kid_seed": 0},
+                   higher_is_better=False),
+    ]
+
+
+def coco_dir(models: Path) -> Path:
+    """Synthetic stand-ins for COCO val2014 images, FID's reference set in the demo."""
+    return models / "coco-val2014-synthetic"
+
+
+def run_demo(out: Path, quiet: bool = False) -> list[StepOutcome]:
+    """Generate, score, write run.json per checkpoint, then curves, the leaderboard and the site."""
+    from evalkit.evaluation.evaluator import Evaluator
+    from evalkit.metrics.registry import create
+    from evalkit.publishing.leaderboard import merge_runs
+    from evalkit.publishing.site.builder import SiteOptions, build_site
+
+    click.secho(BANNER, fg="yellow")
+    started = time.perf_counter()
+    sets = [load_prompt_set("tifa-v1.0").head(DEMO_PROMPTS), load_prompt_set("coco-10k").head(DEMO_PROMPTS),
+            load_prompt_set("tifa-v1.0-sample")]
+    models, runs = out / "models", out / "runs"
+    with quiet_loading():
+        pipeline_dir, training_dir = build_demo_models(models)
+        options = MetricOptions(coco_images=str(coco_dir(models)))
+        metrics = [create(str(card), options) for card in build_demo_cards(models, list(sets[1]))]
+    request = GenerationRequest()  # the protocol: DDIM 50, CFG 7.5, seed 0, native resolution
+    evaluator = Evaluator(request, GenerateOptions(out=runs, batch_size=8, quiet=quiet), metrics, sets)
+    refs = resolve(str(pipeline_dir), ResolveOptions()) + resolve(str(training_dir), ResolveOptions())
+    outcomes = []
+    for ref in refs:
+        outcome = evaluator.evaluate_ref(ref)
+        outcomes.append(outcome)
+        entries = json.loads((outcome.step_dir / RUN_FILE).read_text(encoding="utf-8"))["metrics"]
+        shown = ", ".join(f"{name}={_shown(entry['value'])}" for name, entry in entries.items())
+        if outcome.skipped:
+            click.echo(f"  {ref.name}@{ref.step_label}: already evaluated; {shown}")
+        else:
+            result = outcome.generation
+            click.echo(f"  {ref.name}@{ref.step_label}: {result.generated} generated, {result.reused} reused "
+                       f"({result.images_per_second:.1f} img/s); {shown}")
+    curves = evaluator.update_curves(training_dir.name)
+    board = merge_runs([runs], out / "leaderboard")
+    site = build_site(out / "site", out / "leaderboard", [], SiteOptions())
+    click.echo(f"\ndemo finished in {time.perf_counter() - started:.1f}s")
+    click.echo(f"  models:      {models}")
+    click.echo(f"  images:      {runs}/<model>/<step>/images/<prompt-set>/<prompt-id>_<k>.png")
+    click.echo(f"  results:     {runs}/<model>/<step>/run.json (values, 95% CIs, per-category, provenance)")
+    click.echo(f"  curves:      {runs / training_dir.name / 'curves'} ({len(curves)} files: csv, json, png, svg)")
+    click.echo(f"  leaderboard: {board.folder / 'leaderboard.json'} ({len(board.document['boards'])} board(s))")
+    click.echo(f"  site:        {site.out / 'index.html'} (open it in a browser; no server needed)")
+    return outcomes
+
+
+def _shown(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

@@ -1,0 +1,367 @@
+"""Evaluate checkpoints from Python or the CLI: generate → score → run.json → curves, one code path.
+
+`evaluate()` is what a training loop calls in process: it takes a path / hub id, or a diffusers
+pipeline object already in memory (fingerprinted from its state dicts, so numbers stay keyed on
+the exact weights), and runs the same `Evaluator` that `evalkit run` runs. A step folder whose
+run.json already covers the requested metrics with the same fingerprints, prompt sets and
+protocol is skipped before anything is loaded: re-running over a training folder costs only the
+checkpoints that are new.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from evalkit.errors import EvalkitError
+from evalkit.evaluation.watch import CheckpointWatcher, WatchOptions, watch
+from evalkit.generation.checkpoints import CheckpointRef, PipelineDir, ResolveOptions, resolve, safe_name
+from evalkit.generation.generator import GenerateOptions, Generator, StepResult
+from evalkit.generation.inmemory import Preloaded, native_resolution_of, pipeline_spec, restored, wrap_pipeline
+from evalkit.generation.loading import LoadedCheckpoint
+from evalkit.generation.protocol import DTYPES, NATIVE, SCHEDULERS, GenerationRequest
+from evalkit.generation.seeding import SEED_SCHEME
+from evalkit.metrics.api import Metric
+from evalkit.prompts.sets import PromptSet
+from evalkit.results.curves import TrainingCompute, compute_for, write_curves
+from evalkit.scoring.engine import MetricResult
+
+PROTOCOL_FIELDS = tuple(f.name for f in fields(GenerationRequest))
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    ref: CheckpointRef
+    step_dir: Path
+    skipped: bool  # run.json already covered the request; nothing was loaded
+    generation: StepResult | None = None
+    scores: tuple[MetricResult, ...] = ()
+    run_json: Path | None = None
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """What `evaluate()` returns: the step's run.json content and where things are."""
+
+    name: str
+    step: int | None
+    step_dir: Path
+    skipped: bool
+    run: dict[str, Any]
+    curves: tuple[Path, ...] = ()
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """metric name → its value (the metric's own aggregate)."""
+        return {name: entry.get("value") for name, entry in self.run.get("metrics", {}).items()}
+
+
+class Evaluator:
+    """One protocol, metric list and prompt-set list applied to checkpoint after checkpoint."""
+
+    def __init__(self, request: GenerationRequest, options: GenerateOptions, metrics: Sequence[Metric],
+                 prompt_sets: Sequence[PromptSet], score_batch_size: int = 32, allow_pickle: bool = False) -> None:
+        if score_batch_size < 1:
+            raise EvalkitError(f"score batch size must be at least 1 (got {score_batch_size})", "e.g. 32")
+        self.generator = Generator(request, options, allow_pickle=allow_pickle)
+        self.request = request
+        self.options = options
+        self.metrics = list(metrics)
+        self.prompt_sets = list(prompt_sets)
+        self.score_batch_size = score_batch_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.generator.device
+
+    def evaluate_ref(self, ref: CheckpointRef) -> StepOutcome:
+        step_dir = self.options.out / ref.name / ref.step_label
+        if self.covered(step_dir, self._expected_for_ref(ref)):
+            return StepOutcome(ref, step_dir, skipped=True)
+        started = datetime.now(timezone.utc)
+        return self._finish(self.generator.run_one(ref, self.prompt_sets), started)
+
+    def evaluate_loaded(self, loaded: LoadedCheckpoint) -> StepOutcome:
+        """A pipeline already in memory: generated with its own device and dtype, state restored after."""
+        ref = loaded.ref
+        step_dir = self.options.out / ref.name / ref.step_label
+        pipe, denoiser = loaded.pipe, loaded.denoiser
+        scheduler = pipe.scheduler if self.request.scheduler == NATIVE else None
+        expected = self._expected(type(scheduler).__name__ if scheduler is not None else None,
+                                  native_resolution_of(loaded), str(denoiser.dtype).removeprefix("torch."))
+        if self.covered(step_dir, expected, loaded.fingerprint):
+            return StepOutcome(ref, step_dir, skipped=True)
+        started = datetime.now(timezone.utc)
+        with restored(pipe):
+            self.generator.loader = Preloaded(loaded)  # type: ignore[assignment]
+            result = self.generator.run_one(ref, self.prompt_sets)
+        return self._finish(result, started)
+
+    def update_curves(self, model: str, compute: TrainingCompute | None = None) -> list[Path]:
+        return write_curves(self.options.out / model, compute)
+
+    # -- the skip check: never loads a pipeline ---------------------------------------------------
+    def covered(self, step_dir: Path, expected: dict[str, Any] | None, checkpoint_fingerprint: str = "") -> bool:
+        """True when run.json already holds every requested metric for exactly this request."""
+        from evalkit.results.run import RUN_FILE, read_run
+        from evalkit.scoring.engine import read_generation
+
+        if expected is None or not (step_dir / RUN_FILE).is_file():
+            return False
+        try:
+            run, generation = read_run(step_dir / RUN_FILE), read_generation(step_dir)
+        except EvalkitError:
+            return False
+        protocol = generation.get("protocol", {})
+        if any(protocol.get(k) != v for k, v in expected.items()):
+            return False
+        if run["protocol"].get("fingerprint") != protocol.get("fingerprint"):
+            return False
+        if checkpoint_fingerprint and generation.get("checkpoint", {}).get("fingerprint") != checkpoint_fingerprint:
+            return False
+        generated = generation.get("prompt_sets", {})
+        if any(generated.get(s.name, {}).get("fingerprint") != s.fingerprint for s in self.prompt_sets):
+            return False
+        return all(self._metric_covered(step_dir, run["metrics"].get(m.info.name), m) for m in self.metrics)
+
+    def _metric_covered(self, step_dir: Path, entry: dict[str, Any] | None, metric: Metric) -> bool:
+        sets = {s.name: s.fingerprint for s in self.prompt_sets}
+        return (entry is not None and entry.get("fingerprint") == metric.fingerprint()
+                and entry.get("prompt_set_fingerprint") == sets.get(metric.info.prompt_set)
+                and (step_dir / str(entry.get("records", ""))).is_file())
+
+    def _expected_for_ref(self, ref: CheckpointRef) -> dict[str, Any] | None:
+        """The read-back protocol this request would record, from config files alone (None: unknown)."""
+        from evalkit.profile.profiler import native_resolution
+        from evalkit.profile.sources import read_json, spec_from_ref
+
+        try:
+            resolution = self.request.resolution or native_resolution(spec_from_ref(ref))
+            native = None
+            if self.request.scheduler == NATIVE and isinstance(ref.base, PipelineDir):
+                native = str(read_json(ref.base.path / "model_index.json").get("scheduler", [None, None])[1])
+        except Exception:  # the skip check only saves work: when the configs cannot tell, evaluate
+            return None
+        dtype = str(self.request.torch_dtype(self.device)).removeprefix("torch.")
+        return self._expected(native, resolution, dtype)
+
+    def _expected(self, native_scheduler: str | None, resolution: int, dtype: str) -> dict[str, Any] | None:
+        r = self.request
+        scheduler = native_scheduler if r.scheduler == NATIVE else SCHEDULERS[r.scheduler].__name__
+        if scheduler is None:
+            return None
+        return {"scheduler": scheduler, "steps": r.steps, "guidance_scale": float(r.guidance_scale),
+                "eta": float(r.eta), "negative_prompt": r.negative_prompt, "seed": r.seed, "seed_scheme": SEED_SCHEME,
+                "height": r.resolution or resolution, "width": r.resolution or resolution, "dtype": dtype,
+                "images_per_prompt": r.images_per_prompt}
+
+    def _finish(self, result: StepResult, started: datetime) -> StepOutcome:
+        from evalkit.results.run import write_run_json
+        from evalkit.scoring.engine import score_step
+
+        scores = score_step(result.step_dir, self.metrics, self.device, self.score_batch_size, self.options.quiet)
+        run_json = None
+        if self.options.shard_count == 1:  # a shard's images are not the checkpoint's result
+            seconds = result.seconds if result.reused == 0 else None  # else: the manifest's own timings
+            run_json = write_run_json(result.step_dir, scores, self.metrics, started, seconds, device=str(self.device))
+        return StepOutcome(result.ref, result.step_dir, False, result, tuple(scores), run_json)
+
+
+# -- spec / training-folder glue shared by `evalkit run` ------------------------------------------------
+def run_spec(evaluator: Evaluator, spec: str, resolve_options: ResolveOptions, *, flops_per_step: float = 0.0,
+             train_batch_size: int = 0, echo: Callable[[str], None] = print) -> list[StepOutcome]:
+    """Evaluate every checkpoint `spec` names (skipping covered ones), then rewrite the curves."""
+    refs = resolve(spec, resolve_options)
+    outcomes = []
+    for ref in refs:
+        outcomes.append(evaluator.evaluate_ref(ref))
+        echo(describe(outcomes[-1]))
+    stepped = [r for r in refs if r.step is not None]
+    if stepped and evaluator.options.shard_count == 1:
+        compute = compute_for(lambda: _ref_spec(stepped[-1]), flops_per_step, train_batch_size)
+        for model in dict.fromkeys(r.name for r in stepped):
+            _echo_curves(evaluator.update_curves(model, compute), echo)
+    return outcomes
+
+
+def watch_folder(evaluator: Evaluator, folder: Path, resolve_options: ResolveOptions, options: WatchOptions, *,
+                 flops_per_step: float = 0.0, train_batch_size: int = 0, echo: Callable[[str], None] = print,
+                 warn: Callable[[str], None] = print) -> int:
+    """Follow a training folder: evaluate each checkpoint-N once it is complete; curves after each.
+    Returns the number of polls made."""
+    if not folder.is_dir():
+        raise EvalkitError(f"--watch needs a training output folder; {folder} is not a folder",
+                           "point at the --output_dir of the training run")
+    if not resolve_options.base and not (folder / "model_index.json").is_file():
+        raise EvalkitError(f"{folder} has no model_index.json (training scripts write it only at the end)",
+                           "pass --base PIPELINE_DIR_OR_HUB_ID, the pipeline the run trains from")
+    if resolve_options.step >= 0 or evaluator.options.shard_count > 1:
+        raise EvalkitError("--watch evaluates whole checkpoints by their own step", "drop --step and --shard")
+    if options.poll_seconds <= 0:
+        raise EvalkitError(f"--poll-seconds must be positive (got {options.poll_seconds})", "e.g. --poll-seconds 60")
+    settle = options.poll_seconds if options.settle_seconds is None else options.settle_seconds
+    watcher = CheckpointWatcher(folder, settle, ema=resolve_options.ema)
+    computed: list[TrainingCompute | None] = []
+
+    def evaluate_one(step: int, path: Path) -> None:
+        ref = resolve(str(path), resolve_options)[0]
+        outcome = evaluator.evaluate_ref(ref)
+        echo(describe(outcome))
+        if not computed:
+            computed.append(compute_for(lambda: _ref_spec(ref), flops_per_step, train_batch_size))
+        _echo_curves(evaluator.update_curves(ref.name, computed[0]), echo)
+
+    return watch(watcher, evaluate_one, options, warn)
+
+
+def _ref_spec(ref: CheckpointRef) -> Any:
+    from evalkit.profile.sources import spec_from_ref
+
+    return spec_from_ref(ref)
+
+
+def describe(outcome: StepOutcome) -> str:
+    """What the CLI prints for one checkpoint (the `score` command's format for the numbers)."""
+    from evalkit.results.run import read_run
+
+    label = f"{outcome.ref.name}@{outcome.ref.step_label}"
+    if outcome.skipped:
+        return f"{label}: already evaluated, run.json covers this request -> {outcome.step_dir}"
+    gen = outcome.generation
+    lines = []
+    if gen is not None:
+        lines.append(f"{label}: {gen.generated} generated, {gen.reused} reused of {gen.planned} "
+                     f"({gen.images_per_second:.2f} img/s) -> {gen.step_dir}")
+    entries = read_run(outcome.run_json)["metrics"] if outcome.run_json is not None else {}
+    for score in outcome.scores:
+        entry = entries.get(score.metric, {})
+        low, high = entry.get("ci95") or (None, None)
+        shown = _number(entry.get("value", score.values.get("value")))
+        if low is not None and high is not None:
+            shown += f" [{_number(low)}, {_number(high)}]"
+        lines.append(f"{outcome.step_dir}: {score.metric} = {shown} (n={score.n_images}; {score.scored} scored, "
+                     f"{score.reused} reused)")
+    if outcome.run_json is not None:
+        lines.append(f"{outcome.step_dir}: results -> {outcome.run_json}")
+    return "\n".join(lines)
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _echo_curves(paths: list[Path], echo: Callable[[str], None]) -> None:
+    if paths:
+        metrics = sorted({p.stem for p in paths})
+        echo(f"curves: {paths[0].parent} ({', '.join(metrics)})")
+
+
+# -- the Python API ----------------------------------------------------------------------------------
+def evaluate(pipeline: Any, *, metrics: str | Sequence[str | Metric], step: int | None = None,
+             out: str | Path = "evalkit-out", prompts: str | Sequence[str | PromptSet] | None = None, name: str = "",
+             limit: int = 0, base: str = "", revision: str = "main", ema: bool = False, batch_size: int = 8,
+             score_batch_size: int = 32, allow_pickle: bool = False, flops_per_step: float = 0.0,
+             train_batch_size: int = 0, curves: bool = True, quiet: bool = True, **protocol: Any) -> EvalResult:
+    """Evaluate one checkpoint: generate, score, write run.json and (for a training step) the curves.
+
+    `pipeline` is a pipeline folder, hub id, single file (with `base`), checkpoint-N folder or a
+    training folder (with `step`) — or a diffusers pipeline object in memory (a training loop's).
+    `metrics` are names, card files or Metric objects (pass objects to keep their models loaded
+    between calls). `prompts` default to the sets the metrics score. Protocol overrides are
+    GenerationRequest fields: scheduler, steps, guidance_scale, seed, resolution, dtype, device,
+    negative_prompt, images_per_prompt, eta. A step already covered by its run.json is not redone.
+    """
+    metric_objects = _metrics(metrics)
+    sets = _prompt_sets(prompts, metric_objects, limit)
+    request = _request(protocol)
+    options = GenerateOptions(out=Path(out), batch_size=batch_size, quiet=quiet)
+    if isinstance(pipeline, str | Path):
+        ref = _one_ref(str(pipeline), ResolveOptions(base=base, revision=revision, ema=ema, name=name,
+                                                     allow_pickle=allow_pickle), step)
+        evaluator = Evaluator(request, options, metric_objects, sets, score_batch_size, allow_pickle)
+        outcome = evaluator.evaluate_ref(ref)
+        spec_of: Callable[[], Any] = lambda: _ref_spec(ref)  # noqa: E731
+    else:
+        model = name or safe_name(Path(str(getattr(pipeline, "name_or_path", "") or "pipeline")).name)
+        loaded = wrap_pipeline(pipeline, model, step)
+        _check_in_place(request, protocol, loaded)
+        request = replace(request, device=str(pipeline.device))
+        evaluator = Evaluator(request, options, metric_objects, sets, score_batch_size, allow_pickle)
+        outcome = evaluator.evaluate_loaded(loaded)
+        spec_of = lambda: pipeline_spec(pipeline, model)  # noqa: E731
+    curve_paths: list[Path] = []
+    if curves and outcome.ref.step is not None:
+        compute = compute_for(spec_of, flops_per_step, train_batch_size)
+        curve_paths = evaluator.update_curves(outcome.ref.name, compute)
+    from evalkit.results.run import read_run
+
+    return EvalResult(outcome.ref.name, outcome.ref.step, outcome.step_dir, outcome.skipped,
+                      read_run(outcome.step_dir), tuple(curve_paths))
+
+
+def _check_in_place(request: GenerationRequest, protocol: dict[str, Any], loaded: LoadedCheckpoint) -> None:
+    """A pipeline object runs where and how it is; a device or dtype asked for must agree with it."""
+    pipe, denoiser = loaded.pipe, loaded.denoiser
+    want = request.torch_device() if "device" in protocol and request.device != "auto" else pipe.device
+    if want.type != pipe.device.type or want.index not in (None, pipe.device.index):
+        raise EvalkitError(f"device={request.device!r} given for a pipeline on {pipe.device}",
+                           "move the pipeline with pipe.to(device) instead, or drop device=")
+    if request.dtype != "auto" and DTYPES[request.dtype] != denoiser.dtype:
+        raise EvalkitError(f"dtype={request.dtype!r} given for a pipeline in {denoiser.dtype}",
+                           "convert the pipeline with pipe.to(dtype) instead, or drop dtype=")
+
+
+def _metrics(metrics: str | Sequence[str | Metric]) -> list[Metric]:
+    from evalkit.metrics.registry import create, create_many
+
+    if isinstance(metrics, str):
+        return create_many(metrics)
+    created = [create(m) if isinstance(m, str) else m for m in metrics]
+    if not created:
+        raise EvalkitError("metrics= names no metric", "e.g. metrics='clip' (evalkit metrics list)")
+    return created
+
+
+def _prompt_sets(prompts: str | Sequence[str | PromptSet] | None, metrics: Sequence[Metric],
+                 limit: int) -> list[PromptSet]:
+    from evalkit.prompts.sets import load_prompt_set
+
+    if limit < 0:
+        raise EvalkitError(f"limit must be >= 0 (got {limit})", "0 means all prompts")
+    if prompts is None or prompts == "":
+        names: Sequence[str | PromptSet] = list(dict.fromkeys(m.info.prompt_set for m in metrics))
+    elif isinstance(prompts, str):
+        names = [p.strip() for p in prompts.split(",") if p.strip()]
+    else:
+        names = list(prompts)
+    sets = [p if isinstance(p, PromptSet) else load_prompt_set(p) for p in names]
+    return [s.head(limit) for s in sets] if limit else sets
+
+
+def _request(protocol: dict[str, Any]) -> GenerationRequest:
+    unknown = sorted(set(protocol) - set(PROTOCOL_FIELDS))
+    if unknown:
+        raise EvalkitError(f"unknown protocol setting(s) {', '.join(unknown)}",
+                           f"protocol overrides are: {', '.join(PROTOCOL_FIELDS)}")
+    request = GenerationRequest(**protocol)
+    request.validate()
+    return request
+
+
+def _one_ref(spec: str, options: ResolveOptions, step: int | None) -> CheckpointRef:
+    refs = resolve(spec, options)
+    if len(refs) == 1:
+        return refs[0] if step is None else replace(refs[0], step=step)
+    if step is None:
+        raise EvalkitError(f"{spec} holds {len(refs)} checkpoints; evaluate() takes one",
+                           "pass step=N to pick checkpoint-N, or run `evalkit run` on the folder")
+    chosen = [r for r in refs if r.step == step]
+    if not chosen:
+        steps = ", ".join(str(r.step) for r in refs)
+        raise EvalkitError(f"{spec} has no checkpoint-{step}", f"its steps are: {steps}")
+    return chosen[0]

@@ -1,0 +1,438 @@
+"""`evalkit check`: is a new checkpoint's run worse than a baseline's, beyond what noise explains?
+
+Both runs must be comparable (same protocol, prompt-set and metric fingerprints, same prompt
+ids); check refuses anything else rather than compare numbers that mean different things. For
+every metric both runs have, the paired bootstrap resamples prompts with the SAME indices in
+both runs (prompt difficulty cancels out, so the interval of the difference is far narrower than
+the two runs' own intervals suggest) and gives the distribution of new - base.
+
+Decision rule, per gated metric (docs/ci.md): with margin m (the largest accepted worsening)
+and confidence c, let p = the share of resamples in which the new run is worse than the base by
+more than m (one-sided bootstrap confidence that the worsening exceeds the margin).
+- p >= c: regression (exit 1).
+- 1 - c < p < c: inconclusive; the interval straddles the margin. Reported, does NOT fail:
+  the gate fails only on a demonstrated regression, so it does not flake on noise.
+- p <= 1 - c: pass ("improved" when the share of resamples better than the base reaches c).
+The interval reported is the two-sided (2c - 1) percentile interval, whose ends are the
+one-sided c bounds, so "the whole interval is beyond the margin" is exactly a regression.
+
+Ratio metrics (means over prompts, TIFA) come from the per-prompt sidecars next to the records
+(no metric model is loaded); FID re-creates the metric from the card recorded in run.json,
+checks its fingerprint, and resamples both runs' stored features through `metric.resampler`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evalkit.errors import EvalkitError
+from evalkit.gate.thresholds import Threshold, Thresholds, flagged
+from evalkit.metrics.options import MetricOptions
+from evalkit.results.bootstrap import (
+    BootstrapSpec,
+    PairedDifference,
+    paired_function_difference,
+    paired_ratio_difference,
+)
+
+EXIT_PASS = 0
+EXIT_REGRESSION = 1
+LEADERBOARD_PREFIX = "leaderboard:"
+REGRESSION, INCONCLUSIVE, PASS, IMPROVED, NOT_GATED = "regression", "inconclusive", "pass", "improved", "not gated"
+RESCORE = "re-run `evalkit score` on that step folder"
+TOLERANCE = 1e-12  # shares are k / N: compare against the level without float noise deciding a verdict
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    """A run.json as check uses it: where it came from (as typed), where it is, its content."""
+
+    spec: str
+    path: Path
+    run: dict[str, Any]
+
+    @property
+    def step_dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def label(self) -> str:
+        checkpoint = self.run["checkpoint"]
+        return f"{checkpoint.get('name', '?')}@{checkpoint.get('step_label') or checkpoint.get('step') or 'final'}"
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.run["metrics"]
+
+
+@dataclass(frozen=True)
+class MetricComparison:
+    name: str
+    display_name: str
+    higher_is_better: bool
+    prompt_set: str
+    n: int  # prompts (the resampling unit)
+    base_value: float | None
+    new_value: float | None
+    difference: float  # new - base, from the paired data
+    ci: tuple[float, float]  # (2c - 1) two-sided percentile interval of new - base
+    ci_level: float
+    threshold: Threshold | None
+    p_worse: float  # share of resamples worse than base by more than the margin (0 margin when not gated)
+    p_better: float  # share of resamples better than base
+    verdict: str
+    resamples: int
+    method: str  # "paired ratio bootstrap" or "paired resampling of <metric>"
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    base: LoadedRun
+    new: LoadedRun
+    confidence: float
+    thresholds_source: str
+    seed: int
+    comparisons: list[MetricComparison]
+    not_compared: dict[str, str] = field(default_factory=dict)  # metric -> why
+
+    @property
+    def regressions(self) -> list[MetricComparison]:
+        return [c for c in self.comparisons if c.verdict == REGRESSION]
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_REGRESSION if self.regressions else EXIT_PASS
+
+
+# -- finding the runs ---------------------------------------------------------------------------------------
+
+def load_run(spec: str, leaderboard: Path, prefer_protocol: str | None = None) -> LoadedRun:
+    """A run.json, a step folder holding one, or `leaderboard:MODEL[@STEP]` from the store in `leaderboard`."""
+    from evalkit.results.run import read_run
+
+    if spec.startswith(LEADERBOARD_PREFIX):
+        path = leaderboard_run(spec.removeprefix(LEADERBOARD_PREFIX), leaderboard, prefer_protocol)
+    else:
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            path = path / "run.json"
+    run = read_run(path)
+    validate_run(run, path)
+    return LoadedRun(spec, path.resolve(), run)
+
+
+def leaderboard_run(ref: str, folder: Path, prefer_protocol: str | None) -> Path:
+    """The run.json a leaderboard entry was merged from; no STEP means the model's latest step.
+
+    When several entries match (the same step evaluated under two protocols, or retrained
+    weights), the one with the other run's protocol is taken; if that still leaves several, the
+    reference is ambiguous and refused.
+    """
+    from evalkit.publishing.leaderboard import step_order
+    from evalkit.publishing.store import ENTRIES_FILE, load_entries
+
+    model, _, step = ref.rpartition("@") if "@" in ref else (ref, "", "")
+    if not model:
+        raise EvalkitError(f"{LEADERBOARD_PREFIX}{ref} names no model", f"e.g. {LEADERBOARD_PREFIX}my-model@final")
+    if not (Path(folder) / ENTRIES_FILE).is_file():
+        raise EvalkitError(f"no leaderboard in {folder} (no {ENTRIES_FILE})",
+                           "pass --leaderboard DIR, the folder `evalkit leaderboard --into` wrote")
+    entries = load_entries(folder)
+    mine = [e for e in entries if e.get("model") == model]
+    if not mine:
+        models = sorted({str(e.get("model")) for e in entries})
+        close = difflib.get_close_matches(model, models, n=1)
+        raise EvalkitError(f"the leaderboard in {folder} has no model {model!r}"
+                           + (f"; did you mean {close[0]!r}?" if close else ""),
+                           "models: " + (", ".join(models[:20]) or "none"))
+    if step:
+        matches = [e for e in mine if str(e.get("step_label")) == step]
+        if not matches:
+            steps = sorted({str(e.get("step_label")) for e in mine})
+            raise EvalkitError(f"the leaderboard has no step {step!r} of {model!r}", f"steps: {', '.join(steps)}")
+    else:
+        latest = max(step_order(e) for e in mine)
+        matches = [e for e in mine if step_order(e) == latest]
+    if len(matches) > 1 and prefer_protocol:
+        same = [e for e in matches if (e.get("protocol") or {}).get("fingerprint") == prefer_protocol]
+        matches = same or matches
+    if len(matches) > 1:
+        raise EvalkitError(f"{LEADERBOARD_PREFIX}{ref} matches {len(matches)} leaderboard entries (other weights or "
+                           "protocols)", "pass one run.json instead: " + ", ".join(str(e.get("run")) for e in matches))
+    return Path(str(matches[0].get("run")))
+
+
+def validate_run(run: dict[str, Any], path: Path) -> None:
+    """What check reads beyond read_run's schema check, so a garbled file is an input error, not a crash."""
+    problems = []
+    if not isinstance(run.get("checkpoint"), dict):
+        problems.append("checkpoint is not an object")
+    if not isinstance(run.get("protocol"), dict) or not isinstance(run["protocol"].get("fingerprint"), str):
+        problems.append("protocol.fingerprint is missing")
+    if not isinstance(run.get("prompt_sets"), dict):
+        problems.append("prompt_sets is not an object")
+    if not isinstance(run.get("metrics"), dict):
+        problems.append("metrics is not an object")
+    else:
+        for name, entry in run["metrics"].items():
+            problems += [f"metrics.{name}: {p}" for p in _entry_problems(entry)]
+    if problems:
+        raise EvalkitError(f"{path} is garbled: {'; '.join(problems[:3])}", RESCORE)
+
+
+def _entry_problems(entry: Any) -> list[str]:
+    if not isinstance(entry, dict):
+        return ["not an object"]
+    problems = [f"{key} is not a string" for key in ("fingerprint", "prompt_set_fingerprint", "prompt_set", "units")
+                if not isinstance(entry.get(key), str)]
+    if not isinstance(entry.get("higher_is_better"), bool):
+        problems.append("higher_is_better is not true/false")
+    value = entry.get("value")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        problems.append("value is not a number")
+    return problems
+
+
+# -- comparability ------------------------------------------------------------------------------------------
+
+def compared_metrics(base: LoadedRun, new: LoadedRun, only: Sequence[str] = ()) -> tuple[list[str], dict[str, str]]:
+    """The metrics to compare and, for the others, why not; refuses incomparable runs."""
+    _same_protocol(base, new)
+    common = sorted(set(base.metrics) & set(new.metrics))
+    skipped = {name: "only in the baseline" for name in sorted(set(base.metrics) - set(new.metrics))}
+    skipped |= {name: "only in the new run" for name in sorted(set(new.metrics) - set(base.metrics))}
+    if only:
+        missing = [m for m in only if m not in common]
+        if missing:
+            raise EvalkitError(f"--metrics names {', '.join(missing)}, which not both runs have",
+                               f"metrics in both: {', '.join(common) or 'none'}")
+        skipped |= {name: "left out by --metrics" for name in common if name not in only}
+        common = [m for m in common if m in only]
+    if not common:
+        raise EvalkitError(f"{base.path} and {new.path} have no metric in common",
+                           f"baseline: {', '.join(base.metrics) or 'none'}; new: {', '.join(new.metrics) or 'none'}")
+    for name in common:
+        _same_metric(name, base, new)
+    return common, skipped
+
+
+def _same_protocol(base: LoadedRun, new: LoadedRun) -> None:
+    b, n = base.run["protocol"], new.run["protocol"]
+    if b["fingerprint"] == n["fingerprint"]:
+        return
+    differ = [f"{k} {b.get(k)!r} vs {n.get(k)!r}" for k in sorted(set(b) | set(n))
+              if k not in ("fingerprint", "device") and b.get(k) != n.get(k)]
+    raise EvalkitError(f"the runs used different generation protocols (baseline {b['fingerprint'][:12]}…, new "
+                       f"{n['fingerprint'][:12]}…" + (f": {'; '.join(differ)}" if differ else "") + ")",
+                       "generate both with the same settings (scheduler, steps, cfg, seed, resolution, dtype)")
+
+
+def _same_metric(name: str, base: LoadedRun, new: LoadedRun) -> None:
+    b, n = base.metrics[name], new.metrics[name]
+    if b["prompt_set_fingerprint"] != n["prompt_set_fingerprint"]:
+        size_b = (base.run["prompt_sets"].get(b["prompt_set"]) or {}).get("n", "?")
+        size_n = (new.run["prompt_sets"].get(n["prompt_set"]) or {}).get("n", "?")
+        raise EvalkitError(f"{name} was scored on different prompts: baseline {b['prompt_set']} with {size_b} prompts "
+                           f"(fingerprint {b['prompt_set_fingerprint'][:12]}…), new {n['prompt_set']} with {size_n} "
+                           f"(fingerprint {n['prompt_set_fingerprint'][:12]}…)",
+                           "compare runs generated with the same prompts and the same --subset/--limit "
+                           "(a smoke run compares only with a smoke baseline)")
+    if b["fingerprint"] != n["fingerprint"]:
+        raise EvalkitError(f"{name} was computed differently in the two runs (metric fingerprint "
+                           f"{b['fingerprint'][:12]}… vs {n['fingerprint'][:12]}…: another card, model, weights or "
+                           "metric version)", f"re-score both with the same card, or leave {name} out with --metrics")
+    if b["higher_is_better"] != n["higher_is_better"]:
+        raise EvalkitError(f"{name} disagrees between the runs on whether higher is better", RESCORE)
+
+
+def gate(names: Sequence[str], base: LoadedRun, new: LoadedRun, thresholds: Thresholds) -> dict[str, Threshold]:
+    """The margin of each compared metric; refuses flags and file entries that name no known metric."""
+    in_runs = set(base.metrics) | set(new.metrics)
+    for name in flagged(thresholds):
+        if name not in names:
+            where = "neither run has it" if name not in in_runs else "it is not compared (see above)"
+            raise EvalkitError(f"{thresholds.by_metric[name].source} names metric {name!r}, but {where}",
+                               f"compared metrics: {', '.join(names)}")
+    unknown = sorted(set(thresholds.by_metric) - in_runs - set(_known_metrics()))
+    if unknown:
+        raise EvalkitError(f"{thresholds.source} names unknown metric(s) {', '.join(unknown)}",
+                           "use names from `evalkit metrics list` or the runs' metrics")
+    chosen = {}
+    for name in names:
+        threshold = thresholds.by_metric.get(name)
+        if threshold is not None:
+            threshold.check_direction(base.metrics[name]["higher_is_better"])
+            chosen[name] = threshold
+    return chosen
+
+
+def _known_metrics() -> list[str]:
+    from evalkit.metrics.registry import available
+
+    return list(available())
+
+
+# -- paired comparison --------------------------------------------------------------------------------------
+
+def compare(base: LoadedRun, new: LoadedRun, thresholds: Thresholds, only: Sequence[str] = (),
+            resamples: int = 1000, seed: int = 0, options: MetricOptions | None = None) -> CheckReport:
+    """Every common metric compared with a paired bootstrap and judged by the decision rule."""
+    if resamples < 2:
+        raise EvalkitError(f"--resamples must be at least 2 (got {resamples})", "e.g. --resamples 1000")
+    names, skipped = compared_metrics(base, new, only)
+    margins = gate(names, base, new, thresholds)
+    comparisons = [compare_metric(name, base, new, margins.get(name), thresholds.confidence, resamples, seed,
+                                  options or MetricOptions()) for name in names]
+    return CheckReport(base, new, thresholds.confidence, thresholds.source, seed, comparisons, skipped)
+
+
+def compare_metric(name: str, base: LoadedRun, new: LoadedRun, threshold: Threshold | None, confidence: float,
+                   resamples: int, seed: int, options: MetricOptions) -> MetricComparison:
+    started = time.perf_counter()
+    entry = base.metrics[name]
+    level = 2.0 * confidence - 1.0
+    base_units, new_units = units(base, name), units(new, name)
+    ids = _same_prompt_ids(name, base_units, new_units)
+    if "value" in base_units["ratios"] and "value" in new_units["ratios"]:
+        spec = BootstrapSpec(resamples, seed, level)
+        paired = paired_ratio_difference(_ratio(new_units, name, new), _ratio(base_units, name, base), spec)
+        method = "paired ratio bootstrap"
+    else:
+        paired, spec = _paired_resampled(name, base, new, ids, seed, level, options)
+        method = f"paired resampling of {name} (card bootstrap_resamples)"
+    higher = bool(entry["higher_is_better"])
+    margin = threshold.margin if threshold is not None else 0.0
+    p_worse, p_better = shares(paired.samples, higher, margin, name)
+    return MetricComparison(
+        name=name, display_name=str(new.metrics[name].get("display_name") or name), higher_is_better=higher,
+        prompt_set=str(entry["prompt_set"]), n=len(ids), base_value=_number(entry.get("value")),
+        new_value=_number(new.metrics[name].get("value")), difference=float(paired.difference), ci=paired.ci,
+        ci_level=level, threshold=threshold, p_worse=p_worse, p_better=p_better,
+        verdict=decide(p_worse, p_better, confidence, threshold is not None), resamples=spec.resamples,
+        method=method, seconds=time.perf_counter() - started)
+
+
+def shares(samples: np.ndarray, higher_is_better: bool, margin: float, name: str = "") -> tuple[float, float]:
+    """(share of resamples worse than base by more than `margin`, share better than base)."""
+    finite = np.asarray(samples, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if len(finite) == 0:
+        raise EvalkitError(f"{name}: the paired bootstrap gave no finite difference (too few prompts or images?)",
+                           "compare runs with at least a few scored prompts")
+    gain = finite if higher_is_better else -finite  # > 0: the new run is better
+    return float(np.mean(gain < -margin)), float(np.mean(gain > 0))
+
+
+def decide(p_worse: float, p_better: float, confidence: float, gated: bool) -> str:
+    """The decision rule (module docstring): only a demonstrated worsening beyond the margin fails."""
+    if not gated:
+        return NOT_GATED
+    if p_worse >= confidence - TOLERANCE:
+        return REGRESSION
+    if p_worse > 1.0 - confidence + TOLERANCE:
+        return INCONCLUSIVE
+    return IMPROVED if p_better >= confidence - TOLERANCE else PASS
+
+
+def units(run: LoadedRun, name: str) -> dict[str, Any]:
+    """The metric's per-prompt sidecar (prompt ids, per-prompt ratios), checked against run.json."""
+    from evalkit.results.units import read_units
+
+    entry = run.metrics[name]
+    path = run.step_dir / entry["units"]
+    if not path.is_file():
+        raise EvalkitError(f"{path} (the per-prompt data of {name}) is missing", RESCORE)
+    value = read_units(path)
+    ids, ratios = value.get("prompt_ids"), value.get("ratios")
+    if (value.get("metric") != name or value.get("fingerprint") != entry["fingerprint"]
+            or not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or not isinstance(ratios, dict)):
+        raise EvalkitError(f"{path} does not belong to {name} as recorded in {run.path}", RESCORE)
+    return value
+
+
+def _same_prompt_ids(name: str, base: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    b, n = base["prompt_ids"], new["prompt_ids"]
+    if b != n:
+        only_b, only_n = sorted(set(b) - set(n)), sorted(set(n) - set(b))
+        detail = (f"{len(only_b)} only in the baseline (e.g. {only_b[0]}), " if only_b else "") + \
+                 (f"{len(only_n)} only in the new run (e.g. {only_n[0]})" if only_n else "")
+        raise EvalkitError(f"{name} was scored on different prompt ids ({len(b)} vs {len(n)} prompts; "
+                           f"{detail.rstrip(', ') or 'same ids, other order'})",
+                           "score both runs on complete generations of the same prompt set")
+    return list(b)
+
+
+def _ratio(value: dict[str, Any], name: str, run: LoadedRun) -> tuple[np.ndarray, np.ndarray]:
+    ratio = value["ratios"]["value"]
+    try:
+        num = np.asarray(ratio["num"], dtype=np.float64)
+        den = np.asarray(ratio["den"], dtype=np.float64)
+    except (KeyError, TypeError, ValueError) as e:
+        raise EvalkitError(f"the per-prompt data of {name} in {run.step_dir} is garbled ({e})", RESCORE) from e
+    if num.shape != den.shape or num.shape != (len(value["prompt_ids"]),):
+        raise EvalkitError(f"the per-prompt data of {name} in {run.step_dir} has {num.shape} numerators, "
+                           f"{den.shape} denominators for {len(value['prompt_ids'])} prompts", RESCORE)
+    return num, den
+
+
+def _paired_resampled(name: str, base: LoadedRun, new: LoadedRun, ids: list[str], seed: int, level: float,
+                      options: MetricOptions) -> tuple[PairedDifference, BootstrapSpec]:
+    """Metrics that are not ratios over prompts (FID): both runs' records through the re-created metric."""
+    from evalkit.metrics.api import PromptResamplable
+    from evalkit.results.run import GENERIC_RESAMPLES
+    from evalkit.results.units import prompt_groups
+
+    entry = base.metrics[name]
+    metric = recreate_metric(name, entry, options)
+    groups = {}
+    for which, run in (("base", base), ("new", new)):
+        found = prompt_groups(run.step_dir, name, entry["fingerprint"], entry["prompt_set"])
+        if found.prompt_ids != ids:
+            raise EvalkitError(f"{name}: the records in {run.step_dir} do not cover the prompts of its sidecar",
+                               RESCORE)
+        groups[which] = found.groups
+    statistics: dict[str, Callable[[np.ndarray], float]]
+    if isinstance(metric, PromptResamplable):
+        statistics = {k: metric.resampler(g) for k, g in groups.items()}
+        count = int(metric.bootstrap_resamples)
+    else:
+        statistics = {k: _reaggregate(metric, g) for k, g in groups.items()}
+        count = GENERIC_RESAMPLES
+    spec = BootstrapSpec(count, seed, level)
+    return paired_function_difference(len(ids), statistics["new"], statistics["base"], spec), spec
+
+
+def recreate_metric(name: str, entry: dict[str, Any], options: MetricOptions) -> Any:
+    """The metric as it was scored: from the card file recorded in run.json (else its name), same fingerprint."""
+    from evalkit.metrics.registry import create
+
+    card = entry.get("card") if isinstance(entry.get("card"), dict) else {}
+    path = str(card.get("path") or "")
+    spec = path if path and Path(path).expanduser().is_file() else str(card.get("name") or name)
+    metric = create(spec, options)
+    if metric.info.name != name or metric.fingerprint() != entry["fingerprint"]:
+        raise EvalkitError(f"cannot re-create {name} as it was scored: the card {spec} now gives fingerprint "
+                           f"{metric.fingerprint()[:12]}…, the runs record {entry['fingerprint'][:12]}…",
+                           "restore the card and weights the runs were scored with, or leave it out with --metrics")
+    return metric
+
+
+def _reaggregate(metric: Any, groups: Sequence[Sequence[dict[str, Any]]]) -> Callable[[np.ndarray], float]:
+    def statistic(indices: np.ndarray) -> float:
+        value = metric.aggregate([r for i in indices for r in groups[i]]).get("value", math.nan)
+        return float(value) if value is not None else math.nan
+
+    return statistic
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

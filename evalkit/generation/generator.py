@@ -1,0 +1,354 @@
+"""The generation engine: a checkpoint and prompt sets in, a reproducible image folder out.
+
+Layout of one evaluated checkpoint (the "step folder"):
+    OUT/<model>/<step>/generation.json         checkpoint, effective protocol, prompt sets, provenance
+    OUT/<model>/<step>/manifest*.jsonl         one row per written image (append-only)
+    OUT/<model>/<step>/images/<set>/<id>_<k>.png
+A re-run trusts an image only if its bytes hash to what the manifest recorded for the same
+seed and prompt text; everything else is (re)generated, deterministically.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from evalkit.errors import EvalkitError
+from evalkit.fileio.hashing import sha256_bytes, sha256_file
+from evalkit.fileio.pngio import save_png, write_atomic
+from evalkit.generation.adapters import latent_shape, native_resolution, resolution_multiple
+from evalkit.generation.checkpoints import CheckpointRef
+from evalkit.generation.embeddings import CHUNK, EmbeddingStore
+from evalkit.generation.loading import LoadedCheckpoint, PipelineLoader
+from evalkit.generation.manifest import ManifestRow, append_manifest, manifest_name, read_manifests
+from evalkit.generation.protocol import EffectiveProtocol, GenerationRequest, apply_scheduler, read_back
+from evalkit.generation.seeding import initial_noise, sample_generator, sample_seed
+from evalkit.prompts.sets import PromptSet
+from evalkit.runtime.provenance import provenance
+
+GENERATION_SCHEMA = "evalkit.generation/1"
+AUTO_START = {"cuda": 32, "cpu": 8}
+MAX_BATCHES_IN_FLIGHT = 2
+
+
+@dataclass(frozen=True)
+class Sample:
+    prompt_set: str
+    prompt_index: int  # position in its set: decides the embedding chunk
+    prompt_id: str
+    text: str
+    k: int
+    seed: int
+    file: str  # relative to the step folder
+
+    @property
+    def prompt_sha256(self) -> str:
+        return sha256_bytes(self.text.encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    out: Path
+    batch_size: int = 8
+    auto_batch: bool = False  # start at AUTO_START and halve on out-of-memory
+    shard_index: int = 0
+    shard_count: int = 1
+    quiet: bool = False
+
+
+@dataclass
+class StepResult:
+    ref: CheckpointRef
+    step_dir: Path
+    protocol: EffectiveProtocol
+    planned: int
+    reused: int
+    generated: int
+    seconds: float
+    batch_size: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.generated / self.seconds if self.seconds > 0 else 0.0
+
+
+def file_stem(prompt_id: str) -> str:
+    """Prompt ids become file names; unsafe ids get a readable form plus a hash to stay unique."""
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", prompt_id) and len(prompt_id) <= 120:
+        return prompt_id
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", prompt_id)[:80].strip("._") or "prompt"
+    return f"{readable}-{sha256_bytes(prompt_id.encode('utf-8'))[:10]}"
+
+
+def plan_samples(prompt_sets: Sequence[PromptSet], request: GenerationRequest,
+                 shard_index: int = 0, shard_count: int = 1) -> list[Sample]:
+    """Every sample of every set, in a fixed order; shard i takes every shard_count-th."""
+    samples = []
+    for prompt_set in prompt_sets:
+        folder = f"images/{prompt_set.name}"
+        for index, prompt in enumerate(prompt_set.prompts):
+            for k in range(request.images_per_prompt):
+                samples.append(Sample(
+                    prompt_set=prompt_set.name, prompt_index=index, prompt_id=prompt.id, text=prompt.text,
+                    k=k, seed=sample_seed(request.seed, prompt_set.name, prompt.id, k),
+                    file=f"{folder}/{file_stem(prompt.id)}_{k}.png",
+                ))
+    return samples[shard_index::shard_count]
+
+
+def pending_samples(step_dir: Path, samples: Sequence[Sample]) -> list[Sample]:
+    """Samples without a trustworthy image on disk."""
+    rows = read_manifests(step_dir)
+    todo = []
+    for sample in samples:
+        row = rows.get(sample.file)
+        path = step_dir / sample.file
+        trusted = (row is not None and row.seed == sample.seed and row.prompt_sha256 == sample.prompt_sha256
+                   and path.is_file() and sha256_file(path) == row.sha256)
+        if not trusted:
+            todo.append(sample)
+    return todo
+
+
+def configure(loaded: LoadedCheckpoint, request: GenerationRequest) -> EffectiveProtocol:
+    """Apply the request to the pipeline and read back what it will actually run."""
+    pipe = loaded.pipe
+    pipe.set_progress_bar_config(disable=True)  # evalkit shows one bar per checkpoint instead
+    apply_scheduler(pipe, request.scheduler)
+    if getattr(pipe, "safety_checker", None) is not None:
+        pipe.safety_checker = None  # the study scores raw samples; a checker would black some out
+    native = native_resolution(pipe, loaded.adapter)
+    size = request.resolution or native
+    multiple = resolution_multiple(pipe, loaded.adapter)
+    if size % multiple:
+        raise EvalkitError(f"resolution {size} is not a multiple of {multiple} for this pipeline",
+                           f"choose a multiple of {multiple}")
+    if request.guidance_scale > 1 and getattr(loaded.denoiser.config, "time_cond_proj_dim", None):
+        raise EvalkitError("this denoiser is guidance-distilled (time_cond_proj_dim); it does not run CFG",
+                           "pass --cfg 1 (and --scheduler native) for distilled models")
+    return read_back(pipe, loaded.adapter.family, request, size, size, loaded.denoiser)
+
+
+def render(loaded: LoadedCheckpoint, protocol: EffectiveProtocol, samples: Sequence[Sample],
+           prompt_sets: dict[str, PromptSet], store: EmbeddingStore) -> torch.Tensor:
+    """Float images in [0, 1], (B, 3, H, W) on the CPU, for one batch of samples."""
+    pipe, adapter = loaded.pipe, loaded.adapter
+    pairs = []
+    for s in samples:
+        chunk_start = (s.prompt_index // CHUNK) * CHUNK
+        texts = tuple(p.text for p in prompt_sets[s.prompt_set].prompts[chunk_start:chunk_start + CHUNK])
+        pairs.append((texts, s.prompt_index - chunk_start))
+    positive = store.rows(loaded, pairs)
+    negative = store.negative(loaded, protocol.negative_prompt)
+    shape = latent_shape(pipe, adapter, protocol.height, protocol.width)
+    generators = [sample_generator(s.seed) for s in samples]
+    noise = torch.stack([initial_noise(g, shape) for g in generators])
+    kwargs: dict[str, Any] = adapter.call_kwargs(positive, negative)
+    if adapter.uses_eta:
+        kwargs["eta"] = protocol.eta
+    with torch.inference_mode():
+        out = pipe(
+            prompt=None,
+            height=protocol.height,
+            width=protocol.width,
+            num_inference_steps=protocol.steps,
+            guidance_scale=protocol.guidance_scale,
+            latents=noise.to(device=pipe.device, dtype=loaded.denoiser.dtype),
+            generator=generators,
+            output_type="pt",
+            return_dict=True,
+            **kwargs,
+        )
+    _check_honoured(pipe, protocol)
+    return out.images.float().cpu()
+
+
+def _check_honoured(pipe: Any, protocol: EffectiveProtocol) -> None:
+    ran_steps = getattr(pipe, "num_timesteps", protocol.steps)
+    if ran_steps != protocol.steps:
+        raise EvalkitError(f"the pipeline ran {ran_steps} steps instead of {protocol.steps}",
+                           "report this as an evalkit bug with the pipeline class")
+    cfg = getattr(pipe, "do_classifier_free_guidance", None)
+    if cfg is not None and bool(cfg) != (protocol.guidance_scale > 1):
+        raise EvalkitError(f"the pipeline {'ran' if cfg else 'skipped'} classifier-free guidance at "
+                           f"scale {protocol.guidance_scale}", "choose a --cfg this pipeline honours")
+
+
+def quantize(images: torch.Tensor) -> np.ndarray:
+    """[0,1] floats → uint8 HWC, rounding exactly as diffusers' numpy_to_pil does."""
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+class Generator:
+    """Generates images for a sequence of checkpoints with one loader and embedding store."""
+
+    def __init__(self, request: GenerationRequest, options: GenerateOptions, allow_pickle: bool = False) -> None:
+        request.validate()
+        self.request = request
+        self.options = options
+        self.device = request.torch_device()
+        self.loader = PipelineLoader(self.device, request.torch_dtype(self.device), allow_pickle)
+        self.store = EmbeddingStore()
+
+    def run(self, refs: Sequence[CheckpointRef], prompt_sets: Sequence[PromptSet]) -> list[StepResult]:
+        return [self.run_one(ref, prompt_sets) for ref in refs]
+
+    def run_one(self, ref: CheckpointRef, prompt_sets: Sequence[PromptSet]) -> StepResult:
+        t0 = time.perf_counter()
+        loaded = self.loader.load(ref)
+        t_load = time.perf_counter()
+        protocol = configure(loaded, self.request)
+        step_dir = self.options.out / ref.name / ref.step_label
+        _remove_stale_temporaries(step_dir)
+        _write_generation_record(step_dir, loaded, protocol, prompt_sets)
+        planned = plan_samples(prompt_sets, self.request, self.options.shard_index, self.options.shard_count)
+        todo = pending_samples(step_dir, planned)
+        t_plan = time.perf_counter()
+        by_name = {s.name: s for s in prompt_sets}
+        batch_size = self._write_images(loaded, protocol, step_dir, todo, by_name)
+        t_end = time.perf_counter()
+        return StepResult(ref, step_dir, protocol, len(planned), len(planned) - len(todo), len(todo),
+                          t_end - t_plan, batch_size,
+                          {"load": t_load - t0, "plan": t_plan - t_load, "generate": t_end - t_plan})
+
+    def _write_images(self, loaded: LoadedCheckpoint, protocol: EffectiveProtocol, step_dir: Path,
+                      todo: list[Sample], prompt_sets: dict[str, PromptSet]) -> int:
+        batch_size = AUTO_START[self.device.type] if self.options.auto_batch else self.options.batch_size
+        if not todo:
+            return batch_size
+        manifest = step_dir / manifest_name(self.options.shard_index, self.options.shard_count)
+        label = f"{loaded.ref.name}@{loaded.ref.step_label}"
+        with ThreadPoolExecutor(max_workers=2) as pool, _ProgressBar(label, len(todo), self.options.quiet) as advance:
+            in_flight: deque[tuple[list[Future[str]], list[Sample], float, int]] = deque()
+            position = 0
+            while position < len(todo):
+                batch = todo[position:position + batch_size]
+                started = time.perf_counter()
+                try:
+                    images = render(loaded, protocol, batch, prompt_sets, self.store)
+                except torch.OutOfMemoryError as e:
+                    batch_size = self._back_off(batch_size, e)
+                    continue
+                pixels = quantize(images)
+                elapsed = time.perf_counter() - started
+                futures = [pool.submit(save_png, step_dir / s.file, pixels[i]) for i, s in enumerate(batch)]
+                in_flight.append((futures, batch, elapsed, len(batch)))
+                while len(in_flight) > MAX_BATCHES_IN_FLIGHT:
+                    advance(_commit(manifest, in_flight.popleft()))
+                position += len(batch)
+            while in_flight:
+                advance(_commit(manifest, in_flight.popleft()))
+        return batch_size
+
+    def _back_off(self, batch_size: int, error: BaseException) -> int:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if not self.options.auto_batch or batch_size == 1:
+            raise EvalkitError(f"out of memory at batch size {batch_size} ({_short(error)})",
+                               "use --batch-size auto, a smaller --batch-size, or --dtype float16") from error
+        return max(1, batch_size // 2)
+
+
+def _commit(manifest: Path, item: tuple[list[Future[str]], list[Sample], float, int]) -> int:
+    futures, batch, elapsed, size = item
+    rows = [ManifestRow(prompt_set=s.prompt_set, prompt_id=s.prompt_id, prompt_sha256=s.prompt_sha256, k=s.k,
+                        seed=s.seed, file=s.file, sha256=f.result(), seconds=round(elapsed / size, 6),
+                        batch_size=size) for f, s in zip(futures, batch, strict=True)]
+    append_manifest(manifest, rows)
+    return len(rows)
+
+
+def _short(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
+
+
+class _ProgressBar:
+    """A rich progress bar with images/s and ETA, or nothing under --quiet."""
+
+    def __init__(self, label: str, total: int, quiet: bool) -> None:
+        self.label, self.total, self.quiet = label, total, quiet
+        self._bar: Any = None
+
+    def __enter__(self) -> Callable[[int], None]:
+        if self.quiet:
+            return lambda n: None
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TaskProgressColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+                             TextColumn("eta"), TimeRemainingColumn())
+        self._bar.__enter__()
+        task = self._bar.add_task(self.label, total=self.total, rate="")
+        started = time.perf_counter()
+
+        def advance(n: int) -> None:
+            done = self._bar.tasks[0].completed + n
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            self._bar.update(task, advance=n, rate=f"{rate:.2f} img/s")
+
+        return advance
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+
+def _write_generation_record(step_dir: Path, loaded: LoadedCheckpoint, protocol: EffectiveProtocol,
+                             prompt_sets: Sequence[PromptSet]) -> None:
+    """Record what this folder's images are; refuse to mix checkpoints or protocols in one folder."""
+    path = step_dir / "generation.json"
+    checkpoint = {"name": loaded.ref.name, "step": loaded.ref.step, "fingerprint": loaded.fingerprint,
+                  "pipeline_class": protocol.pipeline_class, "source": loaded.record}
+    sets: dict[str, Any] = {}
+    if path.is_file():
+        existing = _read_json(path)
+        old_ckpt = existing.get("checkpoint", {}).get("fingerprint")
+        old_proto = existing.get("protocol", {}).get("fingerprint")
+        if old_ckpt != loaded.fingerprint:
+            raise EvalkitError(f"{step_dir} holds images of different weights (checkpoint fingerprint changed)",
+                               "use another --out or --name, or delete that folder to regenerate")
+        if old_proto != protocol.fingerprint():
+            raise EvalkitError(f"{step_dir} holds images made with a different protocol",
+                               "use another --out or --name, or delete that folder to regenerate")
+        sets = dict(existing.get("prompt_sets", {}))
+    for s in prompt_sets:
+        sets[s.name] = {"fingerprint": s.fingerprint, "n": len(s), "version": s.version, "source": s.source}
+    record = {"schema": GENERATION_SCHEMA, "checkpoint": checkpoint, "protocol": protocol.as_record(),
+              "prompt_sets": sets, "provenance": provenance(loaded.pipe.device)}
+    write_atomic(path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise EvalkitError(f"{path} is unreadable ({e})", "delete it; evalkit rewrites it on the next run") from e
+    if not isinstance(value, dict):
+        raise EvalkitError(f"{path} is not a JSON object", "delete it; evalkit rewrites it on the next run")
+    return value
+
+
+def _remove_stale_temporaries(step_dir: Path) -> None:
+    """Half-written files of a killed run (see pngio.write_atomic); never trusted, so drop them."""
+    if step_dir.is_dir():
+        for tmp in step_dir.rglob(".*.tmp"):
+            tmp.unlink(missing_ok=True)

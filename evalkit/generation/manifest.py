@@ -1,0 +1,51 @@
+"""The append-only record of which images exist and what their bytes hash to.
+
+One JSON object per line, appended and fsynced after the image's rename (evalkit.fileio.jsonl), so
+a row never refers to a file that is not complete. Sharded writers each append to their own
+file; readers take the union of `manifest*.jsonl`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from evalkit.fileio.jsonl import append_rows, read_rows
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    prompt_set: str
+    prompt_id: str
+    prompt_sha256: str  # the text the image was made from; a changed prompt is regenerated
+    k: int
+    seed: int
+    file: str  # relative to the step folder
+    sha256: str
+    seconds: float  # this sample's share of its batch's wall time
+    batch_size: int
+
+
+_FIELDS = {f.name for f in fields(ManifestRow)}
+
+
+def manifest_name(shard_index: int, shard_count: int) -> str:
+    if shard_count == 1:
+        return "manifest.jsonl"
+    return f"manifest.shard-{shard_index}-of-{shard_count}.jsonl"
+
+
+def read_manifests(folder: Path) -> dict[str, ManifestRow]:
+    """Latest row per file across every manifest in `folder`."""
+    rows: dict[str, ManifestRow] = {}
+    for path in sorted(folder.glob("manifest*.jsonl")):
+        for raw in read_rows(path):
+            if set(raw) == _FIELDS:
+                row = ManifestRow(**raw)
+                rows[row.file] = row
+    return rows
+
+
+def append_manifest(path: Path, rows: Iterable[ManifestRow]) -> None:
+    append_rows(path, [asdict(r) for r in rows])

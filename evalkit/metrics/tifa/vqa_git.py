@@ -1,0 +1,132 @@
+"""GIT as TIFA's "git-large" / "git-base" VQA backend, batched.
+
+What the reference does (tifascore/vqa_models.py, class `GIT`, checkpoints
+`microsoft/git-large-vqav2` and `microsoft/git-base-vqav2`), reproduced here:
+
+* image: `Image.open(path).convert('RGB')`, then the checkpoint's processor (a PIL-based
+  `CLIPImageProcessor` in the transformers of the time; here `backend="pil"` pins the same
+  arithmetic, because transformers 5's torchvision processor resizes differently);
+* prompt: the bare question, no template: `[CLS]` followed by the question's tokens without
+  special tokens (the BERT-uncased tokenizer lower-cases it);
+* `generate(pixel_values, input_ids, max_length=50)` with the checkpoint's generation config
+  (greedy: no beams, no sampling), so question tokens + `[CLS]` + answer tokens <= 50;
+* answer: the generated tokens after the prompt, `batch_decode(..., skip_special_tokens=True)`
+  with the tokenizer's space clean-up on (the default of the transformers it ran on), no other
+  post-processing (no lower-casing or stripping beyond what decoding does).
+
+How the image is shared: `GitModel.forward` encodes `pixel_values` and tiles the projected image
+tokens over the text batch (`repeat(text_batch // image_batch)`, so text row r gets image
+r % n_images). One `generate` call therefore takes the pixel values of n images that have the
+same number k of questions and n*k text rows ordered question-major (row j*n + i is question j
+of image i): the vision tower runs once on the n images at prefill, and `generate` drops
+`pixel_values` after prefill (the image tokens live in the KV cache), so it never runs again.
+Rows of different lengths are left-padded with an attention mask; `generate` derives the text
+position ids from that mask, so a padded row sees the positions of the unpadded reference.
+Each row's answer is cut at its own reference budget (50 - prompt length); greedy decoding is
+row-wise, so this equals the reference's per-question `max_length=50`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from evalkit.errors import EvalkitError
+from evalkit.metrics.tifa.vqa import DEFAULT_MAX_ROWS, check_request, image_groups, model_device, padded, rgb
+
+# The reference's `max_length=50`: counts the prompt ([CLS] + question tokens) and the answer.
+REFERENCE_MAX_LENGTH = 50
+
+
+@dataclass
+class GitVQA:
+    """A loaded GIT VQA checkpoint; satisfies `vqa.VQABackend`."""
+
+    model: Any  # GitForCausalLM
+    tokenizer: Any
+    image_processor: Any
+    name: str = "git"
+    max_length: int = REFERENCE_MAX_LENGTH
+    max_rows: int = DEFAULT_MAX_ROWS
+    shows_choices: bool = False
+
+    def answer(
+        self,
+        images: Sequence[Image.Image],
+        questions: Sequence[Sequence[str]],
+        choices: Sequence[Sequence[Sequence[str]]] | None = None,
+    ) -> list[list[str]]:
+        """Free-form answers per image; `choices` is ignored (the reference does not show them to GIT)."""
+        check_request(images, questions, choices)
+        answers: list[list[str]] = [[] for _ in images]
+        groups = image_groups([len(qs) for qs in questions], self.max_rows)
+        if not groups:
+            return answers
+        pixel_values = self.pixel_values(images)
+        with torch.inference_mode():
+            for group in groups:
+                group_answers = self._answer_group(pixel_values[group], [questions[i] for i in group])
+                for index, image_answers in zip(group, group_answers, strict=True):
+                    answers[index] = image_answers
+        return answers
+
+    def pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """All images preprocessed once, on the model's device and dtype."""
+        pixels = self.image_processor(images=rgb(images), return_tensors="pt")["pixel_values"]
+        return pixels.to(model_device(self.model), self.model.dtype)
+
+    def prompt_ids(self, question: str) -> list[int]:
+        """The reference's prompt: [CLS] + the question's tokens, no template, no [SEP]."""
+        return [self.tokenizer.cls_token_id, *self.tokenizer(question, add_special_tokens=False)["input_ids"]]
+
+    def _answer_group(self, pixel_values: torch.Tensor, question_lists: list[Sequence[str]]) -> list[list[str]]:
+        """One `generate` call for n images with k questions each (rows question-major, see module doc)."""
+        n_images, k = len(question_lists), len(question_lists[0])
+        prompts = [self.prompt_ids(question_lists[i][j]) for j in range(k) for i in range(n_images)]
+        input_ids, attention_mask = padded(prompts, self.tokenizer.pad_token_id, "left", pixel_values.device)
+        budgets = [max(1, self.max_length - len(p)) for p in prompts]
+        generated = self.model.generate(
+            pixel_values=pixel_values,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            max_new_tokens=max(budgets),
+            do_sample=False,
+            num_beams=1,
+        )
+        new_tokens = generated[:, input_ids.shape[1]:]
+        texts = self.tokenizer.batch_decode(
+            [new_tokens[row, :budget] for row, budget in enumerate(budgets)],
+            skip_special_tokens=True,
+            clean_up_tokenization_spaces=True,
+        )
+        return [[texts[j * n_images + i] for j in range(k)] for i in range(n_images)]
+
+
+def load_git(
+    folder: Path,
+    *,
+    name: str,
+    device: str | torch.device,
+    dtype: torch.dtype,
+    max_rows: int = DEFAULT_MAX_ROWS,
+) -> GitVQA:
+    """GitForCausalLM + tokenizer + PIL image processor from a local folder (no network)."""
+    from transformers import AutoImageProcessor, AutoTokenizer, GitForCausalLM
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        image_processor = AutoImageProcessor.from_pretrained(str(folder), local_files_only=True, backend="pil")
+        model = GitForCausalLM.from_pretrained(str(folder), local_files_only=True, use_safetensors=True, dtype=dtype)
+    except (OSError, ValueError) as e:
+        raise EvalkitError(f"VQA model {name}: {folder} is not a loadable GIT checkpoint ({e})".splitlines()[0],
+                           "pass the folder of a GIT VQA checkpoint (config, tokenizer, preprocessor, weights)") from e
+    if tokenizer.cls_token_id is None or tokenizer.pad_token_id is None:
+        raise EvalkitError(f"VQA model {name}: the tokenizer in {folder} has no [CLS] or [PAD] token",
+                           "GIT's prompt starts with [CLS]; use the checkpoint's own BERT tokenizer")
+    model.to(device).eval()
+    return GitVQA(model=model, tokenizer=tokenizer, image_processor=image_processor, name=name, max_rows=max_rows)

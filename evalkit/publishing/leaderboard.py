@@ -1,0 +1,303 @@
+"""Boards: stored entries grouped by what makes their numbers comparable, one row per model.
+
+Two numbers may sit in one column only when the protocol fingerprint, the metric fingerprint
+and the prompt-set fingerprint all agree (docs/results.md). A board is one protocol plus one
+(metric fingerprint, prompt-set fingerprint) per metric; entries that disagree land on another
+board and are never averaged or ranked together. Within a protocol, each metric's variants are
+ranked by how many models carry them: board 1 holds every metric's most common variant, board
+2 the second most common, and so on; this does not depend on the order runs were merged in.
+
+Each board has one row per model, taken from a single step (`latest`: the highest step, `final`
+above any number; `best`: the step with the best value of the board's primary metric, which is
+`--by` or the board's first metric by name). All of a row's numbers come from that one step.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evalkit.errors import EvalkitError
+from evalkit.fileio.hashing import sha256_json
+from evalkit.publishing.store import (
+    Entry,
+    dumps,
+    entries_text,
+    entry_from_run,
+    entry_key,
+    find_run_files,
+    load_entries,
+    locked,
+    merge_entries,
+    read_run,
+    write_text_atomic,
+)
+
+LEADERBOARD_SCHEMA = "evalkit.leaderboard/1"
+LEADERBOARD_FILE = "leaderboard.json"
+BOARDS_DIR = "boards"
+SELECTIONS = ("latest", "best")
+EFFICIENCY_COLUMNS = ("parameters", "gmacs_per_image", "seconds_per_image", "images_per_second")
+
+Variant = tuple[str, str]  # (metric fingerprint, prompt-set fingerprint)
+
+
+@dataclass
+class MergeResult:
+    folder: Path
+    runs: int
+    counts: dict[str, int]
+    document: dict[str, Any]
+    written: list[Path] = field(default_factory=list)
+
+
+def merge_runs(paths: Sequence[Path], into: Path, select: str = "latest", by: str = "") -> MergeResult:
+    """Merge every run.json under `paths` into the store in `into` and rewrite the derived files.
+
+    Reading the runs happens before taking the lock (it can be slow on network file systems);
+    the read-merge-write of the store and its outputs happens under it.
+    """
+    check_selection(select)
+    incoming = [entry_from_run(read_run(p), p) for p in find_run_files(paths)]
+    if paths and not incoming:
+        raise EvalkitError(f"no run.json under {', '.join(str(p) for p in paths)}",
+                           "a step folder is complete once `evalkit score` has written its run.json")
+    into = Path(into)
+    with locked(into):
+        entries, counts = merge_entries(load_entries(into), incoming)
+        if not entries:
+            raise EvalkitError(f"{into} holds no results yet", "give run folders or run.json files to merge")
+        document = leaderboard_document(entries, select, by)
+        written = write_outputs(into, entries, document)
+    return MergeResult(into, len(incoming), counts, document, written)
+
+
+def check_selection(select: str) -> None:
+    if select not in SELECTIONS:
+        raise EvalkitError(f"unknown selection {select!r}", f"use one of: {', '.join(SELECTIONS)}")
+
+
+def write_outputs(folder: Path, entries: list[Entry], document: dict[str, Any]) -> list[Path]:
+    """entries.json, leaderboard.json and one CSV per board; stale board CSVs are removed."""
+    folder = Path(folder)
+    files = {folder / "entries.json": entries_text(entries), folder / LEADERBOARD_FILE: dumps(document)}
+    for board in document["boards"]:
+        files[folder / board["csv"]] = board_csv(board)
+    written = [path for path, text in files.items() if write_text_atomic(path, text)]
+    boards_dir = folder / BOARDS_DIR
+    if boards_dir.is_dir():
+        for stale in sorted(set(boards_dir.glob("*.csv")) - set(files)):
+            stale.unlink()
+    return written
+
+
+# -- boards ----------------------------------------------------------------------------------------
+
+
+def leaderboard_document(entries: Iterable[Entry], select: str = "latest", by: str = "") -> dict[str, Any]:
+    """leaderboard.json: the boards, their comparability keys and one row per model."""
+    check_selection(select)
+    boards = build_boards(entries, select, by)
+    return {"schema_version": LEADERBOARD_SCHEMA, "select": select, "by": by or None, "boards": boards}
+
+
+def build_boards(entries: Iterable[Entry], select: str = "latest", by: str = "") -> list[dict[str, Any]]:
+    entries = sorted(entries, key=entry_key)
+    by_protocol: dict[str, list[Entry]] = defaultdict(list)
+    for entry in entries:
+        by_protocol[entry["protocol"]["fingerprint"]].append(entry)
+    boards = []
+    for protocol_fp in sorted(by_protocol):
+        group = by_protocol[protocol_fp]
+        ranked = _ranked_variants(group)
+        depth = max((len(v) for v in ranked.values()), default=0)
+        for level in range(depth):
+            variants = {m: v[level] for m, v in sorted(ranked.items()) if len(v) > level}
+            boards.append(_board(protocol_fp, variants, group, select, by, level))
+    if by and not any(by in b["key"]["metrics"] for b in boards):
+        metrics = sorted({m for b in boards for m in b["key"]["metrics"]})
+        raise EvalkitError(f"no board has the metric {by!r}", f"use --by with one of: {', '.join(metrics)}")
+    _title_variants(boards)
+    boards.sort(key=lambda b: (-len(b["rows"]), b["title"], b["id"]))
+    return boards
+
+
+def _ranked_variants(group: list[Entry]) -> dict[str, list[Variant]]:
+    """Per metric, its (fingerprint, prompt-set fingerprint) variants, most models first."""
+    models: dict[tuple[str, Variant], set[str]] = defaultdict(set)
+    uses: Counter[tuple[str, Variant]] = Counter()
+    for entry in group:
+        for name, metric in entry["metrics"].items():
+            variant = (metric["fingerprint"], metric["prompt_set_fingerprint"])
+            models[(name, variant)].add(entry["model"])
+            uses[(name, variant)] += 1
+    ranked: dict[str, list[Variant]] = defaultdict(list)
+    for name, variant in sorted(models, key=lambda k: (k[0], -len(models[k]), -uses[k], k[1])):
+        ranked[name].append(variant)
+    return ranked
+
+
+def _board(protocol_fp: str, variants: dict[str, Variant], group: list[Entry], select: str, by: str,
+           level: int) -> dict[str, Any]:
+    key = {"protocol_fingerprint": protocol_fp,
+           "metrics": {m: {"fingerprint": fp, "prompt_set_fingerprint": ps} for m, (fp, ps) in variants.items()}}
+    board_id = "b-" + sha256_json(key)[:12]
+    cells = [(e, _cells(e, variants)) for e in group]
+    cells = [(e, c) for e, c in cells if c]
+    metrics = [_metric_info(name, variants[name], cells) for name in variants]
+    primary = by if by in variants else metrics[0]["name"]
+    primary_info = next(m for m in metrics if m["name"] == primary)
+    if select == "best" and primary_info["higher_is_better"] is None:
+        raise EvalkitError(f"metric {primary!r} does not say whether higher is better, so there is no best step",
+                           "use --select latest, or --by a metric with higher_is_better")
+    per_model: dict[str, list[tuple[Entry, dict[str, Any]]]] = defaultdict(list)
+    for entry, entry_cells in cells:
+        per_model[entry["model"]].append((entry, entry_cells))
+    rows = [_row(*_choose(candidates, select, primary, primary_info["higher_is_better"]))
+            for _, candidates in sorted(per_model.items())]
+    _rank(rows, primary, primary_info["higher_is_better"])
+    protocol = cells[0][0]["protocol"] if cells else {}
+    return {"id": board_id, "title": _title(protocol, metrics), "level": level + 1, "key": key,
+            "protocol": protocol, "metrics": metrics, "primary": primary, "select": select,
+            "csv": f"{BOARDS_DIR}/{board_id}.csv", "rows": rows}
+
+
+def _cells(entry: Entry, variants: dict[str, Variant]) -> dict[str, Any]:
+    """The entry's metric entries that belong on this board."""
+    out = {}
+    for name, metric in entry["metrics"].items():
+        if variants.get(name) == (metric["fingerprint"], metric["prompt_set_fingerprint"]):
+            out[name] = metric
+    return out
+
+
+def _metric_info(name: str, variant: Variant, cells: list[tuple[Entry, dict[str, Any]]]) -> dict[str, Any]:
+    metric = next(c[name] for _, c in cells if name in c)
+    return {"name": name, "display_name": metric.get("display_name") or name,
+            "higher_is_better": metric.get("higher_is_better"), "prompt_set": metric.get("prompt_set"),
+            "version": metric.get("version"), "fingerprint": variant[0], "prompt_set_fingerprint": variant[1]}
+
+
+def _choose(candidates: list[tuple[Entry, dict[str, Any]]], select: str, primary: str,
+            higher_is_better: bool | None) -> tuple[Entry, dict[str, Any]]:
+    latest = max(candidates, key=lambda c: (step_order(c[0]), c[0].get("finished") or "", c[0]["run"]))
+    if select == "latest":
+        return latest
+    scored = [c for c in candidates if _value(c[1], primary) is not None]
+    if not scored:
+        return latest
+    sign = 1 if higher_is_better else -1
+    return max(scored, key=lambda c: (sign * _value(c[1], primary), step_order(c[0]), c[0]["run"]))  # type: ignore[operator]
+
+
+def step_order(entry: Entry) -> tuple[int, int]:
+    """Integer steps in order, then anything else (`final`) after them."""
+    step = entry.get("step")
+    return (0, step) if isinstance(step, int) else (1, 0)
+
+
+def _value(cells: dict[str, Any], name: str) -> float | None:
+    value = (cells.get(name) or {}).get("value")
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _row(entry: Entry, cells: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "rank": None, "model": entry["model"], "step": entry["step"], "step_label": entry["step_label"],
+        "checkpoint_fingerprint": entry["checkpoint_fingerprint"], "run": entry["run"],
+        "metrics": {name: {"value": m.get("value"), "ci95": m.get("ci95"), "n": m.get("n")}
+                    for name, m in sorted(cells.items())},
+    }
+    if entry.get("efficiency"):
+        row["efficiency"] = entry["efficiency"]
+    return row
+
+
+def _rank(rows: list[dict[str, Any]], primary: str, higher_is_better: bool | None) -> None:
+    """Best first by the primary metric; rows without it go last, unranked."""
+    sign = -1 if higher_is_better is not False else 1
+
+    def order(row: dict[str, Any]) -> tuple[int, float, str]:
+        value = _value(row["metrics"], primary)
+        return (1, 0.0, row["model"]) if value is None else (0, sign * value, row["model"])
+
+    rows.sort(key=order)
+    for index, row in enumerate(rows, start=1):
+        row["rank"] = index if _value(row["metrics"], primary) is not None else None
+
+
+def _title(protocol: dict[str, Any], metrics: list[dict[str, Any]]) -> str:
+    parts = [str(protocol.get("scheduler", "?"))]
+    if protocol.get("steps") is not None:
+        parts.append(f"{protocol['steps']} steps")
+    if protocol.get("guidance_scale") is not None:
+        parts.append(f"cfg {protocol['guidance_scale']}")
+    resolution = protocol.get("resolution")
+    if isinstance(resolution, list) and len(resolution) == 2:
+        parts.append(f"{resolution[0]}x{resolution[1]}")
+    if protocol.get("dtype"):
+        parts.append(str(protocol["dtype"]))
+    prompt_sets = sorted({str(m["prompt_set"]) for m in metrics if m.get("prompt_set")})
+    return ", ".join(parts) + (" on " + " + ".join(prompt_sets) if prompt_sets else "")
+
+
+def _title_variants(boards: list[dict[str, Any]]) -> None:
+    """Make titles unique: later metric variants name their fingerprints, and protocols that
+    differ only in settings the title leaves out name their fingerprint."""
+    protocols: dict[str, set[str]] = defaultdict(set)
+    for board in boards:
+        protocols[board["title"]].add(board["key"]["protocol_fingerprint"])
+    for board in boards:
+        base = board["title"]
+        if len(protocols[base]) > 1:
+            board["title"] += f" [protocol {board['key']['protocol_fingerprint'][:8]}]"
+        if board["level"] > 1:
+            versions = ", ".join(f"{m} {v['fingerprint'][:8]}" for m, v in board["key"]["metrics"].items())
+            board["title"] += f" (other metric versions: {versions})"
+
+
+# -- CSV -------------------------------------------------------------------------------------------
+
+
+def board_csv(board: dict[str, Any]) -> str:
+    """One board as CSV: value, CI bounds and n per metric, efficiency when known."""
+    names = [m["name"] for m in board["metrics"]]
+    header = ["rank", "model", "step", "checkpoint_fingerprint"]
+    for name in names:
+        header += [name, f"{name}_ci95_low", f"{name}_ci95_high", f"{name}_n"]
+    efficiency = [c for c in EFFICIENCY_COLUMNS if any(c in r.get("efficiency", {}) for r in board["rows"])]
+    header += [*efficiency, "run"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for row in board["rows"]:
+        line = [_cell(row["rank"]), row["model"], row["step_label"], row["checkpoint_fingerprint"]]
+        for name in names:
+            metric = row["metrics"].get(name) or {}
+            ci = metric.get("ci95") if isinstance(metric.get("ci95"), list) else [None, None]
+            line += [_cell(metric.get("value")), _cell(ci[0]), _cell(ci[1]), _cell(metric.get("n"))]
+        line += [_cell(row.get("efficiency", {}).get(c)) for c in efficiency]
+        writer.writerow([*line, row["run"]])
+    return buffer.getvalue()
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else repr(value) if isinstance(value, float) else str(value)
+
+
+def read_document(folder: Path) -> dict[str, Any] | None:
+    """leaderboard.json of a leaderboard folder, if there is one (the site reuses its settings)."""
+    path = Path(folder) / LEADERBOARD_FILE
+    if not path.is_file():
+        return None
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise EvalkitError(f"{path} is unreadable ({e})", "run `evalkit leaderboard --into` that folder again") from e
+    return document if isinstance(document, dict) else None

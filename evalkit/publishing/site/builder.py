@@ -1,0 +1,173 @@
+"""Write the static leaderboard site: HTML pages, vendored CSS/JS, data files and thumbnails.
+
+The site is self-contained (relative links only, no CDN, no server), so it works opened from
+file:// and from any static host. It is built in a temporary sibling folder and swapped in
+at the end, so a failed build leaves the previous site intact. A folder is only replaced when
+it holds the marker file of an earlier build: `--out` can never wipe unrelated files.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from evalkit import __version__
+from evalkit.errors import EvalkitError
+from evalkit.publishing.leaderboard import board_csv, leaderboard_document, read_document
+from evalkit.publishing.site.gallery import Column, ImageCopier, PromptTexts, build_gallery
+from evalkit.publishing.site.views import board_view, efficiency_view, group_models, model_slug, model_view
+from evalkit.publishing.store import (
+    ENTRIES_FILE,
+    Entry,
+    dumps,
+    entry_from_run,
+    find_run_files,
+    load_entries,
+    merge_entries,
+    read_run,
+)
+
+PACKAGE_DIR = Path(__file__).parent
+MARKER = ".evalkit-site"
+STEP_GALLERY_COLUMNS = 6
+
+
+@dataclass(frozen=True)
+class SiteOptions:
+    select: str = ""  # "" = what leaderboard.json was written with, else latest
+    by: str = ""
+    gallery_prompts: int = 8
+    gallery_columns: int = 8
+    thumb_size: int = 256
+    max_images: int = 400
+
+
+@dataclass
+class SiteResult:
+    out: Path
+    pages: int
+    images: int
+    boards: int
+    models: int
+
+
+def collect_entries(leaderboard: Path | None, runs: Sequence[Path]) -> tuple[list[Entry], dict[str, Any] | None]:
+    """The store's entries plus RUNS merged over them in memory (the store is not written)."""
+    stored: list[Entry] = []
+    previous = None
+    if leaderboard is not None and (Path(leaderboard) / ENTRIES_FILE).is_file():
+        stored = load_entries(leaderboard)
+        previous = read_document(leaderboard)
+    incoming = [entry_from_run(read_run(p), p) for p in find_run_files(runs)] if runs else []
+    entries, _ = merge_entries(stored, incoming)
+    if not entries:
+        where = f"{leaderboard}/{ENTRIES_FILE}" if leaderboard is not None else "the leaderboard"
+        raise EvalkitError(f"nothing to show: no entries in {where} and no run.json under the given RUNS",
+                           "run `evalkit leaderboard RUNS` first, or pass run folders to `evalkit site`")
+    return entries, previous
+
+
+def build_site(out: Path, leaderboard: Path | None, runs: Sequence[Path], options: SiteOptions) -> SiteResult:
+    entries, previous = collect_entries(leaderboard, runs)
+    previous = previous or {}
+    # Without --select, the site shows what `evalkit leaderboard` chose (select and --by together).
+    select = options.select or previous.get("select") or "latest"
+    by = options.by or ("" if options.select else previous.get("by") or "")
+    document = leaderboard_document(entries, select, by)
+    out = Path(out)
+    _check_target(out)
+    staging = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        result = _write(staging, entries, document, options)
+        _swap(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    result.out = out
+    return result
+
+
+def _check_target(out: Path) -> None:
+    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file()):
+        raise EvalkitError(f"{out} exists and is not a site evalkit built", "choose a new or empty folder for --out")
+
+
+def _swap(staging: Path, out: Path) -> None:
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        out.rename(old)
+    staging.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _environment() -> Environment:
+    env = Environment(loader=FileSystemLoader(PACKAGE_DIR / "templates"), autoescape=select_autoescape(["html"]),
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.globals["version"] = __version__
+    return env
+
+
+def _write(site: Path, entries: list[Entry], document: dict[str, Any], options: SiteOptions) -> SiteResult:
+    env = _environment()
+    shutil.copytree(PACKAGE_DIR / "static", site / "static")
+    (site / MARKER).write_text("built by evalkit site\n", encoding="utf-8")
+    data = site / "data"
+    data.mkdir()
+    (data / "leaderboard.json").write_text(dumps(document), encoding="utf-8")
+    for board in document["boards"]:
+        (data / f"{board['id']}.csv").write_text(board_csv(board), encoding="utf-8")
+
+    models = group_models(entries)
+    slugs = {name: model_slug(name) for name in models}
+    boards = [board_view(b, slugs) for b in document["boards"]]
+    copier = ImageCopier(site, options.thumb_size, options.max_images)
+    texts = PromptTexts()
+    pages = 0
+
+    def render(name: str, template: str, root: str, **context: Any) -> None:
+        nonlocal pages
+        path = site / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(env.get_template(template).render(root=root, **context), encoding="utf-8")
+        pages += 1
+
+    render("index.html", "index.html", "", page="leaderboard", boards=boards, document=document,
+           models=[{"name": n, "href": f"models/{slugs[n]}.html", "steps": len(e)} for n, e in models.items()])
+    galleries = []
+    for board in document["boards"]:
+        rows = board["rows"][:options.gallery_columns]
+        columns = [Column(f"{r['model']}@{r['step_label']}", f"models/{slugs[r['model']]}.html",
+                          _entry_for(models[r["model"]], r)) for r in rows]
+        gallery = build_gallery(columns, [m["name"] for m in board["metrics"]], options.gallery_prompts, copier, texts)
+        galleries.append({"board": board, "gallery": gallery})
+    render("gallery.html", "gallery.html", "", page="gallery", galleries=galleries)
+    efficiency = [v for v in (efficiency_view(b, slugs) for b in document["boards"]) if v is not None]
+    render("efficiency.html", "efficiency.html", "", page="efficiency", views=efficiency)
+    for name, model_entries in models.items():
+        view = model_view(name, model_entries, document["boards"])
+        shown = _spread(model_entries, STEP_GALLERY_COLUMNS)
+        gallery = None
+        if len(shown) > 1:
+            columns = [Column(f"step {e['step_label']}", "", e) for e in shown]
+            gallery = build_gallery(columns, view["metric_names"], options.gallery_prompts, copier, texts)
+        render(f"models/{slugs[name]}.html", "model.html", "../", page="model", model=view, gallery=gallery)
+    return SiteResult(site, pages, len(copier.copied), len(document["boards"]), len(models))
+
+
+def _entry_for(entries: list[Entry], row: dict[str, Any]) -> Entry:
+    return next(e for e in entries if e["run"] == row["run"])
+
+
+def _spread(entries: list[Entry], count: int) -> list[Entry]:
+    """At most `count` entries, evenly spaced, always keeping the first and the last."""
+    if len(entries) <= count:
+        return list(entries)
+    picks = sorted({round(i * (len(entries) - 1) / (count - 1)) for i in range(count)})
+    return [entries[i] for i in picks]

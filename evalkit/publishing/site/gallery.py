@@ -1,0 +1,235 @@
+"""Galleries: the same prompts across models (or steps) side by side, with per-image scores.
+
+Reads the files the pipeline wrote into each step folder: `manifest*.jsonl` rows say which
+image shows which (prompt set, prompt id, k); `scores/<metric>/<fp16>.jsonl` (named by
+run.json's `metrics.<m>.records`) holds each image's records. Images are downscaled into the
+site (content-addressed by their sha256, so one image used twice is stored once), up to a
+fixed number per site so a gallery of a 10k-prompt run stays small.
+
+Prompt texts are not in the step folder; they come from the prompt set the images were made
+from (a built-in set by name, or the user file generation.json names) and are shown only when
+their sha256 equals the manifest's `prompt_sha256`, i.e. when it is provably the text used.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evalkit.errors import EvalkitError
+from evalkit.fileio.hashing import sha256_bytes
+from evalkit.fileio.jsonl import read_rows
+
+IMAGE_DIR = "img"
+
+
+@dataclass
+class Cell:
+    src: str = ""  # relative to the site root; empty when there is no image to show
+    width: int = 0
+    height: int = 0
+    scores: list[tuple[str, str]] = field(default_factory=list)  # (metric, formatted score)
+    note: str = ""
+
+
+@dataclass
+class GalleryRow:
+    prompt_set: str
+    prompt_id: str
+    text: str
+    cells: list[Cell]
+
+
+@dataclass
+class Column:
+    label: str
+    href: str  # model page, relative to the site root ("" for none)
+    entry: dict[str, Any]
+
+
+@dataclass
+class Gallery:
+    columns: list[Column]
+    rows: list[GalleryRow]
+
+    def filter_data(self) -> list[dict[str, str]]:
+        """What the page's prompt filter searches, as JSON data (never as markup)."""
+        return [{"set": r.prompt_set, "id": r.prompt_id, "text": r.text} for r in self.rows]
+
+
+class ImageCopier:
+    """Downscaled copies of step-folder images inside the site, bounded in number."""
+
+    def __init__(self, site_dir: Path, size: int, limit: int) -> None:
+        self.site_dir, self.size, self.limit = site_dir, size, limit
+        self.copied: dict[str, tuple[str, int, int]] = {}
+
+    def copy(self, source: Path, sha256: str) -> tuple[str, int, int] | None:
+        """(site-relative path, width, height), or None when missing, unreadable or over the limit."""
+        if sha256 in self.copied:
+            return self.copied[sha256]
+        if len(self.copied) >= self.limit or not source.is_file():
+            return None
+        from PIL import Image, UnidentifiedImageError
+
+        relative = f"{IMAGE_DIR}/{sha256[:20]}.jpg"
+        target = self.site_dir / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with Image.open(source) as image:
+                image.thumbnail((self.size, self.size))
+                image.convert("RGB").save(target, "JPEG", quality=85)
+                width, height = image.size
+        except (OSError, UnidentifiedImageError, ValueError):
+            return None
+        self.copied[sha256] = (relative, width, height)
+        return self.copied[sha256]
+
+
+class PromptTexts:
+    """Prompt id -> text for the sets images were generated from, verified by text hash."""
+
+    def __init__(self) -> None:
+        self._sets: dict[str, dict[str, str] | None] = {}
+
+    def text(self, step_dir: Path, prompt_set: str, prompt_id: str, prompt_sha256: str) -> str:
+        texts = self._load(step_dir, prompt_set)
+        text = (texts or {}).get(prompt_id)
+        if text is not None and sha256_bytes(text.encode("utf-8")) == prompt_sha256:
+            return text
+        return ""
+
+    def _load(self, step_dir: Path, prompt_set: str) -> dict[str, str] | None:
+        from evalkit.prompts.sets import builtin_names, load_prompt_set
+
+        source = _generation_sets(step_dir).get(prompt_set, {}).get("source")
+        spec = prompt_set if prompt_set in builtin_names() else source if isinstance(source, str) else None
+        if spec is None:
+            return None
+        if spec not in self._sets:
+            try:
+                loaded = load_prompt_set(spec)
+                self._sets[spec] = {p.id: p.text for p in loaded.prompts}
+            except (EvalkitError, OSError, ValueError):
+                self._sets[spec] = None
+        return self._sets[spec]
+
+
+def _generation_sets(step_dir: Path) -> dict[str, Any]:
+    try:
+        record = json.loads((step_dir / "generation.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    sets = record.get("prompt_sets") if isinstance(record, dict) else None
+    return sets if isinstance(sets, dict) else {}
+
+
+def manifest_rows(step_dir: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """(prompt set, prompt id, k) -> manifest row, in the order images were planned."""
+    by_file: dict[str, dict[str, Any]] = {}
+    for path in sorted(step_dir.glob("manifest*.jsonl")):
+        for row in read_rows(path):
+            if isinstance(row.get("file"), str) and isinstance(row.get("prompt_id"), str):
+                by_file[row["file"]] = row
+    return {(str(r.get("prompt_set", "")), r["prompt_id"], int(r.get("k", 0))): r for r in by_file.values()}
+
+
+def image_scores(records_path: Path, files: set[str]) -> dict[str, tuple[float, int]]:
+    """file -> (mean of its records' numeric `value`s, how many), for the wanted files only.
+
+    Record files can be large (FID stores features per image), so lines that do not mention
+    a wanted file are skipped before parsing; the latest line for a file wins, as in ScoreStore.
+    """
+    out: dict[str, tuple[float, int]] = {}
+    if not files or not records_path.is_file():
+        return out
+    with open(records_path, encoding="utf-8") as f:
+        for line in f:
+            if not line.endswith("\n") or not any(name in line for name in files):
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(row, dict) or row.get("file") not in files:
+                continue
+            values = [r["value"] for r in row.get("records") or [] if isinstance(r, dict)
+                      and isinstance(r.get("value"), (int, float)) and not isinstance(r.get("value"), bool)
+                      and math.isfinite(r["value"])]
+            if values:
+                out[row["file"]] = (sum(values) / len(values), len(values))
+            else:
+                out.pop(row["file"], None)
+    return out
+
+
+def build_gallery(columns: Sequence[Column], metric_names: Sequence[str], prompt_limit: int,
+                  copier: ImageCopier, texts: PromptTexts) -> Gallery:
+    """Up to `prompt_limit` prompts every column has an image for (k = 0), spread over the
+    prompt sets the metrics score; one cell per column with the image and its scores."""
+    steps = [Path(c.entry["run"]).parent for c in columns]
+    manifests = [manifest_rows(d) for d in steps]
+    with_images = [m for m in manifests if m]
+    if not with_images or prompt_limit <= 0:
+        return Gallery(list(columns), [])
+    common = [key for key in with_images[0] if key[2] == 0 and all(key in m for m in with_images[1:])]
+    sets = [s for s in dict.fromkeys(_metric_sets(columns, metric_names)) if any(k[0] == s for k in common)]
+    sets = sets or list(dict.fromkeys(k[0] for k in common))
+    per_set = max(1, math.ceil(prompt_limit / max(len(sets), 1)))
+    chosen = [k for s in sets for k in [k for k in common if k[0] == s][:per_set]][:prompt_limit]
+    scores = [_column_scores(c, d, m, chosen, metric_names) for c, d, m in zip(columns, steps, manifests, strict=True)]
+    rows = []
+    for key in chosen:
+        text = ""
+        for step_dir, manifest in zip(steps, manifests, strict=True):
+            if key in manifest:
+                text = texts.text(step_dir, key[0], key[1], str(manifest[key].get("prompt_sha256", "")))
+                if text:
+                    break
+        cells = [_cell(step_dir, manifest.get(key), column_scores, copier)
+                 for step_dir, manifest, column_scores in zip(steps, manifests, scores, strict=True)]
+        rows.append(GalleryRow(key[0], key[1], text, cells))
+    return Gallery(list(columns), rows)
+
+
+def _metric_sets(columns: Sequence[Column], metric_names: Sequence[str]) -> list[str]:
+    return [str(c.entry["metrics"][m].get("prompt_set")) for m in metric_names for c in columns
+            if m in c.entry["metrics"] and c.entry["metrics"][m].get("prompt_set")]
+
+
+def _column_scores(column: Column, step_dir: Path, manifest: dict[tuple[str, str, int], dict[str, Any]],
+                   chosen: list[tuple[str, str, int]], metric_names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """metric -> file -> (score, count), for the chosen prompts of one column."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in metric_names:
+        metric = column.entry["metrics"].get(name) or {}
+        records = metric.get("records")
+        if not isinstance(records, str):
+            continue
+        files = {manifest[k]["file"] for k in chosen if k in manifest and k[0] == metric.get("prompt_set")}
+        path = (step_dir / records).resolve()
+        if step_dir.resolve() in path.parents:  # a records path may not point outside its step folder
+            out[name] = image_scores(path, files)
+    return out
+
+
+def _cell(step_dir: Path, row: dict[str, Any] | None, scores: dict[str, dict[str, Any]], copier: ImageCopier) -> Cell:
+    if row is None:
+        return Cell(note="no image")
+    cell = Cell()
+    source = (step_dir / row["file"]).resolve()
+    key = str(row.get("sha256") or sha256_bytes(str(source).encode("utf-8")))
+    copied = copier.copy(source, key) if step_dir.resolve() in source.parents else None
+    if copied is None:
+        cell.note = "image not available"
+    else:
+        cell.src, cell.width, cell.height = copied
+    for name, by_file in scores.items():
+        if row["file"] in by_file:
+            value, count = by_file[row["file"]]
+            cell.scores.append((name, f"{value:.4g}" + (f" (mean of {count})" if count > 1 else "")))
+    return cell

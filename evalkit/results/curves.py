@@ -1,0 +1,303 @@
+"""Training curves: every metric of a model against its training step, from run.json files only.
+
+Reads the complete step folders (run.json present) with integer steps under OUT/<model>/ and
+writes OUT/<model>/curves/<metric>.csv and .json (plots: evalkit.results.plots). A point belongs to a
+*series*, one per comparability key (metric fingerprint, the metric's prompt-set fingerprint,
+the run's protocol fingerprint; docs/results.md): a curve never joins numbers that are not
+comparable, so a changed protocol or metric card starts a new series instead of a kink.
+Everything written is a function of the run.json files (and compute.json), so rebuilding from
+the same files gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from evalkit.errors import EvalkitError
+from evalkit.fileio.hashing import sha256_json
+from evalkit.fileio.pngio import write_atomic
+
+CURVES_SCHEMA = "evalkit.curves/1"
+COMPUTE_SCHEMA = "evalkit.training-compute/1"
+CURVES_DIR = "curves"
+COMPUTE_FILE = "compute.json"
+LABEL_CHARS = 8
+COLUMNS = ("series", "step", "value", "ci_low", "ci_high", "n", "fingerprint")
+TRAIN_PASSES = 3  # forward + backward ≈ 3 forwards
+FLOPS_PER_MAC = 2
+
+
+@dataclass(frozen=True)
+class Point:
+    step: int
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int | None
+    fingerprint: str  # the checkpoint's weights fingerprint
+    finished: str  # provenance.finished of its run.json: orders series by recency
+
+
+@dataclass(frozen=True)
+class Series:
+    label: str  # first characters of the key's hash: short enough for a legend, stable across runs
+    key: dict[str, str]
+    describe: str
+    info: dict[str, Any]
+    points: tuple[Point, ...]
+
+    @property
+    def newest(self) -> tuple[datetime, int]:
+        return max((_parse_time(p.finished), p.step) for p in self.points)
+
+
+@dataclass(frozen=True)
+class Curve:
+    model: str
+    metric: str
+    display_name: str
+    higher_is_better: bool | None
+    series: tuple[Series, ...]  # newest first
+
+
+@dataclass(frozen=True)
+class TrainingCompute:
+    """Training FLOPs per optimizer step and how that number was obtained."""
+
+    flops_per_step: int | float
+    derivation: dict[str, Any]
+
+    def at(self, step: int) -> int | float:
+        return step * self.flops_per_step
+
+    def as_record(self) -> dict[str, Any]:
+        return {"unit": "FLOPs", "flops_per_step": self.flops_per_step, **self.derivation}
+
+
+def step_runs(model_dir: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(step, run.json) of every complete step folder with an integer step, by step."""
+    from evalkit.results.run import RUN_FILE, read_run
+
+    runs = []
+    for child in model_dir.iterdir() if model_dir.is_dir() else []:
+        if child.is_dir() and child.name.isdigit() and (child / RUN_FILE).is_file():
+            runs.append((int(child.name), read_run(child / RUN_FILE)))
+    return sorted(runs, key=lambda r: r[0])
+
+
+def collect_curves(model_dir: Path) -> list[Curve]:
+    """One Curve per metric found in any complete step folder, metrics sorted by name."""
+    rows: dict[str, dict[str, list[tuple[Point, dict[str, Any], dict[str, Any]]]]] = {}
+    for step, run in step_runs(model_dir):
+        protocol = run.get("protocol", {})
+        finished = str(run.get("provenance", {}).get("finished") or "")
+        fingerprint = str(run.get("checkpoint", {}).get("fingerprint") or "")
+        for metric, entry in sorted(run.get("metrics", {}).items()):
+            ci = entry.get("ci95") or [None, None]
+            point = Point(step, _number(entry.get("value")), _number(ci[0]), _number(ci[1]),
+                          entry.get("n"), fingerprint, finished)
+            key = sha256_json(comparability_key(entry, protocol))
+            rows.setdefault(metric, {}).setdefault(key, []).append((point, entry, protocol))
+    return [_curve(model_dir.name, metric, by_key) for metric, by_key in sorted(rows.items())]
+
+
+def comparability_key(entry: dict[str, Any], protocol: dict[str, Any]) -> dict[str, str]:
+    """What must agree for two metric entries to be comparable (docs/results.md)."""
+    return {"metric_fingerprint": str(entry.get("fingerprint", "")),
+            "prompt_set_fingerprint": str(entry.get("prompt_set_fingerprint", "")),
+            "protocol_fingerprint": str(protocol.get("fingerprint", ""))}
+
+
+def _curve(model: str, metric: str, by_key: dict[str, list[tuple[Point, dict[str, Any], dict[str, Any]]]]
+           ) -> Curve:
+    series = []
+    for key_hash, rows in by_key.items():
+        _, entry, protocol = rows[-1]  # the highest step describes the series (all share its key)
+        info = {"prompt_set": entry.get("prompt_set"), "metric_version": entry.get("version"),
+                "card": entry.get("card", {}).get("name"),
+                "display_name": entry.get("display_name"), "higher_is_better": entry.get("higher_is_better"),
+                "protocol": {k: v for k, v in protocol.items() if k not in ("fingerprint", "device")}}
+        label = key_hash[:LABEL_CHARS]
+        series.append(Series(label, comparability_key(entry, protocol), _describe(label, entry, protocol), info,
+                             tuple(p for p, _, _ in rows)))
+    series.sort(key=lambda s: (s.newest, s.label), reverse=True)
+    newest = series[0].info
+    higher = newest["higher_is_better"]
+    return Curve(model, metric, str(newest["display_name"] or metric),
+                 bool(higher) if higher is not None else None, tuple(series))
+
+
+def _describe(label: str, entry: dict[str, Any], protocol: dict[str, Any]) -> str:
+    """A legend line a person can tell apart: what differs between series is usually in here."""
+    parts = [str(protocol.get("scheduler") or "?").removesuffix("Scheduler"), f"{protocol.get('steps')} steps",
+             f"cfg {protocol.get('guidance_scale')}"]
+    resolution = protocol.get("resolution")
+    if isinstance(resolution, list) and resolution:
+        parts.append("x".join(str(r) for r in resolution))
+    parts.append(f"{entry.get('prompt_set')} n={entry.get('n')}")
+    return f"{label}: " + ", ".join(parts)
+
+
+def curve_record(curve: Curve, compute: TrainingCompute | None) -> dict[str, Any]:
+    return {
+        "schema_version": CURVES_SCHEMA,
+        "model": curve.model,
+        "metric": curve.metric,
+        "display_name": curve.display_name,
+        "higher_is_better": curve.higher_is_better,
+        "compute": compute.as_record() if compute else None,
+        "series": [{
+            "series": s.label,
+            "describe": s.describe,
+            "key": s.key,
+            **s.info,
+            "points": [_row(s.label, p, compute) for p in s.points],
+        } for s in curve.series],
+    }
+
+
+def curve_csv(curve: Curve, compute: TrainingCompute | None) -> str:
+    columns = (*COLUMNS, "compute") if compute else COLUMNS
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for series in curve.series:
+        for point in series.points:
+            row = _row(series.label, point, compute)
+            writer.writerow(["" if row[c] is None else _text(row[c]) for c in columns])
+    return buffer.getvalue()
+
+
+def _row(label: str, point: Point, compute: TrainingCompute | None) -> dict[str, Any]:
+    row: dict[str, Any] = {"series": label, "step": point.step, "value": point.value, "ci_low": point.ci_low,
+                           "ci_high": point.ci_high, "n": point.n, "fingerprint": point.fingerprint}
+    if compute:
+        row["compute"] = compute.at(point.step)
+    return row
+
+
+def write_curves(model_dir: Path, compute: TrainingCompute | None = None, plots: bool = True) -> list[Path]:
+    """Rewrite OUT/<model>/curves/ from the step folders; returns the files written.
+
+    `compute` given is stored in curves/compute.json; when not given, a stored one is reused, so a
+    later run without --train-batch-size keeps the compute axis.
+    """
+    curves = collect_curves(model_dir)
+    if not curves:
+        return []
+    folder = model_dir / CURVES_DIR
+    if compute is not None:
+        save_compute(folder, compute)
+    else:
+        compute = load_compute(folder)
+    written = []
+    for curve in curves:
+        stem = folder / curve.metric
+        csv_path, json_path = stem.with_name(stem.name + ".csv"), stem.with_name(stem.name + ".json")
+        write_atomic(csv_path, curve_csv(curve, compute).encode("utf-8"))
+        text = json.dumps(curve_record(curve, compute), indent=2, sort_keys=False, allow_nan=False)
+        write_atomic(json_path, (text + "\n").encode("utf-8"))
+        written += [csv_path, json_path]
+        if plots:
+            from evalkit.results.plots import plot_curve
+
+            written += plot_curve(curve, compute, stem)
+    return written
+
+
+def save_compute(folder: Path, compute: TrainingCompute) -> Path:
+    path = folder / COMPUTE_FILE
+    record = {"schema_version": COMPUTE_SCHEMA, **compute.as_record()}
+    write_atomic(path, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
+    return path
+
+
+def load_compute(folder: Path) -> TrainingCompute | None:
+    path = folder / COMPUTE_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        flops = record["flops_per_step"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise EvalkitError(f"{path} is unreadable ({e})",
+                           "delete it and pass --flops-per-step or --train-batch-size again") from e
+    derivation = {k: v for k, v in record.items() if k not in ("schema_version", "unit", "flops_per_step")}
+    return TrainingCompute(flops, derivation)
+
+
+def given_compute(flops_per_step: float) -> TrainingCompute:
+    if flops_per_step <= 0:
+        raise EvalkitError(f"--flops-per-step must be positive (got {flops_per_step})", "e.g. --flops-per-step 2.4e15")
+    flops = int(flops_per_step) if float(flops_per_step).is_integer() else flops_per_step
+    return TrainingCompute(flops, {"method": "given (--flops-per-step)"})
+
+
+def derived_compute(spec: Any, train_batch_size: int) -> TrainingCompute:
+    """≈ 3 (forward + backward) × 2 (FLOPs per MAC) × denoiser MACs per forward × batch size.
+
+    `spec` is an evalkit.profile PipelineSpec (configs only). MACs are counted on the meta device
+    (no weights) at the denoiser's native resolution, batch 1. Text encoders and the VAE encoder
+    (frozen, forward only) are left out: in diffusion training they are a few percent of the cost.
+    """
+    from evalkit.profile.build import build_component
+    from evalkit.profile.configs import DENOISER
+    from evalkit.profile.macs import denoiser_macs
+    from evalkit.profile.profiler import context_length, native_resolution, vae_scale_factor
+
+    if train_batch_size < 1:
+        raise EvalkitError(f"--train-batch-size must be at least 1 (got {train_batch_size})",
+                           "give the global batch size per optimizer step (all GPUs, times accumulation)")
+    denoiser = spec.component(DENOISER)
+    if denoiser is None:
+        raise EvalkitError(f"{spec.name} has no denoiser config to count MACs from", "pass --flops-per-step instead")
+    resolution = native_resolution(spec)
+    side = resolution // vae_scale_factor(spec)
+    macs = denoiser_macs(build_component(denoiser), spec.family, side, context_length(spec)).total
+    flops = TRAIN_PASSES * FLOPS_PER_MAC * macs * train_batch_size
+    return TrainingCompute(flops, {
+        "method": "3 x 2 x denoiser MACs per forward x train batch size (evalkit.profile, configs only)",
+        "denoiser_macs": macs, "denoiser_class": denoiser.class_name, "resolution": resolution,
+        "train_batch_size": train_batch_size, "passes": TRAIN_PASSES, "flops_per_mac": FLOPS_PER_MAC,
+        "excluded": "text encoders and VAE encoder (frozen, forward only)",
+    })
+
+
+def compute_for(spec_of: Callable[[], Any] | None, flops_per_step: float = 0.0, train_batch_size: int = 0
+                ) -> TrainingCompute | None:
+    """The training-compute axis asked for, or None. `spec_of` gives the newest checkpoint's
+    PipelineSpec; it is only called when MACs must be counted."""
+    if flops_per_step and train_batch_size:
+        raise EvalkitError("--flops-per-step and --train-batch-size both given",
+                           "give one: the FLOPs per step directly, or the batch size to derive them from")
+    if flops_per_step:
+        return given_compute(flops_per_step)
+    if train_batch_size:
+        if spec_of is None:
+            raise EvalkitError("--train-batch-size needs a checkpoint to count MACs from", "pass --flops-per-step")
+        return derived_compute(spec_of(), train_batch_size)
+    return None
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _text(value: Any) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _parse_time(text: str) -> datetime:
+    """UTC, naive (a time without a zone is taken as UTC); unparseable sorts oldest."""
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return datetime.min
+    return parsed if parsed.tzinfo is None else parsed.astimezone(timezone.utc).replace(tzinfo=None)

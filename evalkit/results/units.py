@@ -1,0 +1,95 @@
+"""A metric's stored records grouped by prompt: the unit that intervals and paired checks resample.
+
+Also writes them, reduced to per-prompt numerators and denominators, to a small sidecar
+next to the records (scores/<metric>/<fp16>.units.json), so `check`, curves and the site
+can recompute intervals and paired differences without loading any metric model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evalkit.errors import EvalkitError
+from evalkit.fileio.pngio import write_atomic
+from evalkit.generation.manifest import ManifestRow, read_manifests
+from evalkit.metrics.api import Ratio, Record
+from evalkit.prompts.sets import Prompt
+from evalkit.scoring.engine import image_items, read_generation, recorded_prompt_set
+from evalkit.scoring.store import FINGERPRINT_CHARS, ScoreStore
+
+UNITS_SCHEMA = "evalkit.prompt-units/1"
+
+
+@dataclass(frozen=True)
+class PromptGroups:
+    """Records per prompt, prompts in prompt-id order (the same order in every run of a set)."""
+
+    prompts: tuple[Prompt, ...]
+    groups: tuple[tuple[Record, ...], ...]
+    tag_kinds: tuple[str, ...]
+
+    @property
+    def prompt_ids(self) -> list[str]:
+        return [p.id for p in self.prompts]
+
+
+def prompt_groups(step_dir: Path, metric: str, fingerprint: str, prompt_set: str) -> PromptGroups:
+    return group_records(step_dir, read_generation(step_dir), read_manifests(step_dir), metric, fingerprint,
+                         prompt_set)
+
+
+def group_records(step_dir: Path, record: dict[str, Any], manifest: dict[str, ManifestRow], metric: str,
+                  fingerprint: str, prompt_set: str) -> PromptGroups:
+    """As prompt_groups, with generation.json and the manifest already read (one read for all metrics)."""
+    items = image_items(step_dir, record, manifest, prompt_set, metric)
+    stored = ScoreStore(step_dir, metric, fingerprint).scored()
+    missing = [it.file for it in items if (it.file, it.sha256) not in stored]
+    if missing:
+        raise EvalkitError(f"{step_dir}: {len(missing)} image(s) have no {metric} records (e.g. {missing[0]})",
+                           f"run `evalkit score {step_dir} --metrics {metric}` first")
+    by_prompt: dict[str, tuple[Prompt, list[Record]]] = {}
+    for it in items:
+        by_prompt.setdefault(it.prompt.id, (it.prompt, []))[1].extend(stored[(it.file, it.sha256)])
+    ordered = sorted(by_prompt.values(), key=lambda pair: pair[0].id)
+    kinds = recorded_prompt_set(record, prompt_set).tag_kinds
+    return PromptGroups(tuple(p for p, _ in ordered), tuple(tuple(g) for _, g in ordered), kinds)
+
+
+def tag_categories(groups: PromptGroups) -> dict[str, dict[str, list[int]]]:
+    """group → category → prompt positions, from tags (positional kinds when the set declares them)."""
+    found: dict[str, dict[str, list[int]]] = {}
+    for index, prompt in enumerate(groups.prompts):
+        for position, tag in enumerate(prompt.tags):
+            kind = groups.tag_kinds[position] if position < len(groups.tag_kinds) else "tag"
+            found.setdefault(kind, {}).setdefault(str(tag), []).append(index)
+    return found
+
+
+def units_path(step_dir: Path, metric: str, fingerprint: str) -> Path:
+    return step_dir / "scores" / metric / f"{fingerprint[:FINGERPRINT_CHARS]}.units.json"
+
+
+def write_units(step_dir: Path, metric: str, fingerprint: str, groups: PromptGroups,
+                ratios: dict[str, Ratio]) -> Path:
+    """`ratios` empty for metrics that are not ratios over prompts (FID): check re-creates those."""
+    payload = {"schema": UNITS_SCHEMA, "metric": metric, "fingerprint": fingerprint,
+               "prompt_ids": groups.prompt_ids, "tags": [list(p.tags) for p in groups.prompts],
+               "tag_kinds": list(groups.tag_kinds),
+               "ratios": {key: {"num": list(num), "den": list(den)} for key, (num, den) in sorted(ratios.items())}}
+    path = units_path(step_dir, metric, fingerprint)
+    write_atomic(path, (json.dumps(payload, sort_keys=True) + "\n").encode("utf-8"))
+    return path
+
+
+def read_units(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise EvalkitError(f"{path} is unreadable ({e})", "re-run `evalkit score` on that step folder") from e
+    if not isinstance(value, dict) or value.get("schema") != UNITS_SCHEMA:
+        raise EvalkitError(f"{path} is not an evalkit prompt-units file ({UNITS_SCHEMA})",
+                           "re-run `evalkit score` on that step folder")
+    return value

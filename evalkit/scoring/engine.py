@@ -1,0 +1,148 @@
+"""Score the images of generated step folders with metric plugins.
+
+Reads only what `generate` wrote (generation.json, manifest*.jsonl, PNGs), so it can run
+later, elsewhere, or on images from an older evalkit. Per-image records are appended to
+scores/<metric>/<fingerprint>.jsonl as they are computed (a killed run resumes; a new
+metric reuses the images; a changed card never reuses stale scores); the aggregate is
+recomputed from the stored records and written next to them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from evalkit.errors import EvalkitError
+from evalkit.fileio.hashing import sha256_bytes
+from evalkit.fileio.pngio import write_atomic
+from evalkit.generation.manifest import read_manifests
+from evalkit.metrics.api import ImageItem, Metric
+from evalkit.prompts.sets import PromptSet, builtin_names, load_prompt_set
+from evalkit.scoring.store import FINGERPRINT_CHARS, ScoreStore
+
+SUMMARY_SCHEMA = "evalkit.metric-summary/1"
+PREPARE_WORKERS = 2
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    metric: str
+    fingerprint: str
+    values: dict[str, Any]
+    n_images: int
+    scored: int  # images scored in this call
+    reused: int  # images whose records were already stored
+    seconds: float
+    summary_path: Path
+
+
+def find_step_dirs(path: Path) -> list[Path]:
+    """A step folder itself, or every step folder below a model or output folder."""
+    if (path / "generation.json").is_file():
+        return [path]
+    found = sorted(p.parent for p in path.rglob("generation.json")) if path.is_dir() else []
+    if not found:
+        raise EvalkitError(f"{path} holds no generated images (no generation.json below it)",
+                           "run `evalkit generate` first, or point at its --out folder")
+    return found
+
+
+def score_step(step_dir: Path, metrics: Sequence[Metric], device: torch.device, batch_size: int = 32,
+               quiet: bool = False) -> list[MetricResult]:
+    record = read_generation(step_dir)
+    manifest = read_manifests(step_dir)
+    return [_score_metric(step_dir, record, manifest, m, device, batch_size, quiet) for m in metrics]
+
+
+def _score_metric(step_dir: Path, record: dict[str, Any], manifest: dict[str, Any], metric: Metric,
+                  device: torch.device, batch_size: int, quiet: bool) -> MetricResult:
+    started = time.perf_counter()
+    items = image_items(step_dir, record, manifest, metric.info.prompt_set, metric.info.name)
+    fingerprint = metric.fingerprint()
+    store = ScoreStore(step_dir, metric.info.name, fingerprint)
+    done = store.scored()
+    pending = [it for it in items if (it.file, it.sha256) not in done]
+    if pending:
+        metric.setup(device)
+        _score_pending(metric, store, pending, batch_size, quiet, label=f"{metric.info.name} {step_dir}")
+        done = store.scored()
+    records = [r for it in items for r in done[(it.file, it.sha256)]]
+    values = metric.aggregate(records)
+    summary = store.path.with_name(f"{fingerprint[:FINGERPRINT_CHARS]}.summary.json")
+    payload = {"schema": SUMMARY_SCHEMA, "metric": metric.info.name, "display_name": metric.info.display_name,
+               "version": metric.info.version, "higher_is_better": metric.info.higher_is_better,
+               "prompt_set": metric.info.prompt_set, "fingerprint": fingerprint, "n_images": len(items),
+               "values": values}
+    write_atomic(summary, (json.dumps(payload, indent=2, sort_keys=True, default=float) + "\n").encode("utf-8"))
+    return MetricResult(metric.info.name, fingerprint, values, len(items), len(pending), len(items) - len(pending),
+                        time.perf_counter() - started, summary)
+
+
+def _score_pending(metric: Metric, store: ScoreStore, pending: list[ImageItem], batch_size: int, quiet: bool,
+                   label: str) -> None:
+    """Prepare the next batch in worker threads while the current one is scored."""
+    batches = [pending[i:i + batch_size] for i in range(0, len(pending), batch_size)]
+    with ThreadPoolExecutor(max_workers=PREPARE_WORKERS) as pool:
+        upcoming: list[Future[Any]] = [pool.submit(_prepare, metric, it) for it in batches[0]]
+        for index, batch in enumerate(batches):
+            prepared = [f.result() for f in upcoming]
+            if index + 1 < len(batches):
+                upcoming = [pool.submit(_prepare, metric, it) for it in batches[index + 1]]
+            store.append(batch, metric.score_batch(batch, prepared))
+            if not quiet:
+                print(f"  {label}: {min((index + 1) * batch_size, len(pending))}/{len(pending)} images", flush=True)
+
+
+def _prepare(metric: Metric, item: ImageItem) -> Any:
+    data = item.path.read_bytes()
+    if sha256_bytes(data) != item.sha256:
+        raise EvalkitError(f"{item.path} changed since it was generated (hash differs from the manifest)",
+                           "re-run `evalkit generate` on the same --out to regenerate it")
+    from io import BytesIO
+
+    with Image.open(BytesIO(data)) as image:
+        return metric.prepare(item, image.convert("RGB"))
+
+
+def image_items(step_dir: Path, record: dict[str, Any], manifest: dict[str, Any], prompt_set: str,
+                metric: str) -> list[ImageItem]:
+    rows = sorted((r for r in manifest.values() if r.prompt_set == prompt_set), key=lambda r: (r.prompt_id, r.k))
+    if not rows:
+        raise EvalkitError(f"{step_dir} has no images of prompt set {prompt_set!r}, which {metric} scores",
+                           f"generate them with --prompts {prompt_set} (same --out)")
+    prompts = recorded_prompt_set(record, prompt_set)
+    items = []
+    for row in rows:
+        prompt = prompts.by_id(row.prompt_id)
+        if sha256_bytes(prompt.text.encode("utf-8")) != row.prompt_sha256:
+            raise EvalkitError(f"prompt {row.prompt_id} of {prompt_set} changed since {step_dir} was generated",
+                               "re-run `evalkit generate` on the same --out to regenerate the affected images")
+        items.append(ImageItem(prompt_set, prompt, row.k, row.file, step_dir / row.file, row.sha256))
+    return items
+
+
+def recorded_prompt_set(record: dict[str, Any], name: str) -> PromptSet:
+    if name in builtin_names():
+        return load_prompt_set(name)
+    source = record.get("prompt_sets", {}).get(name, {}).get("source", "")
+    if not source:
+        raise EvalkitError(f"prompt set {name!r} is neither built in nor recorded with a source file",
+                           "re-generate with a current evalkit, which records prompt files")
+    return load_prompt_set(source)
+
+
+def read_generation(step_dir: Path) -> dict[str, Any]:
+    try:
+        value = json.loads((step_dir / "generation.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise EvalkitError(f"{step_dir}/generation.json is unreadable ({e})",
+                           "re-run `evalkit generate` on the same --out") from e
+    return value
