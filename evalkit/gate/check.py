@@ -42,6 +42,7 @@ from evalkit.results.bootstrap import (
     paired_function_difference,
     paired_ratio_difference,
 )
+from evalkit.stepdir import StepDir
 
 EXIT_PASS = 0
 EXIT_REGRESSION = 1
@@ -124,7 +125,7 @@ def load_run(spec: str, leaderboard: Path, prefer_protocol: str | None = None) -
     else:
         path = Path(spec).expanduser()
         if path.is_dir():
-            path = path / "run.json"
+            path = StepDir(path).run_json
     run = read_run(path)
     validate_run(run, path)
     return LoadedRun(spec, path.resolve(), run)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import fcntl
 import json
 import math
-import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,9 +25,9 @@ from typing import Any
 
 from evalkit.errors import EvalkitError
 from evalkit.fileio.pngio import write_atomic
+from evalkit.stepdir import walk_run_files
 
 RUN_SCHEMA = "evalkit.run/1"
-RUN_FILE = "run.json"
 ENTRIES_FILE = "entries.json"
 ENTRIES_SCHEMA = "evalkit.leaderboard-entries/1"
 LOCK_FILE = ".lock"
@@ -57,19 +56,10 @@ def find_run_files(paths: Iterable[Path]) -> list[Path]:
         if path.is_file():
             found.add(path.resolve())
         elif path.is_dir():
-            found.update(_walk_runs(path))
+            found.update(walk_run_files(path))
         else:
             raise EvalkitError(f"{path} does not exist", "give an output folder, a step folder or a run.json file")
     return sorted(found)
-
-
-def _walk_runs(root: Path) -> Iterator[Path]:
-    for folder, subfolders, files in os.walk(root):
-        if RUN_FILE in files:
-            subfolders[:] = []
-            yield (Path(folder) / RUN_FILE).resolve()
-        else:
-            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
 
 
 def read_run(path: Path) -> dict[str, Any]:

@@ -20,17 +20,15 @@ import torch
 
 from evalkit.errors import EvalkitError
 from evalkit.fileio.pngio import write_atomic
-from evalkit.generation.manifest import ManifestRow, read_manifests
+from evalkit.generation.manifest import ManifestRow
 from evalkit.metrics.api import Metric, PromptDecomposable, PromptResamplable, Ratio
 from evalkit.results.bootstrap import BootstrapSpec, function_samples, interval, ratio_interval, ratio_value
-from evalkit.results.units import PromptGroups, group_records, tag_categories, units_path, write_units
+from evalkit.results.units import PromptGroups, group_records, tag_categories, write_units
 from evalkit.runtime.provenance import device_description, git_commit, library_versions
-from evalkit.scoring.engine import MetricResult, read_generation
-from evalkit.scoring.store import ScoreStore
+from evalkit.scoring.engine import MetricResult
+from evalkit.stepdir import StepDir
 
 RUN_SCHEMA = "evalkit.run/1"
-RUN_FILE = "run.json"
-PROFILE_FILE = "profile.json"
 DEFAULT_BOOTSTRAP = BootstrapSpec()  # frozen: 1,000 resamples, seed 0, 95 %
 GENERIC_RESAMPLES = 50  # metrics that are neither ratios nor resamplable: every resample re-aggregates
 PROTOCOL_KEYS = ("scheduler", "steps", "guidance_scale", "seed", "dtype", "negative_prompt", "images_per_prompt",
@@ -46,8 +44,8 @@ def write_run_json(step_dir: Path, metric_results: Sequence[MetricResult], metri
                    started: datetime, generate_seconds: float | None = None, device: str = "cpu",
                    spec: BootstrapSpec = DEFAULT_BOOTSTRAP) -> Path:
     """Merge these metrics' results into the step's run.json (other metrics' entries are kept)."""
-    generation = read_generation(step_dir)
-    manifest = read_manifests(step_dir)
+    folder = StepDir(step_dir)
+    generation, manifest = folder.read_generation(), folder.read_manifest()
     by_name = {m.info.name: m for m in metrics}
     entries = _kept_entries(step_dir, {r.metric for r in metric_results})
     for result in metric_results:
@@ -62,10 +60,10 @@ def write_run_json(step_dir: Path, metric_results: Sequence[MetricResult], metri
         "provenance": _provenance(list(manifest.values()), generation, metric_results, started, generate_seconds,
                                   device),
     }
-    profile = step_dir / PROFILE_FILE
+    profile = folder.profile_json
     if profile.is_file():
         payload["efficiency"] = json.loads(profile.read_text(encoding="utf-8"))
-    path = step_dir / RUN_FILE
+    path = folder.run_json
     text = json.dumps(_finite(payload), indent=2, sort_keys=True, allow_nan=False, default=_json_default)
     write_atomic(path, (text + "\n").encode("utf-8"))
     return path
@@ -73,7 +71,7 @@ def write_run_json(step_dir: Path, metric_results: Sequence[MetricResult], metri
 
 def read_run(path: Path) -> dict[str, Any]:
     """A run.json (or the step folder holding one), checked for the schema this evalkit reads."""
-    file = path / RUN_FILE if path.is_dir() else path
+    file = StepDir(path).run_json if path.is_dir() else path
     try:
         value = json.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError as e:
@@ -110,6 +108,8 @@ def metric_entry(step_dir: Path, generation: dict[str, Any], manifest: dict[str,
         bootstrap = used.describe()
     write_units(step_dir, info.name, result.fingerprint, groups, ratios)
     card = getattr(metric, "card", None)
+    folder = StepDir(step_dir)
+    files = folder.scores(info.name, result.fingerprint)
     set_record = generation.get("prompt_sets", {}).get(info.prompt_set, {})
     return {
         "value": result.values.get("value"), "ci95": list(ci), "n": n, "higher_is_better": info.higher_is_better,
@@ -118,8 +118,7 @@ def metric_entry(step_dir: Path, generation: dict[str, Any], manifest: dict[str,
         "card": ({"name": card.name, "implementation": card.implementation, "fingerprint": card.fingerprint(),
                   "path": card.path} if card is not None else {"name": info.name}),
         "values": result.values, "bootstrap": bootstrap, "by_category": by_category,
-        "records": ScoreStore(step_dir, info.name, result.fingerprint).path.relative_to(step_dir).as_posix(),
-        "units": units_path(step_dir, info.name, result.fingerprint).relative_to(step_dir).as_posix(),
+        "records": folder.relative(files.records), "units": folder.relative(files.units),
     }
 
 
@@ -159,7 +158,7 @@ def _statistic(metric: Metric, groups: PromptGroups) -> tuple[Callable[[np.ndarr
 
 def _kept_entries(step_dir: Path, replaced: set[str]) -> dict[str, Any]:
     """Earlier metrics of this step whose record files still exist (a new run adds, never forgets)."""
-    path = step_dir / RUN_FILE
+    path = StepDir(step_dir).run_json
     if not path.is_file():
         return {}
     try:
