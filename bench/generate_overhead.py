@@ -106,7 +106,7 @@ def build_sd2_shaped(resolution: int, tokenizer_dir: Path, device: torch.device)
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from evalkit.tiny.tokenizer import clip_vocab_size, write_clip_tokenizer
+    from evalkit.generation.tokenizer import clip_vocab_size, write_clip_tokenizer
 
     torch.manual_seed(0)
     vocab = clip_vocab_size()

@@ -134,7 +134,7 @@ def write_full_clip(folder: Path, device: torch.device) -> Path:
     49,408-token BPE (only the embedding table is smaller: same compute per token)."""
     from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
 
-    from evalkit.tiny.tokenizer import clip_vocab_size, write_clip_tokenizer
+    from evalkit.generation.tokenizer import clip_vocab_size, write_clip_tokenizer
 
     vocab = clip_vocab_size()
     text = CLIPTextConfig(vocab_size=vocab, hidden_size=768, intermediate_size=3072, num_attention_heads=12,

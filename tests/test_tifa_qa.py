@@ -14,7 +14,6 @@ import pytest
 
 from evalkit.errors import EvalkitError
 from evalkit.fileio.hashing import git_blob_sha1
-from evalkit.metrics.tifa import questions as tifa_qa
 from evalkit.metrics.tifa.questions import (
     TIFA_QA_BLOB,
     TIFA_QA_FILENAME,
@@ -182,9 +181,11 @@ def test_offline_uses_a_cached_hub_copy(empty_hub_cache: Path) -> None:
 
 
 def test_offline_flag_is_read_at_call_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert tifa_qa.offline_mode()
+    from evalkit.runtime.assets import hub_offline
+
+    assert hub_offline()
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "0")
-    assert not tifa_qa.offline_mode()
+    assert not hub_offline()
     monkeypatch.setenv("HF_HUB_OFFLINE", "True")
-    assert tifa_qa.offline_mode()
+    assert hub_offline()

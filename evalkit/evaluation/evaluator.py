@@ -22,7 +22,7 @@ from evalkit.errors import EvalkitError
 from evalkit.evaluation.watch import CheckpointWatcher, WatchOptions, watch
 from evalkit.generation.checkpoints import CheckpointRef, PipelineDir, ResolveOptions, resolve
 from evalkit.generation.generator import GenerateOptions, Generator, StepResult
-from evalkit.generation.inmemory import Preloaded, native_resolution_of, pipeline_spec, restored, wrap_pipeline
+from evalkit.generation.inmemory import native_resolution_of, pipeline_spec, restored, wrap_pipeline
 from evalkit.generation.loading import LoadedCheckpoint
 from evalkit.generation.protocol import DTYPES, NATIVE, SCHEDULERS, GenerationRequest
 from evalkit.generation.seeding import SEED_SCHEME
@@ -99,8 +99,7 @@ class Evaluator:
             return StepOutcome(ref, step_dir, skipped=True)
         started = datetime.now(timezone.utc)
         with restored(pipe):
-            self.generator.loader = Preloaded(loaded)  # type: ignore[assignment]
-            result = self.generator.run_one(ref, self.prompt_sets)
+            result = self.generator.run_loaded(loaded, self.prompt_sets)
         return self._finish(result, started)
 
     def update_curves(self, model: str, compute: TrainingCompute | None = None) -> list[Path]:

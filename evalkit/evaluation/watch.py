@@ -12,15 +12,13 @@ a poll for old checkpoints).
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evalkit.generation.checkpoints import DENOISER_DIRS, PICKLE_SUFFIXES
+from evalkit.generation.checkpoints import DENOISER_DIRS, PICKLE_SUFFIXES, checkpoint_dirs
 
-CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 INCOMPLETE_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".incomplete")
 STOP_FILE = "STOP"
 Signature = tuple[tuple[str, int, int], ...]
@@ -32,18 +30,6 @@ class WatchOptions:
     max_polls: int = 0  # 0: until the stop file appears (or Ctrl-C)
     stop_file: Path | None = None  # default: <training folder>/STOP
     settle_seconds: float | None = None  # default: poll_seconds
-
-
-def checkpoint_dirs(folder: Path) -> list[tuple[int, Path]]:
-    """checkpoint-N subfolders, by step."""
-    if not folder.is_dir():
-        return []
-    found = []
-    for child in folder.iterdir():
-        match = CHECKPOINT_DIR.match(child.name)
-        if match and child.is_dir():
-            found.append((int(match.group(1)), child))
-    return sorted(found)
 
 
 def incomplete_reason(folder: Path, ema: bool = False) -> str:

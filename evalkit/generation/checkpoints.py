@@ -19,7 +19,7 @@ from evalkit.stepdir import safe_name
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
 SAFE_SUFFIXES = (".safetensors",)
 DENOISER_DIRS = ("unet", "transformer")
-_CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
+CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -155,13 +155,13 @@ def _single_file(path: Path, options: ResolveOptions) -> CheckpointRef:
 
 
 def _directory(path: Path, options: ResolveOptions) -> list[CheckpointRef]:
-    steps = _checkpoint_dirs(path)
+    steps = checkpoint_dirs(path)
     if steps:
         own = path if (path / "model_index.json").is_file() else None
         base = _base(options, own, f"training folder {path}")
         name = options.name or safe_name(path.resolve().name) + ("-ema" if options.ema else "")
         return [CheckpointRef(_training_step(d, base, options), name, n) for n, d in steps]
-    match = _CHECKPOINT_DIR.match(path.name)
+    match = CHECKPOINT_DIR.match(path.name)
     if match and any((path / d).is_dir() for d in DENOISER_DIRS + tuple(x + "_ema" for x in DENOISER_DIRS)):
         parent = path.resolve().parent
         own = parent if (parent / "model_index.json").is_file() else None
@@ -178,10 +178,13 @@ def _directory(path: Path, options: ResolveOptions) -> list[CheckpointRef]:
     )
 
 
-def _checkpoint_dirs(path: Path) -> list[tuple[int, Path]]:
+def checkpoint_dirs(path: Path) -> list[tuple[int, Path]]:
+    """checkpoint-N subfolders of a training output folder, by step (none when it is not a folder)."""
+    if not path.is_dir():
+        return []
     found = []
     for child in path.iterdir():
-        match = _CHECKPOINT_DIR.match(child.name)
+        match = CHECKPOINT_DIR.match(child.name)
         if match and child.is_dir():
             found.append((int(match.group(1)), child))
     return sorted(found)

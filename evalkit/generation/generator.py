@@ -198,6 +198,12 @@ class Generator:
     def run_one(self, ref: CheckpointRef, prompt_sets: Sequence[PromptSet]) -> StepResult:
         t0 = time.perf_counter()
         loaded = self.loader.load(ref)
+        return self.run_loaded(loaded, prompt_sets, time.perf_counter() - t0)
+
+    def run_loaded(self, loaded: LoadedCheckpoint, prompt_sets: Sequence[PromptSet],
+                   load_seconds: float = 0.0) -> StepResult:
+        """Generate with a pipeline already loaded (by `run_one`, or by a training loop: evaluate())."""
+        ref = loaded.ref
         t_load = time.perf_counter()
         protocol = configure(loaded, self.request)
         step_dir = StepDir.of(self.options.out, ref.name, ref.step_label)
@@ -211,7 +217,7 @@ class Generator:
         t_end = time.perf_counter()
         return StepResult(ref, step_dir.path, protocol, len(planned), len(planned) - len(todo), len(todo),
                           t_end - t_plan, batch_size,
-                          {"load": t_load - t0, "plan": t_plan - t_load, "generate": t_end - t_plan})
+                          {"load": load_seconds, "plan": t_plan - t_load, "generate": t_end - t_plan})
 
     def _write_images(self, loaded: LoadedCheckpoint, protocol: EffectiveProtocol, step_dir: StepDir,
                       todo: list[Sample], prompt_sets: dict[str, PromptSet]) -> int:

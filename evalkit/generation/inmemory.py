@@ -31,16 +31,6 @@ class InMemoryPipeline:
 
 
 
-class Preloaded:
-    """Stands in for PipelineLoader: hands the generator the pipeline it was given."""
-
-    def __init__(self, loaded: LoadedCheckpoint) -> None:
-        self.loaded = loaded
-
-    def load(self, ref: CheckpointRef) -> LoadedCheckpoint:
-        return self.loaded
-
-
 class restored:
     """Undo what generate.configure changes on a caller's pipeline (scheduler, safety checker,
     progress bar) and put modules back in training mode, so a training loop continues unaffected."""

@@ -40,7 +40,6 @@ REFERENCE_PREPROCESS = "pil-bicubic-shorter-side+center-crop"
 FEATURES = "inception-2015-12-05-pool3-2048"
 REFERENCE_BATCH = 32
 DEFAULT_WEIGHTS = "~/.cache/torch/hub/checkpoints/weights-inception-2015-12-05-6726825d.pth"
-_EXTRACTORS: dict[tuple[str, str], torch.nn.Module] = {}
 WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 
 
@@ -127,11 +126,7 @@ class FID:
     def setup(self, device: torch.device) -> None:
         if self._model is not None and self._device == device:
             return
-        key = (self._weights_hash(), str(device))
-        if key not in _EXTRACTORS:  # one loaded extractor per weights + device in a process
-            _EXTRACTORS.clear()
-            _EXTRACTORS[key] = load_extractor(self.weights).to(device).eval()
-        self._model = _EXTRACTORS[key]
+        self._model = load_extractor(self.weights).to(device).eval()  # kept by this metric object only
         self._device = device
 
     def _extractor(self) -> torch.nn.Module:

@@ -13,7 +13,15 @@ See docs/profile.md for the counting convention and reference numbers.
 from evalkit.profile.configs import PRESETS, ComponentSpec, PipelineSpec, preset
 from evalkit.profile.macs import MacCount, MacCounter, count_macs, denoiser_macs, text_encoder_macs, vae_decode_macs
 from evalkit.profile.params import ComponentParams, count_parameters
-from evalkit.profile.profiler import Profile, ProtocolCost, build_meta, native_resolution, profile_spec
+from evalkit.profile.profiler import (
+    DenoiserForward,
+    Profile,
+    ProtocolCost,
+    build_meta,
+    denoiser_forward,
+    native_resolution,
+    profile_spec,
+)
 from evalkit.profile.report import SCHEMA, render_markdown, render_table, to_record
 from evalkit.profile.sources import (
     denoiser_spec_from_file,
@@ -29,6 +37,7 @@ __all__ = [
     "SCHEMA",
     "ComponentParams",
     "ComponentSpec",
+    "DenoiserForward",
     "MacCount",
     "MacCounter",
     "PipelineSpec",
@@ -37,6 +46,7 @@ __all__ = [
     "build_meta",
     "count_macs",
     "count_parameters",
+    "denoiser_forward",
     "denoiser_macs",
     "denoiser_spec_from_file",
     "native_resolution",

@@ -233,16 +233,18 @@ def random_weights_pipeline(spec: Any, device: torch.device, dtype: torch.dtype)
 
     from evalkit.generation.adapters import adapter_for
     from evalkit.generation.checkpoints import CheckpointRef, PipelineDir
+    from evalkit.generation.tokenizer import write_clip_tokenizer
     from evalkit.profile.build import build_component
     from evalkit.profile.configs import OTHER, TEXT_ENCODER
-    from evalkit.tiny.tokenizer import write_clip_tokenizer
 
     if spec.family not in ("sd", "sdxl") or not spec.pipeline_class:
         raise EvalkitError(f"random-weight timing covers SD/SDXL-shaped pipelines, not {spec.name} ({spec.family})",
                            "time a saved pipeline folder instead (evalkit profile PATH --latency)")
     adapter = adapter_for(spec.pipeline_class)
-    torch.manual_seed(0)
-    parts: dict[str, Any] = {c.name: build_component(c, device, dtype) for c in spec.components if c.role != OTHER}
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the caller's RNG is theirs
+        torch.manual_seed(0)
+        parts: dict[str, Any] = {c.name: build_component(c, device, dtype) for c in spec.components
+                                 if c.role != OTHER}
     with tempfile.TemporaryDirectory(prefix="evalkit-profile-tok-") as tmp:
         for i, encoder in enumerate(c for c in spec.components if c.role == TEXT_ENCODER):
             folder = write_clip_tokenizer(Path(tmp) / str(i))

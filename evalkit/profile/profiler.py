@@ -109,6 +109,24 @@ def resolution_multiple(spec: PipelineSpec, default_factor: int = DEFAULT_VAE_SC
     return vae_scale_factor(spec, default_factor) * int(patch)
 
 
+@dataclass(frozen=True)
+class DenoiserForward:
+    """One denoiser forward at the native resolution, batch 1: what training compute is counted from."""
+
+    macs: int
+    class_name: str
+    resolution: int
+
+
+def denoiser_forward(spec: PipelineSpec) -> DenoiserForward:
+    """MACs of one denoiser forward (configs only, meta device) at the denoiser's native size."""
+    denoiser = _denoiser(spec)
+    resolution = native_resolution(spec)
+    side = resolution // vae_scale_factor(spec)
+    macs = denoiser_macs(build_component(denoiser), spec.family, side, context_length(spec)).total
+    return DenoiserForward(macs, denoiser.class_name, resolution)
+
+
 def text_length(spec: PipelineSpec, component: ComponentSpec) -> int:
     """Tokens one prompt is padded to for this encoder (CLIP: its positions; T5: the pipeline's max)."""
     if "T5" in component.class_name:

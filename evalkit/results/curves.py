@@ -241,24 +241,16 @@ def derived_compute(spec: Any, train_batch_size: int) -> TrainingCompute:
     (no weights) at the denoiser's native resolution, batch 1. Text encoders and the VAE encoder
     (frozen, forward only) are left out: in diffusion training they are a few percent of the cost.
     """
-    from evalkit.profile.build import build_component
-    from evalkit.profile.configs import DENOISER
-    from evalkit.profile.macs import denoiser_macs
-    from evalkit.profile.profiler import context_length, native_resolution, vae_scale_factor
+    from evalkit.profile import denoiser_forward
 
     if train_batch_size < 1:
         raise EvalkitError(f"--train-batch-size must be at least 1 (got {train_batch_size})",
                            "give the global batch size per optimizer step (all GPUs, times accumulation)")
-    denoiser = spec.component(DENOISER)
-    if denoiser is None:
-        raise EvalkitError(f"{spec.name} has no denoiser config to count MACs from", "pass --flops-per-step instead")
-    resolution = native_resolution(spec)
-    side = resolution // vae_scale_factor(spec)
-    macs = denoiser_macs(build_component(denoiser), spec.family, side, context_length(spec)).total
-    flops = TRAIN_PASSES * FLOPS_PER_MAC * macs * train_batch_size
+    forward = denoiser_forward(spec)
+    flops = TRAIN_PASSES * FLOPS_PER_MAC * forward.macs * train_batch_size
     return TrainingCompute(flops, {
         "method": "3 x 2 x denoiser MACs per forward x train batch size (evalkit.profile, configs only)",
-        "denoiser_macs": macs, "denoiser_class": denoiser.class_name, "resolution": resolution,
+        "denoiser_macs": forward.macs, "denoiser_class": forward.class_name, "resolution": forward.resolution,
         "train_batch_size": train_batch_size, "passes": TRAIN_PASSES, "flops_per_mac": FLOPS_PER_MAC,
         "excluded": "text encoders and VAE encoder (frozen, forward only)",
     })

@@ -8,7 +8,7 @@ import torch
 import yaml
 from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
 
-from evalkit.tiny.tokenizer import clip_vocab_size, write_clip_tokenizer
+from evalkit.generation.tokenizer import clip_vocab_size, write_clip_tokenizer
 
 
 def build_tiny_clip(folder: Path, seed: int = 0, image_size: int = 32) -> Path:

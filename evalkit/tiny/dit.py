@@ -37,8 +37,8 @@ from transformers import (
     T5TokenizerFast,
 )
 
+from evalkit.generation.tokenizer import clip_vocab_size, write_clip_tokenizer
 from evalkit.tiny.sd import tiny_vae
-from evalkit.tiny.tokenizer import clip_vocab_size, write_clip_tokenizer
 
 T5_DIM = 32
 CLIP_DIM = 32

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from evalkit.tiny.tokenizer import _byte_symbols
+from evalkit.generation.tokenizer import _byte_symbols
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                   "<|image_pad|>", "<|video_pad|>")

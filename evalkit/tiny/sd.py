@@ -19,7 +19,7 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-from evalkit.tiny.tokenizer import clip_vocab_size, write_clip_tokenizer
+from evalkit.generation.tokenizer import clip_vocab_size, write_clip_tokenizer
 
 TEXT_DIM = 32
 

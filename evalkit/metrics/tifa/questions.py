@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any, NoReturn
 from evalkit.errors import EvalkitError
 from evalkit.fileio.hashing import git_blob_sha1
 from evalkit.prompts.sets import load_prompt_set, verified_file
+from evalkit.runtime.assets import resolve_hub_file
 from evalkit.runtime.datafiles import shipped_dir
 
 TIFA_QA_FILENAME = "tifa_v1.0_question_answers.json"
@@ -30,8 +30,6 @@ TIFA_QA_HUB_DATASET = "tifa-benchmark/tifav1.0"
 TIFA_PROMPT_SET = "tifa-v1.0"
 SAMPLE_PROMPT_SET = "tifa-v1.0-sample"
 SAMPLE_QUESTIONS_FILE = "questions.json"
-OFFLINE_ENV_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-TRUE_VALUES = ("1", "on", "yes", "true")
 QUESTION_KEYS = ("id", "question", "choices", "answer", "element_type", "element")
 SUPPLY_HINT = (
     f"download {TIFA_QA_URL} (or take it from the hub dataset {TIFA_QA_HUB_DATASET}) "
@@ -210,44 +208,16 @@ def _local_file(path: Path) -> Path:
 # The hub route
 
 
-def offline_mode() -> bool:
-    """Read at call time, because the libraries read these variables only at import."""
-    return any(os.environ.get(v, "").strip().lower() in TRUE_VALUES for v in OFFLINE_ENV_VARS)
-
-
 def _hub_file() -> Path:
-    """The hub copy: downloaded through `datasets` when allowed, else from the local cache.
+    """The hub copy (downloaded when online, else the local cache), through evalkit.runtime.assets.
 
-    Failing fast with a message that names the fix matters more than the cause: offline
-    mode, no route to the hub, or a moved dataset all leave the user with the same choice.
+    Whatever the cause (offline mode, no route to the hub, a moved dataset), the user has the
+    same choice, so every miss ends with the same advice: supply the file with --tifa-qa.
     """
-    if offline_mode():
-        reason = "offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE)"
-    else:
-        try:
-            return _download_with_datasets()
-        except Exception as e:  # network errors arrive as many unrelated types
-            reason = f"the hub dataset {TIFA_QA_HUB_DATASET} could not be fetched ({type(e).__name__})"
-    cached = _cached_hub_file()
-    if cached is not None:
-        return cached
-    problem = f"the TIFA v1.0 question file {TIFA_QA_FILENAME} is missing: {reason}, and none is cached"
-    _fail(problem, SUPPLY_HINT)
-
-
-def _download_with_datasets() -> Path:
-    from datasets import DownloadConfig
-    from datasets.utils.file_utils import cached_path
-
-    url = f"hf://datasets/{TIFA_QA_HUB_DATASET}/{TIFA_QA_FILENAME}"
-    return Path(cached_path(url, download_config=DownloadConfig(max_retries=0, disable_tqdm=True)))
-
-
-def _cached_hub_file() -> Path | None:
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(TIFA_QA_HUB_DATASET, TIFA_QA_FILENAME, repo_type="dataset")
-    return Path(found) if isinstance(found, str) else None
+    try:
+        return resolve_hub_file(TIFA_QA_HUB_DATASET, TIFA_QA_FILENAME, repo_type="dataset")
+    except EvalkitError as e:
+        _fail(f"the TIFA v1.0 question file {TIFA_QA_FILENAME} is missing: {e.problem}", SUPPLY_HINT)
 
 
 def _fail(problem: str, hint: str) -> NoReturn:

@@ -1,6 +1,7 @@
 """A CLIP-style BPE tokenizer written to disk from code.
 
-Tiny test and demo pipelines must build with no downloads, but diffusers pipelines load
+Pipelines built from configs with random weights (tiny test and demo models, `evalkit
+profile --latency` on a preset) must build with no downloads, but diffusers pipelines load
 their tokenizer from files. A byte-level vocabulary (every byte symbol plus its
 end-of-word form) tokenizes any text, so prompts never fall through to a single
 unknown token and different prompts give different embeddings.
