@@ -20,6 +20,7 @@ from evalkit.metrics.options import MetricOptions
 from evalkit.metrics.tifa.metric import TifaMetric
 from evalkit.metrics.tifa.questions import sample_questions
 from evalkit.prompts.sets import load_prompt_set
+from evalkit.results.assemble import write_run_json
 from evalkit.results.bootstrap import (
     BootstrapSpec,
     function_samples,
@@ -28,7 +29,8 @@ from evalkit.results.bootstrap import (
     ratio_interval,
     ratio_samples,
 )
-from evalkit.results.run import RUN_SCHEMA, read_run, schema_path, write_run_json
+from evalkit.results.model import RUN_SCHEMA
+from evalkit.results.run import read_run, schema_path
 from evalkit.scoring.engine import MetricResult
 from evalkit.scoring.store import ScoreStore
 from evalkit.tiny.clip import write_card
@@ -173,7 +175,8 @@ def test_run_json_matches_the_golden_file_and_the_schema(tmp_path):
     results = _score_synthetic(step, tifa, clip)
     started = datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc)
     path = write_run_json(step, results, [tifa, clip], started)
-    run = read_run(step)
+    run = json.loads(path.read_text(encoding="utf-8"))
+    assert read_run(step).to_json() == run  # the typed model gives back exactly what was written
     validator().validate(run)
     assert run["schema_version"] == RUN_SCHEMA
     assert run["provenance"]["started"] == "2026-11-22T10:00:00+00:00"
@@ -189,19 +192,19 @@ def test_breakdowns_equal_the_metric_aggregates(tmp_path):
     tifa, clip = _metrics(tmp_path)
     results = _score_synthetic(step, tifa, clip)
     run = read_run(write_run_json(step, results, [tifa, clip], datetime.now(timezone.utc)))
-    entry, values = run["metrics"]["tifa-tiny"], results[0].values
-    assert entry["value"] == values["value"] and entry["n"] == 2
+    entry, values = run.metrics["tifa-tiny"], results[0].values
+    assert entry.value == values["value"] and entry.n == 2
     for kind, accuracy in values["accuracy_by_type"].items():
-        assert entry["by_category"]["element_type"][kind]["value"] == pytest.approx(accuracy)
+        assert entry.by_category["element_type"][kind]["value"] == pytest.approx(accuracy)
     for source, mean in values["by_source"].items():
-        assert entry["by_category"]["source"][source]["value"] == pytest.approx(mean)
-        assert entry["by_category"]["source"][source]["n"] == 1
-    clip_entry = run["metrics"]["clip-tiny"]
-    low, high = clip_entry["ci95"]
-    assert low <= clip_entry["value"] <= high
-    units = json.loads((step / clip_entry["units"]).read_text())
+        assert entry.by_category["source"][source]["value"] == pytest.approx(mean)
+        assert entry.by_category["source"][source]["n"] == 1
+    clip_entry = run.metrics["clip-tiny"]
+    low, high = clip_entry.ci95
+    assert low <= clip_entry.value <= high
+    units = json.loads((step / clip_entry.units).read_text())
     assert units["prompt_ids"] == sorted(p.id for p in load_prompt_set("coco-10k").head(4))
-    assert (step / clip_entry["records"]).is_file()
+    assert (step / clip_entry.records).is_file()
 
 
 def test_rerun_keeps_other_metrics_and_undefined_values_are_null(tmp_path):
@@ -211,7 +214,7 @@ def test_rerun_keeps_other_metrics_and_undefined_values_are_null(tmp_path):
     write_run_json(step, [tifa_result], [tifa], datetime.now(timezone.utc))
     write_run_json(step, [clip_result], [clip], datetime.now(timezone.utc))
     run = read_run(step)
-    assert set(run["metrics"]) == {"tifa-tiny", "clip-tiny"}
+    assert set(run.metrics) == {"tifa-tiny", "clip-tiny"}
     # Single-prompt categories have an undefined stdev; strict JSON writes null, never NaN.
     text = (step / "run.json").read_text()
     assert "NaN" not in text and "Infinity" not in text

@@ -8,7 +8,6 @@ what a real run writes.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,7 +19,7 @@ from evalkit.generation.generator import GenerateOptions
 from evalkit.generation.protocol import GenerationRequest
 from evalkit.metrics.options import MetricOptions
 from evalkit.prompts.sets import Prompt, load_prompt_set
-from evalkit.results.run import RUN_FILE
+from evalkit.results.run import RUN_FILE, read_run
 from evalkit.runtime.quiet import quiet_loading
 
 if TYPE_CHECKING:
@@ -115,8 +114,8 @@ def run_demo(out: Path, quiet: bool = False) -> list[StepOutcome]:
     for ref in refs:
         outcome = evaluator.evaluate_ref(ref)
         outcomes.append(outcome)
-        entries = json.loads((outcome.step_dir / RUN_FILE).read_text(encoding="utf-8"))["metrics"]
-        shown = ", ".join(f"{name}={_shown(entry['value'])}" for name, entry in entries.items())
+        entries = read_run(outcome.step_dir / RUN_FILE).metrics
+        shown = ", ".join(f"{name}={_shown(entry.value)}" for name, entry in entries.items())
         if outcome.skipped:
             click.echo(f"  {ref.name}@{ref.step_label}: already evaluated; {shown}")
         else:
