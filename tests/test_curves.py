@@ -175,3 +175,27 @@ def test_resumed_run_on_a_training_folder_evaluates_only_new_checkpoints(cli, tr
     assert [r["step"] for r in after] == ["100", "200", "300"]
     assert after[:2] == before  # compute axis kept from compute.json, old rows untouched
     assert len({r["series"] for r in after}) == 1
+
+
+def test_the_comparability_key_names_the_series():
+    from evalkit.fileio.hashing import sha256_json
+    from evalkit.results.comparability import ComparabilityKey
+
+    key = ComparabilityKey(PROTO_A, "e" * 64, "f" * 64)
+    assert ComparabilityKey.from_json(key.to_json()) == key
+    assert key.digest == sha256_json({"metric_fingerprint": "e" * 64, "prompt_set_fingerprint": "f" * 64,
+                                      "protocol_fingerprint": PROTO_A})
+    # Sorting keys groups a protocol's variants together (the leaderboard ranks variants per protocol).
+    keys = [ComparabilityKey(PROTO_B, "0" * 64, "0" * 64), ComparabilityKey(PROTO_A, "f" * 64, "0" * 64), key]
+    assert [k.protocol_fingerprint for k in sorted(keys)] == [PROTO_A, PROTO_A, PROTO_B]
+
+
+def test_a_step_whose_run_json_breaks_the_schema_is_refused_by_name(tmp_path):
+    model = tmp_path / "out" / "run-e"
+    write_run(model, 100, 0.25)
+    path = write_run(model, 200, 0.3) / "run.json"
+    run = json.loads(path.read_text(encoding="utf-8"))
+    del run["metrics"]["clip"]["units"]
+    path.write_text(json.dumps(run), encoding="utf-8")
+    with pytest.raises(EvalkitError, match=r"200/run.json is garbled: metrics.clip.units is missing"):
+        write_curves(model, plots=False)

@@ -232,3 +232,81 @@ def test_garbled_or_foreign_run_json_is_a_clear_error(tmp_path):
         read_run(tmp_path / "run.json")
     with pytest.raises(EvalkitError, match="does not exist"):
         read_run(tmp_path / "missing")
+
+
+# --- the one reader: schema-checked at run time, one line naming the field --------------------------------
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("written")
+    step = _step_folder(root)
+    tifa, clip = _metrics(root)
+    path = write_run_json(step, _score_synthetic(step, tifa, clip), [tifa, clip], datetime.now(timezone.utc))
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda r: r["metrics"]["clip-tiny"].pop("fingerprint"), "metrics.clip-tiny.fingerprint is missing"),
+    (lambda r: r["metrics"]["clip-tiny"].update(value="high"), "metrics.clip-tiny.value is not a number or null"),
+    (lambda r: r["metrics"]["clip-tiny"]["ci95"].__setitem__(0, "low"),
+     "metrics.clip-tiny.ci95[0] is not a number or null"),
+    (lambda r: r.pop("provenance"), "provenance is missing"),
+    (lambda r: r.pop("prompt_sets"), "prompt_sets is missing"),
+    (lambda r: r["protocol"].update(resolution=[32]), "protocol.resolution is invalid"),
+    (lambda r: r["checkpoint"].update(fingerprint="ckpt"), "checkpoint.fingerprint is invalid"),
+    (lambda r: r["metrics"].update(broken=[]), "metrics.broken is not an object"),
+])
+def test_a_run_json_that_breaks_the_schema_is_one_line_naming_the_field(written, tmp_path, edit, message):
+    from evalkit.errors import EvalkitError
+
+    run = json.loads(json.dumps(written))
+    edit(run)
+    path = tmp_path / "m" / "final" / "run.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(run), encoding="utf-8")
+    with pytest.raises(EvalkitError) as caught:
+        read_run(path)
+    line = caught.value.one_line()
+    assert f"{path} is garbled: {message}" in line and len(line.splitlines()) == 1
+
+
+def test_reading_and_rewriting_changes_nothing(written, tmp_path):
+    from dataclasses import replace
+
+    from evalkit.results.run import write_run
+
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(written), encoding="utf-8")
+    run = read_run(path)
+    assert run.to_json() == written
+    write_run(path, run)
+    assert json.loads(path.read_text(encoding="utf-8")) == written
+    # NaN is written as null and reads back as None.
+    clip = run.metrics["clip-tiny"]
+    write_run(path, replace(run, metrics={**run.metrics, "clip-tiny": replace(clip, value=float("nan"))}))
+    assert read_run(path).metrics["clip-tiny"].value is None
+
+
+def test_bootstrap_kind_is_chosen_once_from_the_metric_interface(tmp_path):
+    from evalkit.results.resampling import GENERIC_RESAMPLES, BootstrapKind, bootstrap_kind, prompt_statistic
+
+    tifa, clip = _metrics(tmp_path)
+    assert bootstrap_kind(tifa) is BootstrapKind.RATIO and bootstrap_kind(clip) is BootstrapKind.RATIO
+
+    class Resampled:
+        bootstrap_resamples = 7
+
+        def resampler(self, groups):
+            return lambda indices: float(len(indices))
+
+    class Plain:
+        def aggregate(self, records):
+            return {"value": sum(r["value"] for r in records) / len(records) if records else None}
+
+    groups = [[{"value": 1.0}], [{"value": 3.0}]]
+    resampled = prompt_statistic(Resampled(), groups)
+    assert bootstrap_kind(Resampled()) is BootstrapKind.RESAMPLED and resampled.resamples == 7
+    plain = prompt_statistic(Plain(), groups)
+    assert bootstrap_kind(Plain()) is BootstrapKind.GENERIC and plain.resamples == GENERIC_RESAMPLES
+    assert plain.function(np.array([0, 1, 1])) == pytest.approx(7 / 3)
+    assert math.isnan(plain.function(np.array([], dtype=int)))
