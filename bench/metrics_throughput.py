@@ -42,7 +42,6 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 import argparse
-import json
 import platform
 import shutil
 import statistics
@@ -61,7 +60,6 @@ from PIL import Image
 from evalkit.errors import EvalkitError
 from evalkit.generation.checkpoints import ResolveOptions, resolve
 from evalkit.generation.generator import GenerateOptions, Generator
-from evalkit.generation.manifest import read_manifests
 from evalkit.generation.protocol import GenerationRequest
 from evalkit.metrics.api import ImageItem, Metric
 from evalkit.metrics.cards import read_card
@@ -69,6 +67,7 @@ from evalkit.metrics.options import MetricOptions
 from evalkit.prompts.sets import PromptSet, load_prompt_set
 from evalkit.runtime.devicetime import release_memory, synced_clock
 from evalkit.runtime.quiet import quiet_loading
+from evalkit.stepdir import StepDir
 
 SCHEMA = "evalkit.bench.metrics_throughput/1"
 IMPLEMENTATIONS = ("clip_score", "tifa", "imagereward", "hpsv2", "fid")
@@ -310,8 +309,9 @@ def items_of(step_dir: Path, metric: Metric) -> list[ImageItem]:
     """The images the metric scores, as score_step lists them (same order, same prompts)."""
     from evalkit.scoring.engine import image_items
 
-    record = json.loads((step_dir / "generation.json").read_text(encoding="utf-8"))
-    return image_items(step_dir, record, read_manifests(step_dir), metric.info.prompt_set, metric.info.name)
+    folder = StepDir(step_dir)
+    return image_items(step_dir, folder.read_generation(), folder.read_manifest(), metric.info.prompt_set,
+                       metric.info.name)
 
 
 def load_rgb(path: Path) -> Image.Image:

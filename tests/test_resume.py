@@ -12,7 +12,7 @@ import pytest
 import torch
 from support import image_files, manifest_hashes
 
-from evalkit.generation.manifest import read_manifests
+from evalkit.stepdir import StepDir
 
 
 def _generate_cmd(sd_dir, out, prompts_file):
@@ -37,13 +37,13 @@ def test_killed_run_resumes_to_the_uninterrupted_result(sd_dir, tmp_path, prompt
     step_dir = killed / "tiny-sd" / "final"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        if len(read_manifests(step_dir)) >= 5 if step_dir.is_dir() else False:
+        if len(StepDir(step_dir).read_manifest()) >= 5 if step_dir.is_dir() else False:
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the run finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done_before = len(read_manifests(step_dir))
+    done_before = len(StepDir(step_dir).read_manifest())
     assert 5 <= done_before < 24
     subprocess.run(_generate_cmd(sd_dir, killed, prompts_file), check=True, env=env, timeout=300)
     assert manifest_hashes(step_dir) == manifest_hashes(reference / "tiny-sd" / "final")
@@ -77,7 +77,7 @@ def test_torn_manifest_line_is_ignored_and_sealed(sd_dir, small_sets, generate, 
     manifest.write_text("".join(lines[:-1]) + lines[-1][:20])  # killed mid-append
     again = generate(sd_dir, small_sets, out=out)[0]
     assert (again.generated, again.reused) == (1, 8)
-    assert len(read_manifests(first.step_dir)) == 9
+    assert len(StepDir(first.step_dir).read_manifest()) == 9
 
 
 def test_changed_prompt_text_regenerates_that_image(sd_dir, generate, tmp_path):

@@ -135,10 +135,10 @@ def _metrics(tmp: Path) -> tuple[TifaMetric, ClipScore]:
 
 def _score_synthetic(step: Path, tifa: TifaMetric, clip: ClipScore) -> list[MetricResult]:
     """Records in the metrics' own format with known values (no model runs: this is about run.json)."""
-    from evalkit.generation.manifest import read_manifests
-    from evalkit.scoring.engine import image_items, read_generation
+    from evalkit.scoring.engine import image_items
+    from evalkit.stepdir import StepDir
 
-    generation, manifest = read_generation(step), read_manifests(step)
+    generation, manifest = StepDir(step).read_generation(), StepDir(step).read_manifest()
     results = []
     for metric, fingerprint in ((tifa, "c" * 64), (clip, "d" * 64)):
         items = image_items(step, generation, manifest, metric.info.prompt_set, metric.info.name)

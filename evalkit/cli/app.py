@@ -237,11 +237,11 @@ def score(run_dir: Path, metric_specs: str, device: str, batch_size: int, tifa_q
     """Score existing images: RUN_DIR is an --out folder, a model folder or one step folder."""
     from evalkit.metrics.options import MetricOptions
     from evalkit.metrics.registry import create_many
-    from evalkit.scoring.engine import find_step_dirs
+    from evalkit.stepdir import find_step_dirs
 
     metrics = create_many(metric_specs, MetricOptions(tifa_qa=tifa_qa, coco_images=coco_images))
     for step_dir in find_step_dirs(run_dir):
-        _score_and_print(step_dir, metrics, _device(device), batch_size, quiet)
+        _score_and_print(step_dir.path, metrics, _device(device), batch_size, quiet)
 
 
 def _score_and_print(step_dir: Path, metrics: list[Any], device: str, batch_size: int, quiet: bool) -> None:

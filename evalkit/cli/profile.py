@@ -14,8 +14,8 @@ from typing import Any
 import click
 
 from evalkit.errors import EvalkitError
-
-PROFILE_FILE = "profile.json"
+from evalkit.fileio.pngio import write_atomic
+from evalkit.stepdir import StepDir, safe_name, step_label
 
 
 @click.command("profile")
@@ -80,13 +80,12 @@ def profile(checkpoint: str, preset_name: str, denoiser_config: Path | None, vae
         record = to_record(result)
         if ref is not None and len(targets) > 1:
             record["step"] = ref.step
-        label = f"{_safe(result.name)}-{ref.step_label}" if ref is not None and len(targets) > 1 else ""
+        label = f"{safe_name(result.name)}-{ref.step_label}" if ref is not None and len(targets) > 1 else ""
         _emit(result, record, json_path, markdown_path, render_table, render_markdown, label)
         if out is not None:
-            step_label = ref.step_label if ref is not None else "final"
-            path = out / _safe(result.name) / step_label / PROFILE_FILE
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+            label_of_step = step_label(ref.step if ref is not None else None)
+            path = StepDir.of(out, safe_name(result.name), label_of_step).profile_json
+            write_atomic(path, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
             click.echo(f"wrote {path}", err=True)
         del result
         if torch.cuda.is_available():
@@ -218,8 +217,3 @@ def _write(target: str, text: str, label: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
 
-
-def _safe(name: str) -> str:
-    from evalkit.generation.checkpoints import safe_name
-
-    return safe_name(name)

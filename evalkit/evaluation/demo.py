@@ -19,8 +19,9 @@ from evalkit.generation.generator import GenerateOptions
 from evalkit.generation.protocol import GenerationRequest
 from evalkit.metrics.options import MetricOptions
 from evalkit.prompts.sets import Prompt, load_prompt_set
-from evalkit.results.run import RUN_FILE, read_run
+from evalkit.results.run import read_run
 from evalkit.runtime.quiet import quiet_loading
+from evalkit.stepdir import StepDir
 
 if TYPE_CHECKING:
     from evalkit.evaluation.evaluator import StepOutcome
@@ -114,7 +115,7 @@ def run_demo(out: Path, quiet: bool = False) -> list[StepOutcome]:
     for ref in refs:
         outcome = evaluator.evaluate_ref(ref)
         outcomes.append(outcome)
-        entries = read_run(outcome.step_dir / RUN_FILE).metrics
+        entries = read_run(StepDir(outcome.step_dir).run_json).metrics
         shown = ", ".join(f"{name}={_shown(entry.value)}" for name, entry in entries.items())
         if outcome.skipped:
             click.echo(f"  {ref.name}@{ref.step_label}: already evaluated; {shown}")

@@ -20,7 +20,7 @@ import torch
 
 from evalkit.errors import EvalkitError
 from evalkit.evaluation.watch import CheckpointWatcher, WatchOptions, watch
-from evalkit.generation.checkpoints import CheckpointRef, PipelineDir, ResolveOptions, resolve, safe_name
+from evalkit.generation.checkpoints import CheckpointRef, PipelineDir, ResolveOptions, resolve
 from evalkit.generation.generator import GenerateOptions, Generator, StepResult
 from evalkit.generation.inmemory import Preloaded, native_resolution_of, pipeline_spec, restored, wrap_pipeline
 from evalkit.generation.loading import LoadedCheckpoint
@@ -31,8 +31,9 @@ from evalkit.prompts.sets import PromptSet
 from evalkit.results.comparability import ComparabilityKey, metric_key
 from evalkit.results.curves import TrainingCompute, compute_for, write_curves
 from evalkit.results.model import RunResult
-from evalkit.results.run import RUN_FILE, read_run
+from evalkit.results.run import read_run
 from evalkit.scoring.engine import MetricResult
+from evalkit.stepdir import ModelDir, StepDir, safe_name
 
 PROTOCOL_FIELDS = tuple(f.name for f in fields(GenerationRequest))
 
@@ -83,7 +84,7 @@ class Evaluator:
         return self.generator.device
 
     def evaluate_ref(self, ref: CheckpointRef) -> StepOutcome:
-        step_dir = self.options.out / ref.name / ref.step_label
+        step_dir = StepDir.of(self.options.out, ref.name, ref.step_label).path
         if self.covered(step_dir, self._expected_for_ref(ref)):
             return StepOutcome(ref, step_dir, skipped=True)
         started = datetime.now(timezone.utc)
@@ -92,7 +93,7 @@ class Evaluator:
     def evaluate_loaded(self, loaded: LoadedCheckpoint) -> StepOutcome:
         """A pipeline already in memory: generated with its own device and dtype, state restored after."""
         ref = loaded.ref
-        step_dir = self.options.out / ref.name / ref.step_label
+        step_dir = StepDir.of(self.options.out, ref.name, ref.step_label).path
         pipe, denoiser = loaded.pipe, loaded.denoiser
         scheduler = pipe.scheduler if self.request.scheduler == NATIVE else None
         expected = self._expected(type(scheduler).__name__ if scheduler is not None else None,
@@ -106,17 +107,16 @@ class Evaluator:
         return self._finish(result, started)
 
     def update_curves(self, model: str, compute: TrainingCompute | None = None) -> list[Path]:
-        return write_curves(self.options.out / model, compute)
+        return write_curves(ModelDir.of(self.options.out, model).path, compute)
 
     # -- the skip check: never loads a pipeline ---------------------------------------------------
     def covered(self, step_dir: Path, expected: dict[str, Any] | None, checkpoint_fingerprint: str = "") -> bool:
         """True when run.json already holds every requested metric for exactly this request."""
-        from evalkit.scoring.engine import read_generation
-
-        if expected is None or not (step_dir / RUN_FILE).is_file():
+        folder = StepDir(step_dir)
+        if expected is None or not folder.is_complete():
             return False
         try:
-            run, generation = read_run(step_dir / RUN_FILE), read_generation(step_dir)
+            run, generation = read_run(folder.run_json), folder.read_generation()
         except EvalkitError:
             return False
         protocol = generation.get("protocol", {})

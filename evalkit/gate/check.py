@@ -44,7 +44,8 @@ from evalkit.results.bootstrap import (
 from evalkit.results.comparability import require_same_metric, require_same_protocol
 from evalkit.results.model import MetricEntry, RunResult
 from evalkit.results.resampling import prompt_statistic, recorded_as_ratio
-from evalkit.results.run import RESCORE, RUN_FILE, read_run
+from evalkit.results.run import RESCORE, read_run
+from evalkit.stepdir import StepDir
 
 EXIT_PASS = 0
 EXIT_REGRESSION = 1
@@ -123,7 +124,7 @@ def load_run(spec: str, leaderboard: Path, prefer_protocol: str | None = None) -
     else:
         path = Path(spec).expanduser()
         if path.is_dir():
-            path = path / RUN_FILE
+            path = StepDir(path).run_json
     return LoadedRun(spec, path.resolve(), read_run(path))
 
 

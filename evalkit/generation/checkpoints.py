@@ -12,7 +12,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from evalkit import stepdir
 from evalkit.errors import EvalkitError
+from evalkit.stepdir import safe_name
 
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
 SAFE_SUFFIXES = (".safetensors",)
@@ -65,7 +67,7 @@ class CheckpointRef:
     @property
     def step_label(self) -> str:
         """Folder name under OUT/<model>/: the step number, or 'final' for a released model."""
-        return "final" if self.step is None else str(self.step)
+        return stepdir.step_label(self.step)
 
     @property
     def base(self) -> PipelineDir | HubPipeline:
@@ -86,12 +88,6 @@ class ResolveOptions:
     name: str = ""
     step: int = -1  # override/assign the step of a single checkpoint; -1 keeps it
     allow_pickle: bool = False
-
-
-def safe_name(text: str) -> str:
-    """A folder-safe rendering of a model name (hub ids keep their owner: a/b -> a--b)."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", text.replace("/", "--")).strip("-.")
-    return cleaned or "model"
 
 
 def resolve(spec: str, options: ResolveOptions) -> list[CheckpointRef]:

@@ -11,7 +11,6 @@ seed and prompt text; everything else is (re)generated, deterministically.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -30,11 +29,12 @@ from evalkit.generation.adapters import latent_shape, native_resolution, resolut
 from evalkit.generation.checkpoints import CheckpointRef
 from evalkit.generation.embeddings import CHUNK, EmbeddingStore
 from evalkit.generation.loading import LoadedCheckpoint, PipelineLoader
-from evalkit.generation.manifest import ManifestRow, append_manifest, manifest_name, read_manifests
+from evalkit.generation.manifest import ManifestRow, append_manifest
 from evalkit.generation.protocol import EffectiveProtocol, GenerationRequest, apply_scheduler, read_back
 from evalkit.generation.seeding import initial_noise, sample_generator, sample_seed
 from evalkit.prompts.sets import PromptSet
 from evalkit.runtime.provenance import provenance
+from evalkit.stepdir import StepDir
 
 GENERATION_SCHEMA = "evalkit.generation/1"
 AUTO_START = {"cuda": 32, "cpu": 8}
@@ -83,37 +83,28 @@ class StepResult:
         return self.generated / self.seconds if self.seconds > 0 else 0.0
 
 
-def file_stem(prompt_id: str) -> str:
-    """Prompt ids become file names; unsafe ids get a readable form plus a hash to stay unique."""
-    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", prompt_id) and len(prompt_id) <= 120:
-        return prompt_id
-    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", prompt_id)[:80].strip("._") or "prompt"
-    return f"{readable}-{sha256_bytes(prompt_id.encode('utf-8'))[:10]}"
-
-
 def plan_samples(prompt_sets: Sequence[PromptSet], request: GenerationRequest,
                  shard_index: int = 0, shard_count: int = 1) -> list[Sample]:
     """Every sample of every set, in a fixed order; shard i takes every shard_count-th."""
     samples = []
     for prompt_set in prompt_sets:
-        folder = f"images/{prompt_set.name}"
         for index, prompt in enumerate(prompt_set.prompts):
             for k in range(request.images_per_prompt):
                 samples.append(Sample(
                     prompt_set=prompt_set.name, prompt_index=index, prompt_id=prompt.id, text=prompt.text,
                     k=k, seed=sample_seed(request.seed, prompt_set.name, prompt.id, k),
-                    file=f"{folder}/{file_stem(prompt.id)}_{k}.png",
+                    file=StepDir.image_file(prompt_set.name, prompt.id, k),
                 ))
     return samples[shard_index::shard_count]
 
 
-def pending_samples(step_dir: Path, samples: Sequence[Sample]) -> list[Sample]:
+def pending_samples(step_dir: StepDir, samples: Sequence[Sample]) -> list[Sample]:
     """Samples without a trustworthy image on disk."""
-    rows = read_manifests(step_dir)
+    rows = step_dir.read_manifest()
     todo = []
     for sample in samples:
         row = rows.get(sample.file)
-        path = step_dir / sample.file
+        path = step_dir.path / sample.file
         trusted = (row is not None and row.seed == sample.seed and row.prompt_sha256 == sample.prompt_sha256
                    and path.is_file() and sha256_file(path) == row.sha256)
         if not trusted:
@@ -209,7 +200,7 @@ class Generator:
         loaded = self.loader.load(ref)
         t_load = time.perf_counter()
         protocol = configure(loaded, self.request)
-        step_dir = self.options.out / ref.name / ref.step_label
+        step_dir = StepDir.of(self.options.out, ref.name, ref.step_label)
         _remove_stale_temporaries(step_dir)
         _write_generation_record(step_dir, loaded, protocol, prompt_sets)
         planned = plan_samples(prompt_sets, self.request, self.options.shard_index, self.options.shard_count)
@@ -218,16 +209,16 @@ class Generator:
         by_name = {s.name: s for s in prompt_sets}
         batch_size = self._write_images(loaded, protocol, step_dir, todo, by_name)
         t_end = time.perf_counter()
-        return StepResult(ref, step_dir, protocol, len(planned), len(planned) - len(todo), len(todo),
+        return StepResult(ref, step_dir.path, protocol, len(planned), len(planned) - len(todo), len(todo),
                           t_end - t_plan, batch_size,
                           {"load": t_load - t0, "plan": t_plan - t_load, "generate": t_end - t_plan})
 
-    def _write_images(self, loaded: LoadedCheckpoint, protocol: EffectiveProtocol, step_dir: Path,
+    def _write_images(self, loaded: LoadedCheckpoint, protocol: EffectiveProtocol, step_dir: StepDir,
                       todo: list[Sample], prompt_sets: dict[str, PromptSet]) -> int:
         batch_size = AUTO_START[self.device.type] if self.options.auto_batch else self.options.batch_size
         if not todo:
             return batch_size
-        manifest = step_dir / manifest_name(self.options.shard_index, self.options.shard_count)
+        manifest = step_dir.manifest(self.options.shard_index, self.options.shard_count)
         label = f"{loaded.ref.name}@{loaded.ref.step_label}"
         with ThreadPoolExecutor(max_workers=2) as pool, _ProgressBar(label, len(todo), self.options.quiet) as advance:
             in_flight: deque[tuple[list[Future[str]], list[Sample], float, int]] = deque()
@@ -242,7 +233,7 @@ class Generator:
                     continue
                 pixels = quantize(images)
                 elapsed = time.perf_counter() - started
-                futures = [pool.submit(save_png, step_dir / s.file, pixels[i]) for i, s in enumerate(batch)]
+                futures = [pool.submit(save_png, step_dir.path / s.file, pixels[i]) for i, s in enumerate(batch)]
                 in_flight.append((futures, batch, elapsed, len(batch)))
                 while len(in_flight) > MAX_BATCHES_IN_FLIGHT:
                     advance(_commit(manifest, in_flight.popleft()))
@@ -312,22 +303,22 @@ class _ProgressBar:
             self._bar.__exit__(*exc)
 
 
-def _write_generation_record(step_dir: Path, loaded: LoadedCheckpoint, protocol: EffectiveProtocol,
+def _write_generation_record(step_dir: StepDir, loaded: LoadedCheckpoint, protocol: EffectiveProtocol,
                              prompt_sets: Sequence[PromptSet]) -> None:
     """Record what this folder's images are; refuse to mix checkpoints or protocols in one folder."""
-    path = step_dir / "generation.json"
+    path = step_dir.generation_json
     checkpoint = {"name": loaded.ref.name, "step": loaded.ref.step, "fingerprint": loaded.fingerprint,
                   "pipeline_class": protocol.pipeline_class, "source": loaded.record}
     sets: dict[str, Any] = {}
     if path.is_file():
-        existing = _read_json(path)
+        existing = step_dir.read_generation()
         old_ckpt = existing.get("checkpoint", {}).get("fingerprint")
         old_proto = existing.get("protocol", {}).get("fingerprint")
         if old_ckpt != loaded.fingerprint:
-            raise EvalkitError(f"{step_dir} holds images of different weights (checkpoint fingerprint changed)",
+            raise EvalkitError(f"{step_dir.path} holds images of different weights (checkpoint fingerprint changed)",
                                "use another --out or --name, or delete that folder to regenerate")
         if old_proto != protocol.fingerprint():
-            raise EvalkitError(f"{step_dir} holds images made with a different protocol",
+            raise EvalkitError(f"{step_dir.path} holds images made with a different protocol",
                                "use another --out or --name, or delete that folder to regenerate")
         sets = dict(existing.get("prompt_sets", {}))
     for s in prompt_sets:
@@ -337,18 +328,7 @@ def _write_generation_record(step_dir: Path, loaded: LoadedCheckpoint, protocol:
     write_atomic(path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise EvalkitError(f"{path} is unreadable ({e})", "delete it; evalkit rewrites it on the next run") from e
-    if not isinstance(value, dict):
-        raise EvalkitError(f"{path} is not a JSON object", "delete it; evalkit rewrites it on the next run")
-    return value
-
-
-def _remove_stale_temporaries(step_dir: Path) -> None:
+def _remove_stale_temporaries(step_dir: StepDir) -> None:
     """Half-written files of a killed run (see pngio.write_atomic); never trusted, so drop them."""
-    if step_dir.is_dir():
-        for tmp in step_dir.rglob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
+    for tmp in step_dir.temporaries():
+        tmp.unlink(missing_ok=True)

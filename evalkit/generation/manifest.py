@@ -30,16 +30,10 @@ class ManifestRow:
 _FIELDS = {f.name for f in fields(ManifestRow)}
 
 
-def manifest_name(shard_index: int, shard_count: int) -> str:
-    if shard_count == 1:
-        return "manifest.jsonl"
-    return f"manifest.shard-{shard_index}-of-{shard_count}.jsonl"
-
-
-def read_manifests(folder: Path) -> dict[str, ManifestRow]:
-    """Latest row per file across every manifest in `folder`."""
+def read_manifest_rows(paths: Iterable[Path]) -> dict[str, ManifestRow]:
+    """Latest row per file across these manifests (a step folder's: evalkit.stepdir.StepDir.read_manifest)."""
     rows: dict[str, ManifestRow] = {}
-    for path in sorted(folder.glob("manifest*.jsonl")):
+    for path in paths:
         for raw in read_rows(path):
             if set(raw) == _FIELDS:
                 row = ManifestRow(**raw)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import fcntl
 import json
 import math
-import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,7 +27,7 @@ from evalkit.errors import EvalkitError
 from evalkit.fileio.pngio import write_atomic
 from evalkit.results.comparability import ComparabilityKey
 from evalkit.results.model import RunResult
-from evalkit.results.run import RUN_FILE
+from evalkit.stepdir import walk_run_files
 
 ENTRIES_FILE = "entries.json"
 ENTRIES_SCHEMA = "evalkit.leaderboard-entries/1"
@@ -58,19 +57,10 @@ def find_run_files(paths: Iterable[Path]) -> list[Path]:
         if path.is_file():
             found.add(path.resolve())
         elif path.is_dir():
-            found.update(_walk_runs(path))
+            found.update(walk_run_files(path))
         else:
             raise EvalkitError(f"{path} does not exist", "give an output folder, a step folder or a run.json file")
     return sorted(found)
-
-
-def _walk_runs(root: Path) -> Iterator[Path]:
-    for folder, subfolders, files in os.walk(root):
-        if RUN_FILE in files:
-            subfolders[:] = []
-            yield (Path(folder) / RUN_FILE).resolve()
-        else:
-            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
 
 
 # -- entries ---------------------------------------------------------------------------------------

@@ -18,16 +18,16 @@ import numpy as np
 import torch
 
 from evalkit.errors import EvalkitError
-from evalkit.generation.manifest import ManifestRow, read_manifests
+from evalkit.generation.manifest import ManifestRow
 from evalkit.metrics.api import Metric, PromptDecomposable, Ratio
 from evalkit.results.bootstrap import BootstrapSpec, function_samples, interval, ratio_interval, ratio_value
 from evalkit.results.model import Card, Checkpoint, MetricEntry, PromptSetRecord, Protocol, Provenance, RunResult
 from evalkit.results.resampling import BootstrapKind, bootstrap_kind, prompt_statistic
-from evalkit.results.run import PROFILE_FILE, RUN_FILE, read_run, write_run
-from evalkit.results.units import PromptGroups, group_records, tag_categories, units_path, write_units
+from evalkit.results.run import read_run, write_run
+from evalkit.results.units import PromptGroups, group_records, tag_categories, write_units
 from evalkit.runtime.provenance import device_description, git_commit, library_versions
-from evalkit.scoring.engine import MetricResult, read_generation
-from evalkit.scoring.store import ScoreStore
+from evalkit.scoring.engine import MetricResult
+from evalkit.stepdir import StepDir
 
 DEFAULT_BOOTSTRAP = BootstrapSpec()  # frozen: 1,000 resamples, seed 0, 95 %
 PROTOCOL_KEYS = ("scheduler", "steps", "guidance_scale", "seed", "dtype", "negative_prompt", "images_per_prompt",
@@ -38,13 +38,13 @@ def write_run_json(step_dir: Path, metric_results: Sequence[MetricResult], metri
                    started: datetime, generate_seconds: float | None = None, device: str = "cpu",
                    spec: BootstrapSpec = DEFAULT_BOOTSTRAP) -> Path:
     """Merge these metrics' results into the step's run.json (other metrics' entries are kept)."""
-    generation = read_generation(step_dir)
-    manifest = read_manifests(step_dir)
+    folder = StepDir(step_dir)
+    generation, manifest = folder.read_generation(), folder.read_manifest()
     by_name = {m.info.name: m for m in metrics}
     entries = _kept_entries(step_dir, {r.metric for r in metric_results})
     for result in metric_results:
         entries[result.metric] = metric_entry(step_dir, generation, manifest, by_name[result.metric], result, spec)
-    profile = step_dir / PROFILE_FILE
+    profile = folder.profile_json
     run = RunResult(
         checkpoint=_checkpoint(step_dir, generation),
         protocol=_protocol(generation["protocol"]),
@@ -55,7 +55,7 @@ def write_run_json(step_dir: Path, metric_results: Sequence[MetricResult], metri
                                device),
         efficiency=json.loads(profile.read_text(encoding="utf-8")) if profile.is_file() else None,
     )
-    return write_run(step_dir / RUN_FILE, run)
+    return write_run(folder.run_json, run)
 
 
 def metric_entry(step_dir: Path, generation: dict[str, Any], manifest: dict[str, ManifestRow], metric: Metric,
@@ -76,6 +76,8 @@ def metric_entry(step_dir: Path, generation: dict[str, Any], manifest: dict[str,
         ci = interval(function_samples(n, statistic.function, used), used.level)
     write_units(step_dir, info.name, result.fingerprint, groups, ratios)  # ratios recorded only for RATIO
     card = getattr(metric, "card", None)
+    folder = StepDir(step_dir)
+    files = folder.scores(info.name, result.fingerprint)
     set_record = generation.get("prompt_sets", {}).get(info.prompt_set, {})
     return MetricEntry(
         value=result.values.get("value"), ci95=ci, n=n, higher_is_better=info.higher_is_better,
@@ -84,8 +86,7 @@ def metric_entry(step_dir: Path, generation: dict[str, Any], manifest: dict[str,
         card=(Card(card.name, card.implementation, card.fingerprint(), card.path) if card is not None
               else Card(info.name)),
         values=result.values, bootstrap=used, by_category=by_category,
-        records=ScoreStore(step_dir, info.name, result.fingerprint).path.relative_to(step_dir).as_posix(),
-        units=units_path(step_dir, info.name, result.fingerprint).relative_to(step_dir).as_posix(),
+        records=folder.relative(files.records), units=folder.relative(files.units),
     )
 
 
@@ -115,7 +116,7 @@ def _category(num: np.ndarray, den: np.ndarray, spec: BootstrapSpec, n: int) -> 
 
 def _kept_entries(step_dir: Path, replaced: set[str]) -> dict[str, MetricEntry]:
     """Earlier metrics of this step whose record files still exist (a new run adds, never forgets)."""
-    path = step_dir / RUN_FILE
+    path = StepDir(step_dir).run_json
     if not path.is_file():
         return {}
     try:

@@ -24,12 +24,11 @@ from evalkit.errors import EvalkitError
 from evalkit.fileio.pngio import write_atomic
 from evalkit.results.comparability import ComparabilityKey, metric_key
 from evalkit.results.model import MetricEntry, Protocol, RunResult
-from evalkit.results.run import RUN_FILE, read_run
+from evalkit.results.run import read_run
+from evalkit.stepdir import ModelDir
 
 CURVES_SCHEMA = "evalkit.curves/1"
 COMPUTE_SCHEMA = "evalkit.training-compute/1"
-CURVES_DIR = "curves"
-COMPUTE_FILE = "compute.json"
 LABEL_CHARS = 8
 COLUMNS = ("series", "step", "value", "ci_low", "ci_high", "n", "fingerprint")
 TRAIN_PASSES = 3  # forward + backward ≈ 3 forwards
@@ -90,11 +89,7 @@ class TrainingCompute:
 
 def step_runs(model_dir: Path) -> list[tuple[int, RunResult]]:
     """(step, run.json) of every complete step folder with an integer step, by step."""
-    runs = []
-    for child in model_dir.iterdir() if model_dir.is_dir() else []:
-        if child.is_dir() and child.name.isdigit() and (child / RUN_FILE).is_file():
-            runs.append((int(child.name), read_run(child / RUN_FILE)))
-    return sorted(runs, key=lambda r: r[0])
+    return [(step, read_run(folder.run_json)) for step, folder in ModelDir(model_dir).complete_training_steps()]
 
 
 def collect_curves(model_dir: Path) -> list[Curve]:
@@ -183,15 +178,14 @@ def write_curves(model_dir: Path, compute: TrainingCompute | None = None, plots:
     curves = collect_curves(model_dir)
     if not curves:
         return []
-    folder = model_dir / CURVES_DIR
+    folder = ModelDir(model_dir)
     if compute is not None:
         save_compute(folder, compute)
     else:
         compute = load_compute(folder)
     written = []
     for curve in curves:
-        stem = curve_stem(model_dir, curve.metric)
-        csv_path, json_path = stem.with_name(stem.name + ".csv"), curve_json_path(model_dir, curve.metric)
+        csv_path, json_path = folder.curve_file(curve.metric, ".csv"), folder.curve_file(curve.metric, ".json")
         write_atomic(csv_path, curve_csv(curve, compute).encode("utf-8"))
         text = json.dumps(curve_record(curve, compute), indent=2, sort_keys=False, allow_nan=False)
         write_atomic(json_path, (text + "\n").encode("utf-8"))
@@ -199,26 +193,17 @@ def write_curves(model_dir: Path, compute: TrainingCompute | None = None, plots:
         if plots:
             from evalkit.results.plots import plot_curve
 
-            written += plot_curve(curve, compute, stem)
+            written += plot_curve(curve, compute, folder)
     return written
-
-
-def curve_stem(model_dir: Path, metric: str) -> Path:
-    """OUT/<model>/curves/<metric>: the curve's files are this plus .csv, .json, .png, .svg."""
-    return model_dir / CURVES_DIR / metric
-
-
-def curve_json_path(model_dir: Path, metric: str) -> Path:
-    stem = curve_stem(model_dir, metric)
-    return stem.with_name(stem.name + ".json")
 
 
 def read_curve(model_dir: Path, metric: str) -> Curve | None:
     """A curve as write_curves stored it (None when the model folder has no curve of `metric`)."""
-    path = curve_json_path(model_dir, metric)
+    folder = ModelDir(model_dir)
+    path = folder.curve_file(metric, ".json")
     if not path.is_file():
         return None
-    hint = f"rewrite it: `evalkit run` on the training folder, or delete {model_dir / CURVES_DIR}"
+    hint = f"rewrite it: `evalkit run` on the training folder, or delete {folder.curves_dir}"
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -239,15 +224,15 @@ def _stored_series(record: dict[str, Any]) -> Series:
     return Series(record["series"], ComparabilityKey.from_json(record["key"]), record["describe"], info, points)
 
 
-def save_compute(folder: Path, compute: TrainingCompute) -> Path:
-    path = folder / COMPUTE_FILE
+def save_compute(folder: ModelDir, compute: TrainingCompute) -> Path:
+    path = folder.compute_json
     record = {"schema_version": COMPUTE_SCHEMA, **compute.as_record()}
     write_atomic(path, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
     return path
 
 
-def load_compute(folder: Path) -> TrainingCompute | None:
-    path = folder / COMPUTE_FILE
+def load_compute(folder: ModelDir) -> TrainingCompute | None:
+    path = folder.compute_json
     if not path.is_file():
         return None
     try:

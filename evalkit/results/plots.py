@@ -15,14 +15,15 @@ from typing import Any
 
 from evalkit.fileio.pngio import write_atomic
 from evalkit.results.curves import Curve, Series, TrainingCompute
+from evalkit.stepdir import ModelDir
 
 SVG_HASH_SALT = "evalkit-curves"
 PANEL_INCHES = (6.0, 4.0)
 DPI = 100
 
 
-def plot_curve(curve: Curve, compute: TrainingCompute | None, stem: Path) -> list[Path]:
-    """Write `stem`.png and `stem`.svg; returns their paths."""
+def plot_curve(curve: Curve, compute: TrainingCompute | None, folder: ModelDir) -> list[Path]:
+    """Write the curve's .png and .svg into the model's curves folder; returns their paths."""
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -44,7 +45,7 @@ def plot_curve(curve: Curve, compute: TrainingCompute | None, stem: Path) -> lis
         for fmt, metadata in (("png", {"Software": None}), ("svg", {"Date": None, "Creator": None})):
             buffer = io.BytesIO()
             figure.savefig(buffer, format=fmt, metadata=metadata)
-            path = stem.with_name(f"{stem.name}.{fmt}")
+            path = folder.curve_file(curve.metric, f".{fmt}")
             write_atomic(path, buffer.getvalue())
             paths.append(path)
     return paths

@@ -21,9 +21,8 @@ from jsonschema.exceptions import ValidationError, best_match
 from evalkit.errors import EvalkitError
 from evalkit.fileio.pngio import write_atomic
 from evalkit.results.model import RUN_SCHEMA, RunResult
+from evalkit.stepdir import StepDir
 
-RUN_FILE = "run.json"
-PROFILE_FILE = "profile.json"
 RESCORE = "re-run `evalkit score` on that step folder"
 MESSAGE_CHARS = 200  # a schema message quotes the offending value: keep the error one readable line
 JSON_TYPES = {"number": "a number", "integer": "an integer", "string": "a string", "boolean": "true/false",
@@ -37,7 +36,7 @@ def schema_path() -> Path:
 
 def read_run(path: Path) -> RunResult:
     """A run.json (or the step folder holding one), validated against the schema this evalkit writes."""
-    file = path / RUN_FILE if path.is_dir() else path
+    file = StepDir(path).run_json if path.is_dir() else path
     try:
         document = json.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError as e:

@@ -14,11 +14,12 @@ from typing import Any
 
 from evalkit.errors import EvalkitError
 from evalkit.fileio.pngio import write_atomic
-from evalkit.generation.manifest import ManifestRow, read_manifests
+from evalkit.generation.manifest import ManifestRow
 from evalkit.metrics.api import Ratio, Record
 from evalkit.prompts.sets import Prompt
-from evalkit.scoring.engine import image_items, read_generation, recorded_prompt_set
-from evalkit.scoring.store import FINGERPRINT_CHARS, ScoreStore
+from evalkit.scoring.engine import image_items, recorded_prompt_set
+from evalkit.scoring.store import ScoreStore
+from evalkit.stepdir import StepDir
 
 UNITS_SCHEMA = "evalkit.prompt-units/1"
 
@@ -37,7 +38,8 @@ class PromptGroups:
 
 
 def prompt_groups(step_dir: Path, metric: str, fingerprint: str, prompt_set: str) -> PromptGroups:
-    return group_records(step_dir, read_generation(step_dir), read_manifests(step_dir), metric, fingerprint,
+    folder = StepDir(step_dir)
+    return group_records(step_dir, folder.read_generation(), folder.read_manifest(), metric, fingerprint,
                          prompt_set)
 
 
@@ -68,10 +70,6 @@ def tag_categories(groups: PromptGroups) -> dict[str, dict[str, list[int]]]:
     return found
 
 
-def units_path(step_dir: Path, metric: str, fingerprint: str) -> Path:
-    return step_dir / "scores" / metric / f"{fingerprint[:FINGERPRINT_CHARS]}.units.json"
-
-
 def write_units(step_dir: Path, metric: str, fingerprint: str, groups: PromptGroups,
                 ratios: dict[str, Ratio]) -> Path:
     """`ratios` empty for metrics that are not ratios over prompts (FID): check re-creates those."""
@@ -79,7 +77,7 @@ def write_units(step_dir: Path, metric: str, fingerprint: str, groups: PromptGro
                "prompt_ids": groups.prompt_ids, "tags": [list(p.tags) for p in groups.prompts],
                "tag_kinds": list(groups.tag_kinds),
                "ratios": {key: {"num": list(num), "den": list(den)} for key, (num, den) in sorted(ratios.items())}}
-    path = units_path(step_dir, metric, fingerprint)
+    path = StepDir(step_dir).scores(metric, fingerprint).units
     write_atomic(path, (json.dumps(payload, sort_keys=True) + "\n").encode("utf-8"))
     return path
 

@@ -23,10 +23,10 @@ from PIL import Image
 from evalkit.errors import EvalkitError
 from evalkit.fileio.hashing import sha256_bytes
 from evalkit.fileio.pngio import write_atomic
-from evalkit.generation.manifest import read_manifests
 from evalkit.metrics.api import ImageItem, Metric
 from evalkit.prompts.sets import PromptSet, builtin_names, load_prompt_set
-from evalkit.scoring.store import FINGERPRINT_CHARS, ScoreStore
+from evalkit.scoring.store import ScoreStore
+from evalkit.stepdir import StepDir
 
 SUMMARY_SCHEMA = "evalkit.metric-summary/1"
 PREPARE_WORKERS = 2
@@ -44,21 +44,10 @@ class MetricResult:
     summary_path: Path
 
 
-def find_step_dirs(path: Path) -> list[Path]:
-    """A step folder itself, or every step folder below a model or output folder."""
-    if (path / "generation.json").is_file():
-        return [path]
-    found = sorted(p.parent for p in path.rglob("generation.json")) if path.is_dir() else []
-    if not found:
-        raise EvalkitError(f"{path} holds no generated images (no generation.json below it)",
-                           "run `evalkit generate` first, or point at its --out folder")
-    return found
-
-
 def score_step(step_dir: Path, metrics: Sequence[Metric], device: torch.device, batch_size: int = 32,
                quiet: bool = False) -> list[MetricResult]:
-    record = read_generation(step_dir)
-    manifest = read_manifests(step_dir)
+    folder = StepDir(step_dir)
+    record, manifest = folder.read_generation(), folder.read_manifest()
     return [_score_metric(step_dir, record, manifest, m, device, batch_size, quiet) for m in metrics]
 
 
@@ -76,7 +65,7 @@ def _score_metric(step_dir: Path, record: dict[str, Any], manifest: dict[str, An
         done = store.scored()
     records = [r for it in items for r in done[(it.file, it.sha256)]]
     values = metric.aggregate(records)
-    summary = store.path.with_name(f"{fingerprint[:FINGERPRINT_CHARS]}.summary.json")
+    summary = store.files.summary
     payload = {"schema": SUMMARY_SCHEMA, "metric": metric.info.name, "display_name": metric.info.display_name,
                "version": metric.info.version, "higher_is_better": metric.info.higher_is_better,
                "prompt_set": metric.info.prompt_set, "fingerprint": fingerprint, "n_images": len(items),
@@ -138,11 +127,3 @@ def recorded_prompt_set(record: dict[str, Any], name: str) -> PromptSet:
                            "re-generate with a current evalkit, which records prompt files")
     return load_prompt_set(source)
 
-
-def read_generation(step_dir: Path) -> dict[str, Any]:
-    try:
-        value = json.loads((step_dir / "generation.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise EvalkitError(f"{step_dir}/generation.json is unreadable ({e})",
-                           "re-run `evalkit generate` on the same --out") from e
-    return value

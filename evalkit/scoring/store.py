@@ -14,13 +14,13 @@ from pathlib import Path
 
 from evalkit.fileio.jsonl import append_rows, read_rows
 from evalkit.metrics.api import ImageItem, Record
-
-FINGERPRINT_CHARS = 16
+from evalkit.stepdir import StepDir
 
 
 class ScoreStore:
     def __init__(self, step_dir: Path, metric: str, fingerprint: str) -> None:
-        self.path = step_dir / "scores" / metric / f"{fingerprint[:FINGERPRINT_CHARS]}.jsonl"
+        self.files = StepDir(step_dir).scores(metric, fingerprint)
+        self.path = self.files.records
 
     def scored(self) -> dict[tuple[str, str], list[Record]]:
         """(file, image sha256) → records; the latest line wins."""

@@ -33,6 +33,7 @@ from evalkit.publishing.store import (
 )
 from evalkit.results.curves import Series, read_curve
 from evalkit.results.run import read_run
+from evalkit.stepdir import StepDir
 
 PACKAGE_DIR = Path(__file__).parent
 MARKER = ".evalkit-site"
@@ -168,7 +169,8 @@ def stored_curves(entries: list[Entry]) -> dict[str, list[Series]]:
     The site draws what `evalkit run` wrote (OUT/<model>/curves/<metric>.json) rather than
     recomputing it; a metric without such a file is drawn from the entries (views.curves).
     """
-    folders = dict.fromkeys(Path(e["run"]).parent.parent for e in entries if isinstance(e["step"], int))
+    steps = [StepDir(Path(e["run"]).parent) for e in entries if isinstance(e["step"], int)]
+    folders = dict.fromkeys(step.model_dir.path for step in steps)
     found: dict[str, list[Series]] = {}
     for name in sorted({m for e in entries for m in e["metrics"]}):
         curves = [c for c in (read_curve(folder, name) for folder in folders) if c is not None]

@@ -22,7 +22,8 @@ from typing import Any
 
 from evalkit.errors import EvalkitError
 from evalkit.fileio.hashing import sha256_bytes
-from evalkit.fileio.jsonl import read_rows
+from evalkit.generation.manifest import ManifestRow
+from evalkit.stepdir import StepDir
 
 IMAGE_DIR = "img"
 
@@ -121,21 +122,16 @@ class PromptTexts:
 
 def _generation_sets(step_dir: Path) -> dict[str, Any]:
     try:
-        record = json.loads((step_dir / "generation.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        record = StepDir(step_dir).read_generation()
+    except EvalkitError:
         return {}
-    sets = record.get("prompt_sets") if isinstance(record, dict) else None
+    sets = record.get("prompt_sets")
     return sets if isinstance(sets, dict) else {}
 
 
-def manifest_rows(step_dir: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
+def manifest_rows(step_dir: Path) -> dict[tuple[str, str, int], ManifestRow]:
     """(prompt set, prompt id, k) -> manifest row, in the order images were planned."""
-    by_file: dict[str, dict[str, Any]] = {}
-    for path in sorted(step_dir.glob("manifest*.jsonl")):
-        for row in read_rows(path):
-            if isinstance(row.get("file"), str) and isinstance(row.get("prompt_id"), str):
-                by_file[row["file"]] = row
-    return {(str(r.get("prompt_set", "")), r["prompt_id"], int(r.get("k", 0))): r for r in by_file.values()}
+    return {(r.prompt_set, r.prompt_id, r.k): r for r in StepDir(step_dir).read_manifest().values()}
 
 
 def image_scores(records_path: Path, files: set[str]) -> dict[str, tuple[float, int]]:
@@ -187,7 +183,7 @@ def build_gallery(columns: Sequence[Column], metric_names: Sequence[str], prompt
         text = ""
         for step_dir, manifest in zip(steps, manifests, strict=True):
             if key in manifest:
-                text = texts.text(step_dir, key[0], key[1], str(manifest[key].get("prompt_sha256", "")))
+                text = texts.text(step_dir, key[0], key[1], manifest[key].prompt_sha256)
                 if text:
                     break
         cells = [_cell(step_dir, manifest.get(key), column_scores, copier)
@@ -201,7 +197,7 @@ def _metric_sets(columns: Sequence[Column], metric_names: Sequence[str]) -> list
             if m in c.entry["metrics"] and c.entry["metrics"][m].get("prompt_set")]
 
 
-def _column_scores(column: Column, step_dir: Path, manifest: dict[tuple[str, str, int], dict[str, Any]],
+def _column_scores(column: Column, step_dir: Path, manifest: dict[tuple[str, str, int], ManifestRow],
                    chosen: list[tuple[str, str, int]], metric_names: Sequence[str]) -> dict[str, dict[str, Any]]:
     """metric -> file -> (score, count), for the chosen prompts of one column."""
     out: dict[str, dict[str, Any]] = {}
@@ -210,26 +206,26 @@ def _column_scores(column: Column, step_dir: Path, manifest: dict[tuple[str, str
         records = metric.get("records")
         if not isinstance(records, str):
             continue
-        files = {manifest[k]["file"] for k in chosen if k in manifest and k[0] == metric.get("prompt_set")}
+        files = {manifest[k].file for k in chosen if k in manifest and k[0] == metric.get("prompt_set")}
         path = (step_dir / records).resolve()
         if step_dir.resolve() in path.parents:  # a records path may not point outside its step folder
             out[name] = image_scores(path, files)
     return out
 
 
-def _cell(step_dir: Path, row: dict[str, Any] | None, scores: dict[str, dict[str, Any]], copier: ImageCopier) -> Cell:
+def _cell(step_dir: Path, row: ManifestRow | None, scores: dict[str, dict[str, Any]], copier: ImageCopier) -> Cell:
     if row is None:
         return Cell(note="no image")
     cell = Cell()
-    source = (step_dir / row["file"]).resolve()
-    key = str(row.get("sha256") or sha256_bytes(str(source).encode("utf-8")))
+    source = (step_dir / row.file).resolve()
+    key = row.sha256 or sha256_bytes(str(source).encode("utf-8"))
     copied = copier.copy(source, key) if step_dir.resolve() in source.parents else None
     if copied is None:
         cell.note = "image not available"
     else:
         cell.src, cell.width, cell.height = copied
     for name, by_file in scores.items():
-        if row["file"] in by_file:
-            value, count = by_file[row["file"]]
+        if row.file in by_file:
+            value, count = by_file[row.file]
             cell.scores.append((name, f"{value:.4g}" + (f" (mean of {count})" if count > 1 else "")))
     return cell

@@ -1,0 +1,213 @@
+"""The output folder layout: every path and file name under OUT/<model>/ and OUT/<model>/<step>/.
+
+Each stage hands the next one files, so the names of those files are a contract between
+generation, scoring, results, publishing and the CI gate. They are spelled here and nowhere
+else; every stage asks a `StepDir` (or `ModelDir`) for a path or a reader:
+
+    OUT/<model>/<step>/generation.json                   what the images are (checkpoint, protocol, prompt sets)
+    OUT/<model>/<step>/manifest[.shard-i-of-N].jsonl     one row per written image (append-only, per shard)
+    OUT/<model>/<step>/images/<set>/<prompt-id>_<k>.png
+    OUT/<model>/<step>/scores/<metric>/<fp16>.jsonl      per-image records of one metric fingerprint
+    OUT/<model>/<step>/scores/<metric>/<fp16>.summary.json, <fp16>.units.json
+    OUT/<model>/<step>/profile.json                      `evalkit profile --out` (costs)
+    OUT/<model>/<step>/run.json                          the step's results, written last
+    OUT/<model>/curves/<metric>.csv|json|png|svg, compute.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evalkit.errors import EvalkitError
+from evalkit.fileio.hashing import sha256_bytes
+from evalkit.generation.manifest import ManifestRow, read_manifest_rows
+
+GENERATION_FILE = "generation.json"
+RUN_FILE = "run.json"
+PROFILE_FILE = "profile.json"
+IMAGES_DIR = "images"
+SCORES_DIR = "scores"
+CURVES_DIR = "curves"
+COMPUTE_FILE = "compute.json"
+MANIFEST_GLOB = "manifest*.jsonl"
+TEMPORARY_GLOB = ".*.tmp"  # fileio.pngio.write_atomic's temporaries
+FINGERPRINT_CHARS = 16  # score files are named by the metric fingerprint's first characters
+FINAL = "final"  # the step label of a checkpoint that is not a training step
+REGENERATE = "delete it and re-run `evalkit generate` with the same --out (finished images are kept)"
+
+
+def safe_name(text: str) -> str:
+    """A folder-safe rendering of a model name (hub ids keep their owner: a/b -> a--b)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", text.replace("/", "--")).strip("-.")
+    return cleaned or "model"
+
+
+def _file_stem(prompt_id: str) -> str:
+    """Prompt ids become file names; unsafe ids get a readable form plus a hash to stay unique."""
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", prompt_id) and len(prompt_id) <= 120:
+        return prompt_id
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", prompt_id)[:80].strip("._") or "prompt"
+    return f"{readable}-{sha256_bytes(prompt_id.encode('utf-8'))[:10]}"
+
+
+def step_label(step: int | None) -> str:
+    """The folder name of a step: the training step, or `final` for a checkpoint without one."""
+    return FINAL if step is None else str(step)
+
+
+@dataclass(frozen=True)
+class ScoreFiles:
+    """The files of one metric fingerprint in a step folder."""
+
+    records: Path
+    summary: Path
+    units: Path
+
+
+@dataclass(frozen=True)
+class StepDir:
+    """One checkpoint's folder: OUT/<model>/<step>/."""
+
+    path: Path
+
+    @classmethod
+    def of(cls, out: Path, model: str, label: str) -> StepDir:
+        return ModelDir.of(out, model).step(label)
+
+    @property
+    def label(self) -> str:
+        return self.path.name
+
+    @property
+    def model_dir(self) -> ModelDir:
+        return ModelDir(self.path.parent)
+
+    @property
+    def generation_json(self) -> Path:
+        return self.path / GENERATION_FILE
+
+    @property
+    def run_json(self) -> Path:
+        return self.path / RUN_FILE
+
+    @property
+    def profile_json(self) -> Path:
+        return self.path / PROFILE_FILE
+
+    def manifest(self, shard_index: int = 0, shard_count: int = 1) -> Path:
+        """The manifest one writer appends to: one file per shard, so no two processes share a file."""
+        if shard_count == 1:
+            return self.path / "manifest.jsonl"
+        return self.path / f"manifest.shard-{shard_index}-of-{shard_count}.jsonl"
+
+    def manifests(self) -> list[Path]:
+        """Every shard's manifest, in name order (readers take the union)."""
+        return sorted(self.path.glob(MANIFEST_GLOB))
+
+    def read_manifest(self) -> dict[str, ManifestRow]:
+        """Latest row per image file across every shard's manifest."""
+        return read_manifest_rows(self.manifests())
+
+    @staticmethod
+    def image_file(prompt_set: str, prompt_id: str, k: int) -> str:
+        """An image's path relative to the step folder, as manifests record it."""
+        return f"{IMAGES_DIR}/{prompt_set}/{_file_stem(prompt_id)}_{k}.png"
+
+    def scores(self, metric: str, fingerprint: str) -> ScoreFiles:
+        stem = self.path / SCORES_DIR / metric / fingerprint[:FINGERPRINT_CHARS]
+        return ScoreFiles(stem.with_name(stem.name + ".jsonl"), stem.with_name(stem.name + ".summary.json"),
+                          stem.with_name(stem.name + ".units.json"))
+
+    def relative(self, path: Path) -> str:
+        """`path` as recorded inside the step folder's own files (POSIX, relative)."""
+        return path.relative_to(self.path).as_posix()
+
+    def temporaries(self) -> Iterator[Path]:
+        """Half-written files of a killed writer (never trusted)."""
+        return self.path.rglob(TEMPORARY_GLOB) if self.path.is_dir() else iter(())
+
+    def is_generated(self) -> bool:
+        return self.generation_json.is_file()
+
+    def is_complete(self) -> bool:
+        """A step is complete once its run.json exists (written last)."""
+        return self.run_json.is_file()
+
+    def read_generation(self) -> dict[str, Any]:
+        """generation.json (the JSON boundary: callers read the fields they need)."""
+        path = self.generation_json
+        try:
+            value = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise EvalkitError(f"{path} is unreadable ({e})", REGENERATE) from e
+        if not isinstance(value, dict):
+            raise EvalkitError(f"{path} is not a JSON object", REGENERATE)
+        return value
+
+
+@dataclass(frozen=True)
+class ModelDir:
+    """One model's folder: OUT/<model>/, holding its step folders and curves."""
+
+    path: Path
+
+    @classmethod
+    def of(cls, out: Path, model: str) -> ModelDir:
+        return cls(Path(out) / model)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def curves_dir(self) -> Path:
+        return self.path / CURVES_DIR
+
+    @property
+    def compute_json(self) -> Path:
+        return self.curves_dir / COMPUTE_FILE
+
+    def curve_file(self, metric: str, suffix: str) -> Path:
+        """curves/<metric><suffix> (.csv, .json, .png, .svg)."""
+        return self.curves_dir / f"{metric}{suffix}"
+
+    def step(self, label: str) -> StepDir:
+        return StepDir(self.path / label)
+
+    def complete_training_steps(self) -> list[tuple[int, StepDir]]:
+        """(step, folder) of every complete step folder named by an integer step, by step."""
+        found = []
+        for child in self.path.iterdir() if self.path.is_dir() else []:
+            step = StepDir(child)
+            if child.is_dir() and child.name.isdigit() and step.is_complete():
+                found.append((int(child.name), step))
+        return sorted(found, key=lambda pair: pair[0])
+
+
+def find_step_dirs(path: Path) -> list[StepDir]:
+    """A step folder itself, or every generated step folder below a model or output folder."""
+    path = Path(path)
+    if StepDir(path).is_generated():
+        return [StepDir(path)]
+    found = sorted(p.parent for p in path.rglob(GENERATION_FILE)) if path.is_dir() else []
+    if not found:
+        raise EvalkitError(f"{path} holds no generated images (no {GENERATION_FILE} below it)",
+                           "run `evalkit generate` first, or point at its --out folder")
+    return [StepDir(p) for p in found]
+
+
+def walk_run_files(root: Path) -> Iterator[Path]:
+    """Every run.json below `root`; a folder holding one is a complete step folder, not searched further
+    (keeps the walk cheap on output folders with many images)."""
+    for folder, subfolders, files in os.walk(root):
+        if RUN_FILE in files:
+            subfolders[:] = []
+            yield (Path(folder) / RUN_FILE).resolve()
+        else:
+            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
