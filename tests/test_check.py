@@ -37,8 +37,8 @@ from evalkit.metrics.clip_score import ClipScore
 from evalkit.metrics.registry import create
 from evalkit.prompts.sets import load_prompt_set
 from evalkit.prompts.subsets import apply_subset
+from evalkit.results.assemble import write_run_json
 from evalkit.results.bootstrap import BootstrapSpec, paired_function_difference, paired_ratio_difference
-from evalkit.results.run import write_run_json
 from evalkit.scoring.engine import score_step
 
 CPU = torch.device("cpu")

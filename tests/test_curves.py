@@ -10,28 +10,43 @@ import shutil
 import pytest
 
 from evalkit.errors import EvalkitError
+from evalkit.fileio.hashing import sha256_bytes
 from evalkit.results.curves import collect_curves, compute_for, derived_compute, write_curves
 
 PROTO_A, PROTO_B = "a" * 64, "b" * 64
 
 
-def write_run(model_dir, step, value, *, protocol=PROTO_A, metric_fp="m" * 64, prompt_fp="p" * 64,
+def ckpt_fp(step):
+    """The fixture's weights fingerprint of a step (a sha256, as run.json requires)."""
+    return sha256_bytes(f"ckpt{step}".encode())
+
+
+def write_run(model_dir, step, value, *, protocol=PROTO_A, metric_fp="e" * 64, prompt_fp="f" * 64,
               finished="2026-01-01T00:00:00+00:00", steps=50, metric="clip"):
-    """A run.json as docs/results.md describes it (only what curves read is filled in)."""
+    """A valid run.json as docs/results.md describes it; what curves read comes from the arguments."""
     step_dir = model_dir / str(step)
     step_dir.mkdir(parents=True, exist_ok=True)
     run = {
         "schema_version": "evalkit.run/1",
         "checkpoint": {"name": model_dir.name, "step": step if isinstance(step, int) else None,
-                       "step_label": str(step), "fingerprint": f"ckpt{step}", "pipeline_class": "X", "source": {}},
+                       "step_label": str(step), "fingerprint": ckpt_fp(step), "pipeline_class": "X", "source": {}},
         "protocol": {"scheduler": "DDIMScheduler", "steps": steps, "guidance_scale": 7.5, "seed": 0,
-                     "resolution": [512, 512], "dtype": "bfloat16", "fingerprint": protocol},
+                     "resolution": [512, 512], "dtype": "bfloat16", "negative_prompt": "", "images_per_prompt": 1,
+                     "fingerprint": protocol},
         "prompt_sets": {"coco-10k": {"fingerprint": prompt_fp, "n": 4}},
         "metrics": {metric: {"value": value, "ci95": [value - 0.01, value + 0.01], "n": 4, "higher_is_better": True,
                              "display_name": "CLIP score", "version": "1", "prompt_set": "coco-10k",
                              "prompt_set_fingerprint": prompt_fp, "fingerprint": metric_fp,
-                             "card": {"name": metric}}},
-        "provenance": {"finished": finished},
+                             "card": {"name": metric}, "values": {"value": value, "n": 4},
+                             "bootstrap": {"method": "percentile", "unit": "prompt", "resamples": 1000, "seed": 0,
+                                           "level": 0.95},
+                             "by_category": {}, "records": f"scores/{metric}/{metric_fp[:16]}.jsonl",
+                             "units": f"scores/{metric}/{metric_fp[:16]}.units.json"}},
+        "provenance": {"evalkit": "0.1.0", "git_commit": None,
+                       "versions": {"torch": "2.13.0", "diffusers": "0.42.1", "transformers": "5.23.0"},
+                       "device": {"type": "cpu"}, "started": finished, "finished": finished,
+                       "seconds": {"generate": 1.0, "score": {metric: 1.0}},
+                       "images_per_second": {"generate": 4.0, "score": {metric: 4.0}}},
     }
     (step_dir / "run.json").write_text(json.dumps(run), encoding="utf-8")
     return step_dir
@@ -53,7 +68,7 @@ def test_curves_from_complete_integer_steps_only(tmp_path):
     assert names == ["clip.csv", "clip.json", "clip.png", "clip.svg"]
     rows = read_csv(model / "curves" / "clip.csv")
     assert [(r["step"], r["value"], r["ci_low"], r["n"], r["fingerprint"]) for r in rows] == [
-        ("100", "0.25", "0.24", "4", "ckpt100"), ("200", "0.3", "0.29", "4", "ckpt200")]
+        ("100", "0.25", "0.24", "4", ckpt_fp(100)), ("200", "0.3", "0.29", "4", ckpt_fp(200))]
     assert list(rows[0]) == ["series", "step", "value", "ci_low", "ci_high", "n", "fingerprint"]  # no compute
     record = json.loads((model / "curves" / "clip.json").read_text())
     assert record["schema_version"] == "evalkit.curves/1" and record["compute"] is None
@@ -160,3 +175,27 @@ def test_resumed_run_on_a_training_folder_evaluates_only_new_checkpoints(cli, tr
     assert [r["step"] for r in after] == ["100", "200", "300"]
     assert after[:2] == before  # compute axis kept from compute.json, old rows untouched
     assert len({r["series"] for r in after}) == 1
+
+
+def test_the_comparability_key_names_the_series():
+    from evalkit.fileio.hashing import sha256_json
+    from evalkit.results.comparability import ComparabilityKey
+
+    key = ComparabilityKey(PROTO_A, "e" * 64, "f" * 64)
+    assert ComparabilityKey.from_json(key.to_json()) == key
+    assert key.digest == sha256_json({"metric_fingerprint": "e" * 64, "prompt_set_fingerprint": "f" * 64,
+                                      "protocol_fingerprint": PROTO_A})
+    # Sorting keys groups a protocol's variants together (the leaderboard ranks variants per protocol).
+    keys = [ComparabilityKey(PROTO_B, "0" * 64, "0" * 64), ComparabilityKey(PROTO_A, "f" * 64, "0" * 64), key]
+    assert [k.protocol_fingerprint for k in sorted(keys)] == [PROTO_A, PROTO_A, PROTO_B]
+
+
+def test_a_step_whose_run_json_breaks_the_schema_is_refused_by_name(tmp_path):
+    model = tmp_path / "out" / "run-e"
+    write_run(model, 100, 0.25)
+    path = write_run(model, 200, 0.3) / "run.json"
+    run = json.loads(path.read_text(encoding="utf-8"))
+    del run["metrics"]["clip"]["units"]
+    path.write_text(json.dumps(run), encoding="utf-8")
+    with pytest.raises(EvalkitError, match=r"200/run.json is garbled: metrics.clip.units is missing"):
+        write_curves(model, plots=False)

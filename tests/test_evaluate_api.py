@@ -47,10 +47,10 @@ def test_in_memory_pipeline_and_path_give_the_same_numbers(pipe, sd_dir, metric,
     memory = evalkit.evaluate(pipe, metrics=[metric], step=10, out=tmp_path / "a", name="mem", **COMMON)
     disk = evalkit.evaluate(str(sd_dir), metrics=[metric], step=10, out=tmp_path / "b", curves=False, **COMMON)
     assert memory.values == disk.values and set(memory.values) == {"clip-tiny"}
-    assert memory.run["metrics"]["clip-tiny"]["ci95"] == disk.run["metrics"]["clip-tiny"]["ci95"]
+    assert memory.run.metrics["clip-tiny"].ci95 == disk.run.metrics["clip-tiny"].ci95
     assert manifest_hashes(memory.step_dir) == manifest_hashes(disk.step_dir)  # the same images, byte for byte
-    assert memory.run["protocol"]["fingerprint"] == disk.run["protocol"]["fingerprint"]
-    assert memory.run["checkpoint"]["source"]["kind"] == "in_memory" and memory.step_dir.name == "10"
+    assert memory.run.protocol.fingerprint == disk.run.protocol.fingerprint
+    assert memory.run.checkpoint.source["kind"] == "in_memory" and memory.step_dir.name == "10"
     assert pipe.unet.training and pipe.scheduler is scheduler
     assert [p.name for p in memory.curves] == ["clip-tiny.csv", "clip-tiny.json", "clip-tiny.png", "clip-tiny.svg"]
 
@@ -74,7 +74,7 @@ def test_covered_step_is_skipped_and_a_new_protocol_starts_a_new_series(pipe, me
     record = json.loads((tmp_path / "loop" / "curves" / "clip-tiny.json").read_text())
     assert [[p["step"] for p in s["points"]] for s in record["series"]] == [[2], [1]]  # newest series first
     assert record["compute"]["flops_per_step"] == 10**12
-    assert later.run["protocol"]["guidance_scale"] == 3.0
+    assert later.run.protocol.guidance_scale == 3.0
 
 
 def test_in_memory_fingerprint_is_deterministic_and_tracks_the_weights(pipe, sd_dir):

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,8 @@ from sitefixtures import CLIP_FP, CLIP_V2_FP, PROTOCOL_50, XSS_MODEL, Runs, prot
 
 from evalkit.errors import EvalkitError
 from evalkit.publishing.leaderboard import leaderboard_document, merge_runs
-from evalkit.publishing.store import efficiency_summary, entry_from_run, load_entries, merge_entries, read_run
+from evalkit.publishing.store import efficiency_summary, entry_from_run, load_entries, merge_entries
+from evalkit.results.run import read_run
 
 Cli = Callable[..., tuple[int, str, str]]
 
@@ -251,7 +253,7 @@ def test_user_errors_are_one_line_with_exit_code_2(runs: Runs, tmp_path: Path, c
 
 def test_entries_hold_finite_numbers_and_a_cost_summary(runs: Runs) -> None:
     run = read_run(runs.run("sd-final", "final"))
-    run["metrics"]["clip"]["value"] = float("nan")
+    run = replace(run, metrics={**run.metrics, "clip": replace(run.metrics["clip"], value=float("nan"))})
     entry = entry_from_run(run, runs.run("sd-final", "final"))
     assert entry["metrics"]["clip"]["value"] is None
     assert entry["efficiency"] == {"parameters": 1_300_000_000, "gmacs_per_image": 41_000.0,
@@ -273,5 +275,7 @@ def test_fixture_runs_follow_the_run_json_schema(runs: Runs) -> None:
     schema = json.loads(schema_path().read_text(encoding="utf-8"))
     validator = jsonschema.Draft202012Validator(schema)
     for path in runs.run_files.values():
-        errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(read_run(path))]
+        document = json.loads(path.read_text(encoding="utf-8"))
+        errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(document)]
         assert errors == [], path
+        assert read_run(path).to_json() == document

@@ -20,6 +20,7 @@ from evalkit.metrics.options import MetricOptions
 from evalkit.metrics.tifa.metric import TifaMetric
 from evalkit.metrics.tifa.questions import sample_questions
 from evalkit.prompts.sets import load_prompt_set
+from evalkit.results.assemble import write_run_json
 from evalkit.results.bootstrap import (
     BootstrapSpec,
     function_samples,
@@ -28,7 +29,8 @@ from evalkit.results.bootstrap import (
     ratio_interval,
     ratio_samples,
 )
-from evalkit.results.run import RUN_SCHEMA, read_run, schema_path, write_run_json
+from evalkit.results.model import RUN_SCHEMA
+from evalkit.results.run import read_run, schema_path
 from evalkit.scoring.engine import MetricResult
 from evalkit.scoring.store import ScoreStore
 from evalkit.tiny.clip import write_card
@@ -173,7 +175,8 @@ def test_run_json_matches_the_golden_file_and_the_schema(tmp_path):
     results = _score_synthetic(step, tifa, clip)
     started = datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc)
     path = write_run_json(step, results, [tifa, clip], started)
-    run = read_run(step)
+    run = json.loads(path.read_text(encoding="utf-8"))
+    assert read_run(step).to_json() == run  # the typed model gives back exactly what was written
     validator().validate(run)
     assert run["schema_version"] == RUN_SCHEMA
     assert run["provenance"]["started"] == "2026-11-22T10:00:00+00:00"
@@ -189,19 +192,19 @@ def test_breakdowns_equal_the_metric_aggregates(tmp_path):
     tifa, clip = _metrics(tmp_path)
     results = _score_synthetic(step, tifa, clip)
     run = read_run(write_run_json(step, results, [tifa, clip], datetime.now(timezone.utc)))
-    entry, values = run["metrics"]["tifa-tiny"], results[0].values
-    assert entry["value"] == values["value"] and entry["n"] == 2
+    entry, values = run.metrics["tifa-tiny"], results[0].values
+    assert entry.value == values["value"] and entry.n == 2
     for kind, accuracy in values["accuracy_by_type"].items():
-        assert entry["by_category"]["element_type"][kind]["value"] == pytest.approx(accuracy)
+        assert entry.by_category["element_type"][kind]["value"] == pytest.approx(accuracy)
     for source, mean in values["by_source"].items():
-        assert entry["by_category"]["source"][source]["value"] == pytest.approx(mean)
-        assert entry["by_category"]["source"][source]["n"] == 1
-    clip_entry = run["metrics"]["clip-tiny"]
-    low, high = clip_entry["ci95"]
-    assert low <= clip_entry["value"] <= high
-    units = json.loads((step / clip_entry["units"]).read_text())
+        assert entry.by_category["source"][source]["value"] == pytest.approx(mean)
+        assert entry.by_category["source"][source]["n"] == 1
+    clip_entry = run.metrics["clip-tiny"]
+    low, high = clip_entry.ci95
+    assert low <= clip_entry.value <= high
+    units = json.loads((step / clip_entry.units).read_text())
     assert units["prompt_ids"] == sorted(p.id for p in load_prompt_set("coco-10k").head(4))
-    assert (step / clip_entry["records"]).is_file()
+    assert (step / clip_entry.records).is_file()
 
 
 def test_rerun_keeps_other_metrics_and_undefined_values_are_null(tmp_path):
@@ -211,7 +214,7 @@ def test_rerun_keeps_other_metrics_and_undefined_values_are_null(tmp_path):
     write_run_json(step, [tifa_result], [tifa], datetime.now(timezone.utc))
     write_run_json(step, [clip_result], [clip], datetime.now(timezone.utc))
     run = read_run(step)
-    assert set(run["metrics"]) == {"tifa-tiny", "clip-tiny"}
+    assert set(run.metrics) == {"tifa-tiny", "clip-tiny"}
     # Single-prompt categories have an undefined stdev; strict JSON writes null, never NaN.
     text = (step / "run.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
@@ -229,3 +232,81 @@ def test_garbled_or_foreign_run_json_is_a_clear_error(tmp_path):
         read_run(tmp_path / "run.json")
     with pytest.raises(EvalkitError, match="does not exist"):
         read_run(tmp_path / "missing")
+
+
+# --- the one reader: schema-checked at run time, one line naming the field --------------------------------
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("written")
+    step = _step_folder(root)
+    tifa, clip = _metrics(root)
+    path = write_run_json(step, _score_synthetic(step, tifa, clip), [tifa, clip], datetime.now(timezone.utc))
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda r: r["metrics"]["clip-tiny"].pop("fingerprint"), "metrics.clip-tiny.fingerprint is missing"),
+    (lambda r: r["metrics"]["clip-tiny"].update(value="high"), "metrics.clip-tiny.value is not a number or null"),
+    (lambda r: r["metrics"]["clip-tiny"]["ci95"].__setitem__(0, "low"),
+     "metrics.clip-tiny.ci95[0] is not a number or null"),
+    (lambda r: r.pop("provenance"), "provenance is missing"),
+    (lambda r: r.pop("prompt_sets"), "prompt_sets is missing"),
+    (lambda r: r["protocol"].update(resolution=[32]), "protocol.resolution is invalid"),
+    (lambda r: r["checkpoint"].update(fingerprint="ckpt"), "checkpoint.fingerprint is invalid"),
+    (lambda r: r["metrics"].update(broken=[]), "metrics.broken is not an object"),
+])
+def test_a_run_json_that_breaks_the_schema_is_one_line_naming_the_field(written, tmp_path, edit, message):
+    from evalkit.errors import EvalkitError
+
+    run = json.loads(json.dumps(written))
+    edit(run)
+    path = tmp_path / "m" / "final" / "run.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(run), encoding="utf-8")
+    with pytest.raises(EvalkitError) as caught:
+        read_run(path)
+    line = caught.value.one_line()
+    assert f"{path} is garbled: {message}" in line and len(line.splitlines()) == 1
+
+
+def test_reading_and_rewriting_changes_nothing(written, tmp_path):
+    from dataclasses import replace
+
+    from evalkit.results.run import write_run
+
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(written), encoding="utf-8")
+    run = read_run(path)
+    assert run.to_json() == written
+    write_run(path, run)
+    assert json.loads(path.read_text(encoding="utf-8")) == written
+    # NaN is written as null and reads back as None.
+    clip = run.metrics["clip-tiny"]
+    write_run(path, replace(run, metrics={**run.metrics, "clip-tiny": replace(clip, value=float("nan"))}))
+    assert read_run(path).metrics["clip-tiny"].value is None
+
+
+def test_bootstrap_kind_is_chosen_once_from_the_metric_interface(tmp_path):
+    from evalkit.results.resampling import GENERIC_RESAMPLES, BootstrapKind, bootstrap_kind, prompt_statistic
+
+    tifa, clip = _metrics(tmp_path)
+    assert bootstrap_kind(tifa) is BootstrapKind.RATIO and bootstrap_kind(clip) is BootstrapKind.RATIO
+
+    class Resampled:
+        bootstrap_resamples = 7
+
+        def resampler(self, groups):
+            return lambda indices: float(len(indices))
+
+    class Plain:
+        def aggregate(self, records):
+            return {"value": sum(r["value"] for r in records) / len(records) if records else None}
+
+    groups = [[{"value": 1.0}], [{"value": 3.0}]]
+    resampled = prompt_statistic(Resampled(), groups)
+    assert bootstrap_kind(Resampled()) is BootstrapKind.RESAMPLED and resampled.resamples == 7
+    plain = prompt_statistic(Plain(), groups)
+    assert bootstrap_kind(Plain()) is BootstrapKind.GENERIC and plain.resamples == GENERIC_RESAMPLES
+    assert plain.function(np.array([0, 1, 1])) == pytest.approx(7 / 3)
+    assert math.isnan(plain.function(np.array([], dtype=int)))

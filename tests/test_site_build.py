@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from evalkit.publishing.site import SiteOptions, build_site
 from evalkit.publishing.site.builder import MARKER, PACKAGE_DIR
 from evalkit.publishing.site.charts import CostPoint, nice_ticks, pareto_chart, pareto_front
 from evalkit.publishing.site.views import model_slug
+from evalkit.results.curves import write_curves
 
 Cli = Callable[..., tuple[int, str, str]]
 JSON_BLOCK = re.compile(r'<script type="application/json" id="([^"]+)">(.*?)</script>', re.S)
@@ -77,6 +79,30 @@ def test_model_pages_have_curves_categories_and_a_step_gallery(built: tuple[Runs
     assert train.count("step 100") >= 1 and 'id="step-gallery"' in train
     final = _read(site / "models" / f"{model_slug('sd-final')}.html")
     assert '<svg class="chart"' not in final and 'id="step-gallery"' not in final  # one step: nothing to plot
+
+
+def test_model_page_curves_are_drawn_from_the_curve_files(built: tuple[Runs, Path, Path], tmp_path: Path) -> None:
+    """With OUT/<model>/curves/ written, the page draws those files: the charts equal the ones drawn
+    from the entries (no curve files), and a change in a file shows on the page."""
+    runs, _, site = built
+    out = tmp_path / "out"
+    shutil.copytree(runs.out, out)
+    write_curves(out / "tiny-train", plots=False)
+
+    def charts(folder: Path) -> list[str]:
+        merge_runs([out], tmp_path / "lb")
+        build_site(folder, tmp_path / "lb", [], SiteOptions())
+        page = _read(folder / "models" / f"{model_slug('tiny-train')}.html")
+        return re.findall(r'<svg class="chart".*?</svg>', page, re.S)
+
+    assert charts(tmp_path / "from-files") == re.findall(
+        r'<svg class="chart".*?</svg>', _read(site / "models" / f"{model_slug('tiny-train')}.html"), re.S)
+    curve = out / "tiny-train" / "curves" / "clip.json"
+    record = json.loads(_read(curve))
+    record["series"][0]["points"][1]["value"] = 0.5
+    curve.write_text(json.dumps(record), encoding="utf-8")
+    edited = charts(tmp_path / "edited")
+    assert len(edited) == 2 and "step 200 = 0.5 " in edited[0] and "step 200 = 0.28 " not in edited[0]
 
 
 def test_gallery_scores_and_image_budget(built: tuple[Runs, Path, Path], tmp_path: Path) -> None:

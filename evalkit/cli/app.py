@@ -248,7 +248,8 @@ def _score_and_print(step_dir: Path, metrics: list[Any], device: str, batch_size
     from datetime import datetime, timezone
 
     from evalkit.generation.protocol import GenerationRequest
-    from evalkit.results.run import read_run, write_run_json
+    from evalkit.results.assemble import write_run_json
+    from evalkit.results.run import read_run
     from evalkit.scoring.engine import score_step
 
     if batch_size < 1:
@@ -257,11 +258,11 @@ def _score_and_print(step_dir: Path, metrics: list[Any], device: str, batch_size
     started = datetime.now(timezone.utc)
     results = score_step(step_dir, metrics, torch_device, batch_size, quiet)
     run_json = write_run_json(step_dir, results, metrics, started, device=str(torch_device))
-    entries = read_run(run_json)["metrics"]
+    entries = read_run(run_json).metrics
     for result in results:
         entry = entries[result.metric]
-        low, high = entry["ci95"]
-        shown = _number(entry["value"]) + (f" [{_number(low)}, {_number(high)}]" if low is not None else "")
+        low, high = entry.ci95
+        shown = _number(entry.value) + (f" [{_number(low)}, {_number(high)}]" if low is not None else "")
         click.echo(f"{step_dir}: {result.metric} = {shown} (n={result.n_images}; {result.scored} scored, "
                    f"{result.reused} reused)")
     click.echo(f"{step_dir}: results -> {run_json}")

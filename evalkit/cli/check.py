@@ -77,10 +77,10 @@ def _check(new: str, baseline: str, leaderboard_dir: Path, thresholds_path: Path
     # A file path first, so a leaderboard reference can prefer the entry with the other run's protocol.
     if new.startswith(LEADERBOARD_PREFIX) and not baseline.startswith(LEADERBOARD_PREFIX):
         base_run = load_run(baseline, leaderboard_dir)
-        new_run = load_run(new, leaderboard_dir, base_run.run["protocol"]["fingerprint"])
+        new_run = load_run(new, leaderboard_dir, base_run.run.protocol.fingerprint)
     else:
         new_run = load_run(new, leaderboard_dir)
-        base_run = load_run(baseline, leaderboard_dir, new_run.run["protocol"]["fingerprint"])
+        base_run = load_run(baseline, leaderboard_dir, new_run.run.protocol.fingerprint)
     names = [m.strip() for m in only.split(",") if m.strip()]
     report = compare(base_run, new_run, thresholds, names, resamples, seed, MetricOptions(coco_images=coco_images))
     text = markdown(report)

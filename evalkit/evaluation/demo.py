@@ -8,7 +8,6 @@ what a real run writes.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +19,7 @@ from evalkit.generation.generator import GenerateOptions
 from evalkit.generation.protocol import GenerationRequest
 from evalkit.metrics.options import MetricOptions
 from evalkit.prompts.sets import Prompt, load_prompt_set
+from evalkit.results.run import read_run
 from evalkit.runtime.quiet import quiet_loading
 from evalkit.stepdir import StepDir
 
@@ -115,8 +115,8 @@ def run_demo(out: Path, quiet: bool = False) -> list[StepOutcome]:
     for ref in refs:
         outcome = evaluator.evaluate_ref(ref)
         outcomes.append(outcome)
-        entries = json.loads(StepDir(outcome.step_dir).run_json.read_text(encoding="utf-8"))["metrics"]
-        shown = ", ".join(f"{name}={_shown(entry['value'])}" for name, entry in entries.items())
+        entries = read_run(StepDir(outcome.step_dir).run_json).metrics
+        shown = ", ".join(f"{name}={_shown(entry.value)}" for name, entry in entries.items())
         if outcome.skipped:
             click.echo(f"  {ref.name}@{ref.step_label}: already evaluated; {shown}")
         else:

@@ -28,7 +28,10 @@ from evalkit.generation.protocol import DTYPES, NATIVE, SCHEDULERS, GenerationRe
 from evalkit.generation.seeding import SEED_SCHEME
 from evalkit.metrics.api import Metric
 from evalkit.prompts.sets import PromptSet
+from evalkit.results.comparability import ComparabilityKey, metric_key
 from evalkit.results.curves import TrainingCompute, compute_for, write_curves
+from evalkit.results.model import RunResult
+from evalkit.results.run import read_run
 from evalkit.scoring.engine import MetricResult
 from evalkit.stepdir import ModelDir, StepDir, safe_name
 
@@ -47,19 +50,19 @@ class StepOutcome:
 
 @dataclass(frozen=True)
 class EvalResult:
-    """What `evaluate()` returns: the step's run.json content and where things are."""
+    """What `evaluate()` returns: the step's run.json (as `read_run` types it) and where things are."""
 
     name: str
     step: int | None
     step_dir: Path
     skipped: bool
-    run: dict[str, Any]
+    run: RunResult
     curves: tuple[Path, ...] = ()
 
     @property
-    def values(self) -> dict[str, Any]:
+    def values(self) -> dict[str, float | None]:
         """metric name → its value (the metric's own aggregate)."""
-        return {name: entry.get("value") for name, entry in self.run.get("metrics", {}).items()}
+        return {name: entry.value for name, entry in self.run.metrics.items()}
 
 
 class Evaluator:
@@ -108,8 +111,6 @@ class Evaluator:
     # -- the skip check: never loads a pipeline ---------------------------------------------------
     def covered(self, step_dir: Path, expected: dict[str, Any] | None, checkpoint_fingerprint: str = "") -> bool:
         """True when run.json already holds every requested metric for exactly this request."""
-        from evalkit.results.run import read_run
-
         folder = StepDir(step_dir)
         if expected is None or not folder.is_complete():
             return False
@@ -120,20 +121,22 @@ class Evaluator:
         protocol = generation.get("protocol", {})
         if any(protocol.get(k) != v for k, v in expected.items()):
             return False
-        if run["protocol"].get("fingerprint") != protocol.get("fingerprint"):
-            return False
         if checkpoint_fingerprint and generation.get("checkpoint", {}).get("fingerprint") != checkpoint_fingerprint:
             return False
         generated = generation.get("prompt_sets", {})
         if any(generated.get(s.name, {}).get("fingerprint") != s.fingerprint for s in self.prompt_sets):
             return False
-        return all(self._metric_covered(step_dir, run["metrics"].get(m.info.name), m) for m in self.metrics)
+        protocol_fingerprint = str(protocol.get("fingerprint", ""))
+        return all(self._metric_covered(step_dir, run, m, protocol_fingerprint) for m in self.metrics)
 
-    def _metric_covered(self, step_dir: Path, entry: dict[str, Any] | None, metric: Metric) -> bool:
+    def _metric_covered(self, step_dir: Path, run: RunResult, metric: Metric, protocol_fingerprint: str) -> bool:
+        """The run holds the metric under the key this request would give it, and its records still exist."""
         sets = {s.name: s.fingerprint for s in self.prompt_sets}
-        return (entry is not None and entry.get("fingerprint") == metric.fingerprint()
-                and entry.get("prompt_set_fingerprint") == sets.get(metric.info.prompt_set)
-                and (step_dir / str(entry.get("records", ""))).is_file())
+        name, prompt_set = metric.info.name, metric.info.prompt_set
+        if name not in run.metrics or prompt_set not in sets:
+            return False
+        wanted = ComparabilityKey(protocol_fingerprint, metric.fingerprint(), sets[prompt_set])
+        return metric_key(run, name) == wanted and (step_dir / run.metrics[name].records).is_file()
 
     def _expected_for_ref(self, ref: CheckpointRef) -> dict[str, Any] | None:
         """The read-back protocol this request would record, from config files alone (None: unknown)."""
@@ -161,7 +164,7 @@ class Evaluator:
                 "images_per_prompt": r.images_per_prompt}
 
     def _finish(self, result: StepResult, started: datetime) -> StepOutcome:
-        from evalkit.results.run import write_run_json
+        from evalkit.results.assemble import write_run_json
         from evalkit.scoring.engine import score_step
 
         scores = score_step(result.step_dir, self.metrics, self.device, self.score_batch_size, self.options.quiet)
@@ -227,8 +230,6 @@ def _ref_spec(ref: CheckpointRef) -> Any:
 
 def describe(outcome: StepOutcome) -> str:
     """What the CLI prints for one checkpoint (the `score` command's format for the numbers)."""
-    from evalkit.results.run import read_run
-
     label = f"{outcome.ref.name}@{outcome.ref.step_label}"
     if outcome.skipped:
         return f"{label}: already evaluated, run.json covers this request -> {outcome.step_dir}"
@@ -237,11 +238,11 @@ def describe(outcome: StepOutcome) -> str:
     if gen is not None:
         lines.append(f"{label}: {gen.generated} generated, {gen.reused} reused of {gen.planned} "
                      f"({gen.images_per_second:.2f} img/s) -> {gen.step_dir}")
-    entries = read_run(outcome.run_json)["metrics"] if outcome.run_json is not None else {}
+    entries = read_run(outcome.run_json).metrics if outcome.run_json is not None else {}
     for score in outcome.scores:
-        entry = entries.get(score.metric, {})
-        low, high = entry.get("ci95") or (None, None)
-        shown = _number(entry.get("value", score.values.get("value")))
+        entry = entries.get(score.metric)
+        low, high = entry.ci95 if entry is not None else (None, None)
+        shown = _number(entry.value if entry is not None else score.values.get("value"))
         if low is not None and high is not None:
             shown += f" [{_number(low)}, {_number(high)}]"
         lines.append(f"{outcome.step_dir}: {score.metric} = {shown} (n={score.n_images}; {score.scored} scored, "
@@ -298,8 +299,6 @@ def evaluate(pipeline: Any, *, metrics: str | Sequence[str | Metric], step: int 
     if curves and outcome.ref.step is not None:
         compute = compute_for(spec_of, flops_per_step, train_batch_size)
         curve_paths = evaluator.update_curves(outcome.ref.name, compute)
-    from evalkit.results.run import read_run
-
     return EvalResult(outcome.ref.name, outcome.ref.step, outcome.step_dir, outcome.skipped,
                       read_run(outcome.step_dir), tuple(curve_paths))
 

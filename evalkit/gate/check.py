@@ -24,9 +24,8 @@ checks its fingerprint, and resamples both runs' stored features through `metric
 from __future__ import annotations
 
 import difflib
-import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,13 +41,16 @@ from evalkit.results.bootstrap import (
     paired_function_difference,
     paired_ratio_difference,
 )
+from evalkit.results.comparability import require_same_metric, require_same_protocol
+from evalkit.results.model import MetricEntry, RunResult
+from evalkit.results.resampling import prompt_statistic, recorded_as_ratio
+from evalkit.results.run import RESCORE, read_run
 from evalkit.stepdir import StepDir
 
 EXIT_PASS = 0
 EXIT_REGRESSION = 1
 LEADERBOARD_PREFIX = "leaderboard:"
 REGRESSION, INCONCLUSIVE, PASS, IMPROVED, NOT_GATED = "regression", "inconclusive", "pass", "improved", "not gated"
-RESCORE = "re-run `evalkit score` on that step folder"
 TOLERANCE = 1e-12  # shares are k / N: compare against the level without float noise deciding a verdict
 
 
@@ -58,7 +60,7 @@ class LoadedRun:
 
     spec: str
     path: Path
-    run: dict[str, Any]
+    run: RunResult
 
     @property
     def step_dir(self) -> Path:
@@ -66,12 +68,11 @@ class LoadedRun:
 
     @property
     def label(self) -> str:
-        checkpoint = self.run["checkpoint"]
-        return f"{checkpoint.get('name', '?')}@{checkpoint.get('step_label') or checkpoint.get('step') or 'final'}"
+        return self.run.label
 
     @property
-    def metrics(self) -> dict[str, Any]:
-        return self.run["metrics"]
+    def metrics(self) -> dict[str, MetricEntry]:
+        return self.run.metrics
 
 
 @dataclass(frozen=True)
@@ -118,17 +119,13 @@ class CheckReport:
 
 def load_run(spec: str, leaderboard: Path, prefer_protocol: str | None = None) -> LoadedRun:
     """A run.json, a step folder holding one, or `leaderboard:MODEL[@STEP]` from the store in `leaderboard`."""
-    from evalkit.results.run import read_run
-
     if spec.startswith(LEADERBOARD_PREFIX):
         path = leaderboard_run(spec.removeprefix(LEADERBOARD_PREFIX), leaderboard, prefer_protocol)
     else:
         path = Path(spec).expanduser()
         if path.is_dir():
             path = StepDir(path).run_json
-    run = read_run(path)
-    validate_run(run, path)
-    return LoadedRun(spec, path.resolve(), run)
+    return LoadedRun(spec, path.resolve(), read_run(path))
 
 
 def leaderboard_run(ref: str, folder: Path, prefer_protocol: str | None) -> Path:
@@ -172,42 +169,11 @@ def leaderboard_run(ref: str, folder: Path, prefer_protocol: str | None) -> Path
     return Path(str(matches[0].get("run")))
 
 
-def validate_run(run: dict[str, Any], path: Path) -> None:
-    """What check reads beyond read_run's schema check, so a garbled file is an input error, not a crash."""
-    problems = []
-    if not isinstance(run.get("checkpoint"), dict):
-        problems.append("checkpoint is not an object")
-    if not isinstance(run.get("protocol"), dict) or not isinstance(run["protocol"].get("fingerprint"), str):
-        problems.append("protocol.fingerprint is missing")
-    if not isinstance(run.get("prompt_sets"), dict):
-        problems.append("prompt_sets is not an object")
-    if not isinstance(run.get("metrics"), dict):
-        problems.append("metrics is not an object")
-    else:
-        for name, entry in run["metrics"].items():
-            problems += [f"metrics.{name}: {p}" for p in _entry_problems(entry)]
-    if problems:
-        raise EvalkitError(f"{path} is garbled: {'; '.join(problems[:3])}", RESCORE)
-
-
-def _entry_problems(entry: Any) -> list[str]:
-    if not isinstance(entry, dict):
-        return ["not an object"]
-    problems = [f"{key} is not a string" for key in ("fingerprint", "prompt_set_fingerprint", "prompt_set", "units")
-                if not isinstance(entry.get(key), str)]
-    if not isinstance(entry.get("higher_is_better"), bool):
-        problems.append("higher_is_better is not true/false")
-    value = entry.get("value")
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-        problems.append("value is not a number")
-    return problems
-
-
 # -- comparability ------------------------------------------------------------------------------------------
 
 def compared_metrics(base: LoadedRun, new: LoadedRun, only: Sequence[str] = ()) -> tuple[list[str], dict[str, str]]:
     """The metrics to compare and, for the others, why not; refuses incomparable runs."""
-    _same_protocol(base, new)
+    require_same_protocol(base.run, new.run)
     common = sorted(set(base.metrics) & set(new.metrics))
     skipped = {name: "only in the baseline" for name in sorted(set(base.metrics) - set(new.metrics))}
     skipped |= {name: "only in the new run" for name in sorted(set(new.metrics) - set(base.metrics))}
@@ -222,37 +188,10 @@ def compared_metrics(base: LoadedRun, new: LoadedRun, only: Sequence[str] = ()) 
         raise EvalkitError(f"{base.path} and {new.path} have no metric in common",
                            f"baseline: {', '.join(base.metrics) or 'none'}; new: {', '.join(new.metrics) or 'none'}")
     for name in common:
-        _same_metric(name, base, new)
+        require_same_metric(name, base.run, new.run)
+        if base.metrics[name].higher_is_better != new.metrics[name].higher_is_better:
+            raise EvalkitError(f"{name} disagrees between the runs on whether higher is better", RESCORE)
     return common, skipped
-
-
-def _same_protocol(base: LoadedRun, new: LoadedRun) -> None:
-    b, n = base.run["protocol"], new.run["protocol"]
-    if b["fingerprint"] == n["fingerprint"]:
-        return
-    differ = [f"{k} {b.get(k)!r} vs {n.get(k)!r}" for k in sorted(set(b) | set(n))
-              if k not in ("fingerprint", "device") and b.get(k) != n.get(k)]
-    raise EvalkitError(f"the runs used different generation protocols (baseline {b['fingerprint'][:12]}…, new "
-                       f"{n['fingerprint'][:12]}…" + (f": {'; '.join(differ)}" if differ else "") + ")",
-                       "generate both with the same settings (scheduler, steps, cfg, seed, resolution, dtype)")
-
-
-def _same_metric(name: str, base: LoadedRun, new: LoadedRun) -> None:
-    b, n = base.metrics[name], new.metrics[name]
-    if b["prompt_set_fingerprint"] != n["prompt_set_fingerprint"]:
-        size_b = (base.run["prompt_sets"].get(b["prompt_set"]) or {}).get("n", "?")
-        size_n = (new.run["prompt_sets"].get(n["prompt_set"]) or {}).get("n", "?")
-        raise EvalkitError(f"{name} was scored on different prompts: baseline {b['prompt_set']} with {size_b} prompts "
-                           f"(fingerprint {b['prompt_set_fingerprint'][:12]}…), new {n['prompt_set']} with {size_n} "
-                           f"(fingerprint {n['prompt_set_fingerprint'][:12]}…)",
-                           "compare runs generated with the same prompts and the same --subset/--limit "
-                           "(a smoke run compares only with a smoke baseline)")
-    if b["fingerprint"] != n["fingerprint"]:
-        raise EvalkitError(f"{name} was computed differently in the two runs (metric fingerprint "
-                           f"{b['fingerprint'][:12]}… vs {n['fingerprint'][:12]}…: another card, model, weights or "
-                           "metric version)", f"re-score both with the same card, or leave {name} out with --metrics")
-    if b["higher_is_better"] != n["higher_is_better"]:
-        raise EvalkitError(f"{name} disagrees between the runs on whether higher is better", RESCORE)
 
 
 def gate(names: Sequence[str], base: LoadedRun, new: LoadedRun, thresholds: Thresholds) -> dict[str, Threshold]:
@@ -271,7 +210,7 @@ def gate(names: Sequence[str], base: LoadedRun, new: LoadedRun, thresholds: Thre
     for name in names:
         threshold = thresholds.by_metric.get(name)
         if threshold is not None:
-            threshold.check_direction(base.metrics[name]["higher_is_better"])
+            threshold.check_direction(base.metrics[name].higher_is_better)
             chosen[name] = threshold
     return chosen
 
@@ -303,20 +242,20 @@ def compare_metric(name: str, base: LoadedRun, new: LoadedRun, threshold: Thresh
     level = 2.0 * confidence - 1.0
     base_units, new_units = units(base, name), units(new, name)
     ids = _same_prompt_ids(name, base_units, new_units)
-    if "value" in base_units["ratios"] and "value" in new_units["ratios"]:
+    if recorded_as_ratio(base_units) and recorded_as_ratio(new_units):
         spec = BootstrapSpec(resamples, seed, level)
         paired = paired_ratio_difference(_ratio(new_units, name, new), _ratio(base_units, name, base), spec)
         method = "paired ratio bootstrap"
     else:
         paired, spec = _paired_resampled(name, base, new, ids, seed, level, options)
         method = f"paired resampling of {name} (card bootstrap_resamples)"
-    higher = bool(entry["higher_is_better"])
+    higher = entry.higher_is_better
     margin = threshold.margin if threshold is not None else 0.0
     p_worse, p_better = shares(paired.samples, higher, margin, name)
     return MetricComparison(
-        name=name, display_name=str(new.metrics[name].get("display_name") or name), higher_is_better=higher,
-        prompt_set=str(entry["prompt_set"]), n=len(ids), base_value=_number(entry.get("value")),
-        new_value=_number(new.metrics[name].get("value")), difference=float(paired.difference), ci=paired.ci,
+        name=name, display_name=new.metrics[name].display_name or name, higher_is_better=higher,
+        prompt_set=entry.prompt_set, n=len(ids), base_value=_number(entry.value),
+        new_value=_number(new.metrics[name].value), difference=float(paired.difference), ci=paired.ci,
         ci_level=level, threshold=threshold, p_worse=p_worse, p_better=p_better,
         verdict=decide(p_worse, p_better, confidence, threshold is not None), resamples=spec.resamples,
         method=method, seconds=time.perf_counter() - started)
@@ -349,12 +288,12 @@ def units(run: LoadedRun, name: str) -> dict[str, Any]:
     from evalkit.results.units import read_units
 
     entry = run.metrics[name]
-    path = run.step_dir / entry["units"]
+    path = run.step_dir / entry.units
     if not path.is_file():
         raise EvalkitError(f"{path} (the per-prompt data of {name}) is missing", RESCORE)
     value = read_units(path)
     ids, ratios = value.get("prompt_ids"), value.get("ratios")
-    if (value.get("metric") != name or value.get("fingerprint") != entry["fingerprint"]
+    if (value.get("metric") != name or value.get("fingerprint") != entry.fingerprint
             or not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or not isinstance(ratios, dict)):
         raise EvalkitError(f"{path} does not belong to {name} as recorded in {run.path}", RESCORE)
     return value
@@ -388,51 +327,34 @@ def _ratio(value: dict[str, Any], name: str, run: LoadedRun) -> tuple[np.ndarray
 def _paired_resampled(name: str, base: LoadedRun, new: LoadedRun, ids: list[str], seed: int, level: float,
                       options: MetricOptions) -> tuple[PairedDifference, BootstrapSpec]:
     """Metrics that are not ratios over prompts (FID): both runs' records through the re-created metric."""
-    from evalkit.metrics.api import PromptResamplable
-    from evalkit.results.run import GENERIC_RESAMPLES
     from evalkit.results.units import prompt_groups
 
     entry = base.metrics[name]
     metric = recreate_metric(name, entry, options)
-    groups = {}
+    statistics = {}
     for which, run in (("base", base), ("new", new)):
-        found = prompt_groups(run.step_dir, name, entry["fingerprint"], entry["prompt_set"])
+        found = prompt_groups(run.step_dir, name, entry.fingerprint, entry.prompt_set)
         if found.prompt_ids != ids:
             raise EvalkitError(f"{name}: the records in {run.step_dir} do not cover the prompts of its sidecar",
                                RESCORE)
-        groups[which] = found.groups
-    statistics: dict[str, Callable[[np.ndarray], float]]
-    if isinstance(metric, PromptResamplable):
-        statistics = {k: metric.resampler(g) for k, g in groups.items()}
-        count = int(metric.bootstrap_resamples)
-    else:
-        statistics = {k: _reaggregate(metric, g) for k, g in groups.items()}
-        count = GENERIC_RESAMPLES
-    spec = BootstrapSpec(count, seed, level)
-    return paired_function_difference(len(ids), statistics["new"], statistics["base"], spec), spec
+        statistics[which] = prompt_statistic(metric, found.groups)
+    spec = BootstrapSpec(statistics["new"].resamples, seed, level)
+    paired = paired_function_difference(len(ids), statistics["new"].function, statistics["base"].function, spec)
+    return paired, spec
 
 
-def recreate_metric(name: str, entry: dict[str, Any], options: MetricOptions) -> Any:
+def recreate_metric(name: str, entry: MetricEntry, options: MetricOptions) -> Any:
     """The metric as it was scored: from the card file recorded in run.json (else its name), same fingerprint."""
     from evalkit.metrics.registry import create
 
-    card = entry.get("card") if isinstance(entry.get("card"), dict) else {}
-    path = str(card.get("path") or "")
-    spec = path if path and Path(path).expanduser().is_file() else str(card.get("name") or name)
+    path = entry.card.path or ""
+    spec = path if path and Path(path).expanduser().is_file() else entry.card.name or name
     metric = create(spec, options)
-    if metric.info.name != name or metric.fingerprint() != entry["fingerprint"]:
+    if metric.info.name != name or metric.fingerprint() != entry.fingerprint:
         raise EvalkitError(f"cannot re-create {name} as it was scored: the card {spec} now gives fingerprint "
-                           f"{metric.fingerprint()[:12]}…, the runs record {entry['fingerprint'][:12]}…",
+                           f"{metric.fingerprint()[:12]}…, the runs record {entry.fingerprint[:12]}…",
                            "restore the card and weights the runs were scored with, or leave it out with --metrics")
     return metric
-
-
-def _reaggregate(metric: Any, groups: Sequence[Sequence[dict[str, Any]]]) -> Callable[[np.ndarray], float]:
-    def statistic(indices: np.ndarray) -> float:
-        value = metric.aggregate([r for i in indices for r in groups[i]]).get("value", math.nan)
-        return float(value) if value is not None else math.nan
-
-    return statistic
 
 
 def _number(value: Any) -> float | None:

@@ -34,7 +34,7 @@ def markdown(report: CheckReport) -> str:
         f"### evalkit check: {head}",
         "",
         f"**New** `{new.label}` vs **baseline** `{base.label}` · protocol "
-        f"`{new.run['protocol']['fingerprint'][:12]}` · seed {report.seed}",
+        f"`{new.run.protocol.fingerprint[:12]}` · seed {report.seed}",
         "",
         f"| Metric | Baseline | New | Δ new − base ({level} CI) | Allowed | P(worse than allowed) | Verdict |",
         "|---|---:|---:|---|---|---:|---|",
@@ -78,7 +78,7 @@ def junit_xml(report: CheckReport) -> str:
     properties = ET.SubElement(suite, "properties")
     for key, value in (("baseline", str(report.base.path)), ("new", str(report.new.path)),
                        ("confidence", f"{report.confidence:g}"), ("thresholds", report.thresholds_source),
-                       ("protocol", report.new.run["protocol"]["fingerprint"])):
+                       ("protocol", report.new.run.protocol.fingerprint)):
         ET.SubElement(properties, "property", {"name": key, "value": value})
     for m in report.comparisons:
         case = ET.SubElement(suite, "testcase", {"classname": "evalkit.gate.check", "name": m.name,

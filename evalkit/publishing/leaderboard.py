@@ -1,8 +1,8 @@
 """Boards: stored entries grouped by what makes their numbers comparable, one row per model.
 
-Two numbers may sit in one column only when the protocol fingerprint, the metric fingerprint
-and the prompt-set fingerprint all agree (docs/results.md). A board is one protocol plus one
-(metric fingerprint, prompt-set fingerprint) per metric; entries that disagree land on another
+Two numbers may sit in one column only when their comparability keys (protocol, metric and
+prompt-set fingerprints; evalkit.results.comparability) agree. A board is one protocol plus one
+key of that protocol per metric (a metric's *variant*); entries that disagree land on another
 board and are never averaged or ranked together. Within a protocol, each metric's variants are
 ranked by how many models carry them: board 1 holds every metric's most common variant, board
 2 the second most common, and so on; this does not depend on the order runs were merged in.
@@ -35,17 +35,17 @@ from evalkit.publishing.store import (
     load_entries,
     locked,
     merge_entries,
-    read_run,
+    metric_key,
     write_text_atomic,
 )
+from evalkit.results.comparability import ComparabilityKey
+from evalkit.results.run import read_run
 
 LEADERBOARD_SCHEMA = "evalkit.leaderboard/1"
 LEADERBOARD_FILE = "leaderboard.json"
 BOARDS_DIR = "boards"
 SELECTIONS = ("latest", "best")
 EFFICIENCY_COLUMNS = ("parameters", "gmacs_per_image", "seconds_per_image", "images_per_second")
-
-Variant = tuple[str, str]  # (metric fingerprint, prompt-set fingerprint)
 
 
 @dataclass
@@ -128,25 +128,26 @@ def build_boards(entries: Iterable[Entry], select: str = "latest", by: str = "")
     return boards
 
 
-def _ranked_variants(group: list[Entry]) -> dict[str, list[Variant]]:
-    """Per metric, its (fingerprint, prompt-set fingerprint) variants, most models first."""
-    models: dict[tuple[str, Variant], set[str]] = defaultdict(set)
-    uses: Counter[tuple[str, Variant]] = Counter()
+def _ranked_variants(group: list[Entry]) -> dict[str, list[ComparabilityKey]]:
+    """Per metric, its comparability keys within one protocol (its variants), most models first."""
+    models: dict[tuple[str, ComparabilityKey], set[str]] = defaultdict(set)
+    uses: Counter[tuple[str, ComparabilityKey]] = Counter()
     for entry in group:
-        for name, metric in entry["metrics"].items():
-            variant = (metric["fingerprint"], metric["prompt_set_fingerprint"])
-            models[(name, variant)].add(entry["model"])
-            uses[(name, variant)] += 1
-    ranked: dict[str, list[Variant]] = defaultdict(list)
-    for name, variant in sorted(models, key=lambda k: (k[0], -len(models[k]), -uses[k], k[1])):
-        ranked[name].append(variant)
+        for name in entry["metrics"]:
+            variant = (name, metric_key(entry, name))
+            models[variant].add(entry["model"])
+            uses[variant] += 1
+    ranked: dict[str, list[ComparabilityKey]] = defaultdict(list)
+    for name, key in sorted(models, key=lambda k: (k[0], -len(models[k]), -uses[k], k[1])):
+        ranked[name].append(key)
     return ranked
 
 
-def _board(protocol_fp: str, variants: dict[str, Variant], group: list[Entry], select: str, by: str,
+def _board(protocol_fp: str, variants: dict[str, ComparabilityKey], group: list[Entry], select: str, by: str,
            level: int) -> dict[str, Any]:
     key = {"protocol_fingerprint": protocol_fp,
-           "metrics": {m: {"fingerprint": fp, "prompt_set_fingerprint": ps} for m, (fp, ps) in variants.items()}}
+           "metrics": {m: {"fingerprint": k.metric_fingerprint, "prompt_set_fingerprint": k.prompt_set_fingerprint}
+                       for m, k in variants.items()}}
     board_id = "b-" + sha256_json(key)[:12]
     cells = [(e, _cells(e, variants)) for e in group]
     cells = [(e, c) for e, c in cells if c]
@@ -168,20 +169,17 @@ def _board(protocol_fp: str, variants: dict[str, Variant], group: list[Entry], s
             "csv": f"{BOARDS_DIR}/{board_id}.csv", "rows": rows}
 
 
-def _cells(entry: Entry, variants: dict[str, Variant]) -> dict[str, Any]:
-    """The entry's metric entries that belong on this board."""
-    out = {}
-    for name, metric in entry["metrics"].items():
-        if variants.get(name) == (metric["fingerprint"], metric["prompt_set_fingerprint"]):
-            out[name] = metric
-    return out
+def _cells(entry: Entry, variants: dict[str, ComparabilityKey]) -> dict[str, Any]:
+    """The entry's metric entries that belong on this board: those with the board's key."""
+    return {name: metric for name, metric in entry["metrics"].items() if variants.get(name) == metric_key(entry, name)}
 
 
-def _metric_info(name: str, variant: Variant, cells: list[tuple[Entry, dict[str, Any]]]) -> dict[str, Any]:
+def _metric_info(name: str, key: ComparabilityKey, cells: list[tuple[Entry, dict[str, Any]]]) -> dict[str, Any]:
     metric = next(c[name] for _, c in cells if name in c)
     return {"name": name, "display_name": metric.get("display_name") or name,
             "higher_is_better": metric.get("higher_is_better"), "prompt_set": metric.get("prompt_set"),
-            "version": metric.get("version"), "fingerprint": variant[0], "prompt_set_fingerprint": variant[1]}
+            "version": metric.get("version"), "fingerprint": key.metric_fingerprint,
+            "prompt_set_fingerprint": key.prompt_set_fingerprint}
 
 
 def _choose(candidates: list[tuple[Entry, dict[str, Any]]], select: str, primary: str,

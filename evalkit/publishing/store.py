@@ -4,7 +4,7 @@
 protocol fingerprint), the aggregates of its run.json (value, ci95, n, by_category) plus the
 absolute path of that run.json, so `evalkit check` and the site can reach the per-image
 records without the store carrying them. Every derived output (leaderboard.json, the CSVs,
-the site) is computed from this file alone.
+the site's tables) is computed from this file alone.
 
 Merging must survive two `evalkit leaderboard` processes at once (two training jobs finishing
 together): the whole read-merge-write runs under an exclusive `flock` on `leaderboard/.lock`,
@@ -25,9 +25,10 @@ from typing import Any
 
 from evalkit.errors import EvalkitError
 from evalkit.fileio.pngio import write_atomic
+from evalkit.results.comparability import ComparabilityKey
+from evalkit.results.model import RunResult
 from evalkit.stepdir import walk_run_files
 
-RUN_SCHEMA = "evalkit.run/1"
 ENTRIES_FILE = "entries.json"
 ENTRIES_SCHEMA = "evalkit.leaderboard-entries/1"
 LOCK_FILE = ".lock"
@@ -41,7 +42,7 @@ Entry = dict[str, Any]
 EntryKey = tuple[str, str, str, str]
 
 
-# -- finding and reading run.json ------------------------------------------------------------------
+# -- finding run.json files ------------------------------------------------------------------------
 
 
 def find_run_files(paths: Iterable[Path]) -> list[Path]:
@@ -62,68 +63,39 @@ def find_run_files(paths: Iterable[Path]) -> list[Path]:
     return sorted(found)
 
 
-def read_run(path: Path) -> dict[str, Any]:
-    """A run.json, checked for the fields the leaderboard relies on."""
-    try:
-        run = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise EvalkitError(f"{path} is not readable JSON ({e})", "re-run `evalkit score` on that step folder") from e
-    problem = _run_problem(run)
-    if problem:
-        raise EvalkitError(f"{path} is not an {RUN_SCHEMA} run.json: {problem}",
-                           "re-run `evalkit score` on that step folder to rewrite it, or leave it out")
-    return run
-
-
-def _run_problem(run: Any) -> str:
-    if not isinstance(run, dict):
-        return "not a JSON object"
-    if run.get("schema_version") != RUN_SCHEMA:
-        return f"schema_version is {run.get('schema_version')!r}"
-    checkpoint, protocol, metrics = run.get("checkpoint"), run.get("protocol"), run.get("metrics")
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("name"), str):
-        return "checkpoint.name is missing"
-    if not isinstance(checkpoint.get("fingerprint"), str):
-        return "checkpoint.fingerprint is missing"
-    if not isinstance(protocol, dict) or not isinstance(protocol.get("fingerprint"), str):
-        return "protocol.fingerprint is missing"
-    if not isinstance(metrics, dict):
-        return "metrics is missing"
-    for name, metric in metrics.items():
-        if not isinstance(metric, dict):
-            return f"metrics.{name} is not an object"
-        for key in ("fingerprint", "prompt_set_fingerprint"):
-            if not isinstance(metric.get(key), str):
-                return f"metrics.{name}.{key} is missing"
-    return ""
-
-
 # -- entries ---------------------------------------------------------------------------------------
 
 
-def entry_from_run(run: dict[str, Any], path: Path) -> Entry:
+def entry_from_run(run: RunResult, path: Path) -> Entry:
     """The store's aggregate-only view of one run.json (see METRIC_FIELDS)."""
-    checkpoint, protocol = run["checkpoint"], run["protocol"]
-    step = checkpoint.get("step")
+    checkpoint, protocol = run.checkpoint, run.protocol
+    step = checkpoint.step
     step = step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else None
-    label = checkpoint.get("step_label") or (str(step) if step is not None else "final")
-    metrics = {name: _finite({k: m[k] for k in METRIC_FIELDS if k in m}) for name, m in run["metrics"].items()}
+    label = checkpoint.step_label or (str(step) if step is not None else "final")
+    metrics = {name: _finite({k: v for k, v in m.to_json().items() if k in METRIC_FIELDS})
+               for name, m in run.metrics.items()}
     entry: Entry = {
-        "model": checkpoint["name"],
+        "model": checkpoint.name,
         "step": step,
-        "step_label": str(label),
-        "checkpoint_fingerprint": checkpoint["fingerprint"],
-        "pipeline_class": checkpoint.get("pipeline_class", ""),
-        "protocol": protocol,
-        "prompt_sets": run.get("prompt_sets", {}),
+        "step_label": label,
+        "checkpoint_fingerprint": checkpoint.fingerprint,
+        "pipeline_class": checkpoint.pipeline_class,
+        "protocol": protocol.to_json(),
+        "prompt_sets": {name: s.to_json() for name, s in run.prompt_sets.items()},
         "metrics": metrics,
         "run": str(Path(path).resolve()),
-        "finished": (run.get("provenance") or {}).get("finished"),
+        "finished": run.provenance.finished,
     }
-    efficiency = efficiency_summary(run.get("efficiency"), protocol.get("resolution"))
+    efficiency = efficiency_summary(run.efficiency, list(protocol.resolution))
     if efficiency:
         entry["efficiency"] = efficiency
     return entry
+
+
+def metric_key(entry: Entry, name: str) -> ComparabilityKey:
+    """The comparability key of the entry's metric `name` (which it must hold)."""
+    metric = entry["metrics"][name]
+    return ComparabilityKey(entry["protocol"]["fingerprint"], metric["fingerprint"], metric["prompt_set_fingerprint"])
 
 
 def efficiency_summary(profile: Any, resolution: Any = None) -> dict[str, Any]:

@@ -2,11 +2,11 @@
 
 Reads the complete step folders (run.json present) with integer steps under OUT/<model>/ and
 writes OUT/<model>/curves/<metric>.csv and .json (plots: evalkit.results.plots). A point belongs to a
-*series*, one per comparability key (metric fingerprint, the metric's prompt-set fingerprint,
-the run's protocol fingerprint; docs/results.md): a curve never joins numbers that are not
-comparable, so a changed protocol or metric card starts a new series instead of a kink.
-Everything written is a function of the run.json files (and compute.json), so rebuilding from
-the same files gives the same bytes.
+*series*, one per comparability key (evalkit.results.comparability: protocol, metric and
+prompt-set fingerprints): a curve never joins numbers that are not comparable, so a changed
+protocol or metric card starts a new series instead of a kink. Everything written is a function
+of the run.json files (and compute.json), so rebuilding from the same files gives the same
+bytes. The site draws its curves from the JSON written here (`read_curve`), so the two agree.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.errors import EvalkitError
-from evalkit.fileio.hashing import sha256_json
 from evalkit.fileio.pngio import write_atomic
+from evalkit.results.comparability import ComparabilityKey, metric_key
+from evalkit.results.model import MetricEntry, Protocol, RunResult
+from evalkit.results.run import read_run
 from evalkit.stepdir import ModelDir
 
 CURVES_SCHEMA = "evalkit.curves/1"
@@ -41,20 +43,15 @@ class Point:
     ci_high: float | None
     n: int | None
     fingerprint: str  # the checkpoint's weights fingerprint
-    finished: str  # provenance.finished of its run.json: orders series by recency
 
 
 @dataclass(frozen=True)
 class Series:
-    label: str  # first characters of the key's hash: short enough for a legend, stable across runs
-    key: dict[str, str]
+    label: str  # first characters of the key's digest: short enough for a legend, stable across runs
+    key: ComparabilityKey
     describe: str
     info: dict[str, Any]
     points: tuple[Point, ...]
-
-    @property
-    def newest(self) -> tuple[datetime, int]:
-        return max((_parse_time(p.finished), p.step) for p in self.points)
 
 
 @dataclass(frozen=True)
@@ -64,6 +61,16 @@ class Curve:
     display_name: str
     higher_is_better: bool | None
     series: tuple[Series, ...]  # newest first
+
+
+@dataclass(frozen=True)
+class _Row:
+    """A point with what its series is described and ordered by."""
+
+    point: Point
+    finished: str  # provenance.finished of its run.json: orders series by recency
+    entry: MetricEntry
+    protocol: Protocol
 
 
 @dataclass(frozen=True)
@@ -80,63 +87,47 @@ class TrainingCompute:
         return {"unit": "FLOPs", "flops_per_step": self.flops_per_step, **self.derivation}
 
 
-def step_runs(model_dir: Path) -> list[tuple[int, dict[str, Any]]]:
+def step_runs(model_dir: Path) -> list[tuple[int, RunResult]]:
     """(step, run.json) of every complete step folder with an integer step, by step."""
-    from evalkit.results.run import read_run
-
     return [(step, read_run(folder.run_json)) for step, folder in ModelDir(model_dir).complete_training_steps()]
 
 
 def collect_curves(model_dir: Path) -> list[Curve]:
     """One Curve per metric found in any complete step folder, metrics sorted by name."""
-    rows: dict[str, dict[str, list[tuple[Point, dict[str, Any], dict[str, Any]]]]] = {}
+    rows: dict[str, dict[ComparabilityKey, list[_Row]]] = {}
     for step, run in step_runs(model_dir):
-        protocol = run.get("protocol", {})
-        finished = str(run.get("provenance", {}).get("finished") or "")
-        fingerprint = str(run.get("checkpoint", {}).get("fingerprint") or "")
-        for metric, entry in sorted(run.get("metrics", {}).items()):
-            ci = entry.get("ci95") or [None, None]
-            point = Point(step, _number(entry.get("value")), _number(ci[0]), _number(ci[1]),
-                          entry.get("n"), fingerprint, finished)
-            key = sha256_json(comparability_key(entry, protocol))
-            rows.setdefault(metric, {}).setdefault(key, []).append((point, entry, protocol))
+        for metric, entry in sorted(run.metrics.items()):
+            low, high = entry.ci95
+            point = Point(step, _number(entry.value), _number(low), _number(high), entry.n,
+                          run.checkpoint.fingerprint)
+            row = _Row(point, run.provenance.finished, entry, run.protocol)
+            rows.setdefault(metric, {}).setdefault(metric_key(run, metric), []).append(row)
     return [_curve(model_dir.name, metric, by_key) for metric, by_key in sorted(rows.items())]
 
 
-def comparability_key(entry: dict[str, Any], protocol: dict[str, Any]) -> dict[str, str]:
-    """What must agree for two metric entries to be comparable (docs/results.md)."""
-    return {"metric_fingerprint": str(entry.get("fingerprint", "")),
-            "prompt_set_fingerprint": str(entry.get("prompt_set_fingerprint", "")),
-            "protocol_fingerprint": str(protocol.get("fingerprint", ""))}
-
-
-def _curve(model: str, metric: str, by_key: dict[str, list[tuple[Point, dict[str, Any], dict[str, Any]]]]
-           ) -> Curve:
+def _curve(model: str, metric: str, by_key: dict[ComparabilityKey, list[_Row]]) -> Curve:
+    newest: dict[str, tuple[datetime, int]] = {}
     series = []
-    for key_hash, rows in by_key.items():
-        _, entry, protocol = rows[-1]  # the highest step describes the series (all share its key)
-        info = {"prompt_set": entry.get("prompt_set"), "metric_version": entry.get("version"),
-                "card": entry.get("card", {}).get("name"),
-                "display_name": entry.get("display_name"), "higher_is_better": entry.get("higher_is_better"),
-                "protocol": {k: v for k, v in protocol.items() if k not in ("fingerprint", "device")}}
-        label = key_hash[:LABEL_CHARS]
-        series.append(Series(label, comparability_key(entry, protocol), _describe(label, entry, protocol), info,
-                             tuple(p for p, _, _ in rows)))
-    series.sort(key=lambda s: (s.newest, s.label), reverse=True)
-    newest = series[0].info
-    higher = newest["higher_is_better"]
-    return Curve(model, metric, str(newest["display_name"] or metric),
+    for key, rows in by_key.items():
+        entry, protocol = rows[-1].entry, rows[-1].protocol  # the highest step describes the series
+        info = {"prompt_set": entry.prompt_set, "metric_version": entry.version, "card": entry.card.name,
+                "display_name": entry.display_name, "higher_is_better": entry.higher_is_better,
+                "protocol": protocol.settings()}
+        label = key.digest[:LABEL_CHARS]
+        newest[label] = max((_parse_time(r.finished), r.point.step) for r in rows)
+        series.append(Series(label, key, _describe(label, entry, protocol), info, tuple(r.point for r in rows)))
+    series.sort(key=lambda s: (newest[s.label], s.label), reverse=True)
+    first = series[0].info
+    higher = first["higher_is_better"]
+    return Curve(model, metric, str(first["display_name"] or metric),
                  bool(higher) if higher is not None else None, tuple(series))
 
 
-def _describe(label: str, entry: dict[str, Any], protocol: dict[str, Any]) -> str:
+def _describe(label: str, entry: MetricEntry, protocol: Protocol) -> str:
     """A legend line a person can tell apart: what differs between series is usually in here."""
-    parts = [str(protocol.get("scheduler") or "?").removesuffix("Scheduler"), f"{protocol.get('steps')} steps",
-             f"cfg {protocol.get('guidance_scale')}"]
-    resolution = protocol.get("resolution")
-    if isinstance(resolution, list) and resolution:
-        parts.append("x".join(str(r) for r in resolution))
-    parts.append(f"{entry.get('prompt_set')} n={entry.get('n')}")
+    parts = [str(protocol.scheduler or "?").removesuffix("Scheduler"), f"{protocol.steps} steps",
+             f"cfg {protocol.guidance_scale}", "x".join(str(r) for r in protocol.resolution),
+             f"{entry.prompt_set} n={entry.n}"]
     return f"{label}: " + ", ".join(parts)
 
 
@@ -151,7 +142,7 @@ def curve_record(curve: Curve, compute: TrainingCompute | None) -> dict[str, Any
         "series": [{
             "series": s.label,
             "describe": s.describe,
-            "key": s.key,
+            "key": s.key.to_json(),
             **s.info,
             "points": [_row(s.label, p, compute) for p in s.points],
         } for s in curve.series],
@@ -204,6 +195,33 @@ def write_curves(model_dir: Path, compute: TrainingCompute | None = None, plots:
 
             written += plot_curve(curve, compute, folder)
     return written
+
+
+def read_curve(model_dir: Path, metric: str) -> Curve | None:
+    """A curve as write_curves stored it (None when the model folder has no curve of `metric`)."""
+    folder = ModelDir(model_dir)
+    path = folder.curve_file(metric, ".json")
+    if not path.is_file():
+        return None
+    hint = f"rewrite it: `evalkit run` on the training folder, or delete {folder.curves_dir}"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise EvalkitError(f"{path} is unreadable ({e})", hint) from e
+    if not isinstance(record, dict) or record.get("schema_version") != CURVES_SCHEMA:
+        raise EvalkitError(f"{path} is not an evalkit {CURVES_SCHEMA} file", hint)
+    try:
+        return Curve(record["model"], record["metric"], record["display_name"], record["higher_is_better"],
+                     tuple(_stored_series(s) for s in record["series"]))
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise EvalkitError(f"{path} is garbled ({type(e).__name__}: {e})", hint) from e
+
+
+def _stored_series(record: dict[str, Any]) -> Series:
+    info = {k: v for k, v in record.items() if k not in ("series", "describe", "key", "points")}
+    points = tuple(Point(p["step"], p["value"], p["ci_low"], p["ci_high"], p["n"], p["fingerprint"])
+                   for p in record["points"])
+    return Series(record["series"], ComparabilityKey.from_json(record["key"]), record["describe"], info, points)
 
 
 def save_compute(folder: ModelDir, compute: TrainingCompute) -> Path:

@@ -30,8 +30,10 @@ from evalkit.publishing.store import (
     find_run_files,
     load_entries,
     merge_entries,
-    read_run,
 )
+from evalkit.results.curves import Series, read_curve
+from evalkit.results.run import read_run
+from evalkit.stepdir import StepDir
 
 PACKAGE_DIR = Path(__file__).parent
 MARKER = ".evalkit-site"
@@ -151,7 +153,7 @@ def _write(site: Path, entries: list[Entry], document: dict[str, Any], options: 
     efficiency = [v for v in (efficiency_view(b, slugs) for b in document["boards"]) if v is not None]
     render("efficiency.html", "efficiency.html", "", page="efficiency", views=efficiency)
     for name, model_entries in models.items():
-        view = model_view(name, model_entries, document["boards"])
+        view = model_view(name, model_entries, document["boards"], stored_curves(model_entries))
         shown = _spread(model_entries, STEP_GALLERY_COLUMNS)
         gallery = None
         if len(shown) > 1:
@@ -159,6 +161,22 @@ def _write(site: Path, entries: list[Entry], document: dict[str, Any], options: 
             gallery = build_gallery(columns, view["metric_names"], options.gallery_prompts, copier, texts)
         render(f"models/{slugs[name]}.html", "model.html", "../", page="model", model=view, gallery=gallery)
     return SiteResult(site, pages, len(copier.copied), len(document["boards"]), len(models))
+
+
+def stored_curves(entries: list[Entry]) -> dict[str, list[Series]]:
+    """metric -> the series of the curve files in the model folders of the entries' training steps.
+
+    The site draws what `evalkit run` wrote (OUT/<model>/curves/<metric>.json) rather than
+    recomputing it; a metric without such a file is drawn from the entries (views.curves).
+    """
+    steps = [StepDir(Path(e["run"]).parent) for e in entries if isinstance(e["step"], int)]
+    folders = dict.fromkeys(step.model_dir.path for step in steps)
+    found: dict[str, list[Series]] = {}
+    for name in sorted({m for e in entries for m in e["metrics"]}):
+        curves = [c for c in (read_curve(folder, name) for folder in folders) if c is not None]
+        if curves:
+            found[name] = [s for c in curves for s in c.series]
+    return found
 
 
 def _entry_for(entries: list[Entry], row: dict[str, Any]) -> Entry:

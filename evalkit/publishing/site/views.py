@@ -15,7 +15,9 @@ from typing import Any
 from evalkit.fileio.hashing import sha256_bytes
 from evalkit.publishing.leaderboard import step_order
 from evalkit.publishing.site.charts import CostPoint, CurvePoint, Series, curve_chart, pareto_chart
-from evalkit.publishing.store import Entry
+from evalkit.publishing.store import Entry, metric_key
+from evalkit.results.comparability import ComparabilityKey
+from evalkit.results.curves import Series as StoredSeries
 
 FINAL_SORT = 2**53 - 1  # `final` sorts after every numbered step
 DASH = "–"
@@ -98,7 +100,9 @@ def group_models(entries: Iterable[Entry]) -> dict[str, list[Entry]]:
     return {name: sorted(found, key=lambda e: (step_order(e), e["run"])) for name, found in sorted(models.items())}
 
 
-def model_view(name: str, entries: list[Entry], boards: list[dict[str, Any]]) -> dict[str, Any]:
+def model_view(name: str, entries: list[Entry], boards: list[dict[str, Any]],
+               stored: dict[str, list[StoredSeries]]) -> dict[str, Any]:
+    """A model's page; `stored` holds the series of its curve files, per metric (see `curves`)."""
     names = sorted({m for e in entries for m in e["metrics"]})
     display = {m: next(e["metrics"][m].get("display_name") or m for e in entries if m in e["metrics"]) for m in names}
     steps = [{"step_label": e["step_label"], "protocol": _protocol_text(e["protocol"]),
@@ -108,7 +112,7 @@ def model_view(name: str, entries: list[Entry], boards: list[dict[str, Any]]) ->
     placements = [{"board_id": b["id"], "title": b["title"], "rank": r["rank"], "step_label": r["step_label"],
                    "of": len(b["rows"])} for b in boards for r in b["rows"] if r["model"] == name]
     return {"name": name, "metric_names": names, "display": display, "steps": steps, "placements": placements,
-            "curves": curves(entries, display), "categories": categories(entries),
+            "curves": curves(entries, display, stored), "categories": categories(entries),
             "has_efficiency": any(e.get("efficiency") for e in entries)}
 
 
@@ -128,25 +132,46 @@ def efficiency_cells(efficiency: dict[str, Any] | None) -> dict[str, str]:
             "ips": f"{ips:.3g}" if isinstance(ips, (int, float)) else DASH}
 
 
-def curves(entries: list[Entry], display: dict[str, str]) -> list[dict[str, Any]]:
-    """One chart per metric over the numbered steps; only comparable points share a line."""
+def curves(entries: list[Entry], display: dict[str, str], stored: dict[str, list[StoredSeries]]
+           ) -> list[dict[str, Any]]:
+    """One chart per metric over the numbered steps; only comparable points share a line.
+
+    A metric's lines are its curve files' series (`stored`: what `evalkit run` wrote into
+    OUT/<model>/curves/) when the model has them; otherwise (runs merged without curves) they are
+    drawn from the leaderboard entries, grouped by the same comparability key.
+    """
     charts = []
     for name in sorted(display):
-        groups: dict[tuple[str, str, str], list[CurvePoint]] = defaultdict(list)
-        for entry in entries:
-            metric = entry["metrics"].get(name)
-            if not isinstance(entry["step"], int) or not metric or not isinstance(metric.get("value"), (int, float)):
-                continue
-            ci = metric.get("ci95") if isinstance(metric.get("ci95"), list) else [None, None]
-            key = (entry["protocol"]["fingerprint"], metric["fingerprint"], metric["prompt_set_fingerprint"])
-            groups[key].append(CurvePoint(entry["step"], metric["value"], ci[0], ci[1], entry["step_label"]))
+        groups = _stored_points(stored[name]) if name in stored else _entry_points(entries, name)
         if not any(len(points) >= 2 for points in groups.values()):
             continue
-        series = [Series(display[name] if len(groups) == 1 else f"protocol {key[0][:8]} / metric {key[1][:8]}",
-                         points) for key, points in sorted(groups.items())]
+        series = [Series(display[name] if len(groups) == 1
+                         else f"protocol {key.protocol_fingerprint[:8]} / metric {key.metric_fingerprint[:8]}", points)
+                  for key, points in sorted(groups.items())]
         charts.append({"metric": name, "svg": curve_chart(series, f"{display[name]} by training step",
                                                           y_label=display[name])})
     return charts
+
+
+def _stored_points(series: list[StoredSeries]) -> dict[ComparabilityKey, list[CurvePoint]]:
+    groups: dict[ComparabilityKey, list[CurvePoint]] = defaultdict(list)
+    for one in series:
+        for p in one.points:
+            if isinstance(p.value, (int, float)):
+                groups[one.key].append(CurvePoint(p.step, p.value, p.ci_low, p.ci_high, str(p.step)))
+    return groups
+
+
+def _entry_points(entries: list[Entry], name: str) -> dict[ComparabilityKey, list[CurvePoint]]:
+    groups: dict[ComparabilityKey, list[CurvePoint]] = defaultdict(list)
+    for entry in entries:
+        metric = entry["metrics"].get(name)
+        if not isinstance(entry["step"], int) or not metric or not isinstance(metric.get("value"), (int, float)):
+            continue
+        ci = metric.get("ci95") if isinstance(metric.get("ci95"), list) else [None, None]
+        groups[metric_key(entry, name)].append(CurvePoint(entry["step"], metric["value"], ci[0], ci[1],
+                                                          entry["step_label"]))
+    return groups
 
 
 def categories(entries: list[Entry]) -> list[dict[str, Any]]:

@@ -1,0 +1,211 @@
+"""run.json as typed objects: the one shape every writer and reader of a checkpoint's results uses.
+
+A field is spelled here once; everything else reads attributes, so a renamed or retyped field
+is a type error instead of a `KeyError` somewhere downstream. `from_json` trusts its input to
+have passed the JSON Schema (`evalkit.results.run.read_run` validates first), and `to_json`
+gives back the document it was built from: fields the schema makes optional are `None` here and
+left out of the JSON, so reading and rewriting a run.json changes nothing (a null written for an
+optional field reads back as absent). The metric-specific parts (`values`, `by_category`), the
+profile (`efficiency`) and library versions stay JSON objects: their keys belong to the metric
+or the profiler, not to run.json.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from evalkit.results.bootstrap import BootstrapSpec
+
+RUN_SCHEMA = "evalkit.run/1"
+
+JsonObject = dict[str, Any]
+
+
+def _present(**fields: Any) -> JsonObject:
+    """The optional fields that are set (absent ones stay absent in the JSON)."""
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    name: str
+    step: int | None  # the training step; None for a released model
+    step_label: str  # the step folder's name: the step, or "final"
+    fingerprint: str  # sha256 of the weights
+    pipeline_class: str
+    source: JsonObject  # how the checkpoint was found (kind, path, hub id, ...)
+
+    @classmethod
+    def from_json(cls, doc: JsonObject) -> Checkpoint:
+        return cls(doc["name"], doc["step"], doc["step_label"], doc["fingerprint"], doc["pipeline_class"],
+                   doc["source"])
+
+    def to_json(self) -> JsonObject:
+        return {"name": self.name, "step": self.step, "step_label": self.step_label, "fingerprint": self.fingerprint,
+                "pipeline_class": self.pipeline_class, "source": self.source}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The generation settings as read back from generation.json, and their fingerprint."""
+
+    scheduler: str
+    steps: int
+    guidance_scale: float
+    seed: int
+    resolution: tuple[int, int]  # (width, height)
+    dtype: str
+    negative_prompt: str
+    images_per_prompt: int
+    eta: float | None
+    seed_scheme: str | None
+    device: str | None  # where the images were made: recorded, never part of the fingerprint
+    fingerprint: str
+
+    @classmethod
+    def from_json(cls, doc: JsonObject) -> Protocol:
+        width, height = doc["resolution"]
+        return cls(doc["scheduler"], doc["steps"], doc["guidance_scale"], doc["seed"], (width, height), doc["dtype"],
+                   doc["negative_prompt"], doc["images_per_prompt"], doc.get("eta"), doc.get("seed_scheme"),
+                   doc.get("device"), doc["fingerprint"])
+
+    def to_json(self) -> JsonObject:
+        return {**self.settings(), **_present(device=self.device), "fingerprint": self.fingerprint}
+
+    def settings(self) -> JsonObject:
+        """What decides the images (the fingerprint's content), keys sorted: what curves and check describe."""
+        return {"dtype": self.dtype, **_present(eta=self.eta), "guidance_scale": self.guidance_scale,
+                "images_per_prompt": self.images_per_prompt, "negative_prompt": self.negative_prompt,
+                "resolution": list(self.resolution), "scheduler": self.scheduler, "seed": self.seed,
+                **_present(seed_scheme=self.seed_scheme), "steps": self.steps}
+
+
+@dataclass(frozen=True)
+class PromptSetRecord:
+    fingerprint: str
+    n: int
+
+    @classmethod
+    def from_json(cls, doc: JsonObject) -> PromptSetRecord:
+        return cls(doc["fingerprint"], doc["n"])
+
+    def to_json(self) -> JsonObject:
+        return {"fingerprint": self.fingerprint, "n": self.n}
+
+
+@dataclass(frozen=True)
+class Card:
+    """The metric card a result was scored with; a metric without a card records only its name."""
+
+    name: str
+    implementation: str | None = None
+    fingerprint: str | None = None
+    path: str | None = None  # where the card file was read from: `check` re-creates the metric from it
+
+    @classmethod
+    def from_json(cls, doc: JsonObject) -> Card:
+        return cls(doc["name"], doc.get("implementation"), doc.get("fingerprint"), doc.get("path"))
+
+    def to_json(self) -> JsonObject:
+        return {"name": self.name, **_present(implementation=self.implementation, fingerprint=self.fingerprint,
+                                              path=self.path)}
+
+
+@dataclass(frozen=True)
+class MetricEntry:
+    """One metric's result for the checkpoint: value, interval, breakdowns and where its records are."""
+
+    value: float | None  # the metric's own aggregate; None where it is undefined
+    ci95: tuple[float | None, float | None]
+    n: int  # prompts: the bootstrap unit
+    higher_is_better: bool
+    prompt_set: str
+    prompt_set_fingerprint: str
+    fingerprint: str  # the metric's: card, weights, versions
+    card: Card
+    values: JsonObject  # the metric's full aggregate
+    bootstrap: BootstrapSpec
+    by_category: JsonObject  # group -> category -> {value, ci95, n[, n_items]}
+    records: str  # per-image records, relative to the step folder
+    units: str  # per-prompt sidecar, relative to the step folder
+    display_name: str | None = None
+    version: str | None = None
+
+    @classmethod
+    def from_json(cls, doc: JsonObject) -> MetricEntry:
+        low, high = doc["ci95"]
+        boot = doc["bootstrap"]
+        return cls(doc["value"], (low, high), doc["n"], doc["higher_is_better"], doc["prompt_set"],
+                   doc["prompt_set_fingerprint"], doc["fingerprint"], Card.from_json(doc["card"]), doc["values"],
+                   BootstrapSpec(boot["resamples"], boot["seed"], boot["level"]), doc["by_category"], doc["records"],
+                   doc["units"], doc.get("display_name"), doc.get("version"))
+
+    def to_json(self) -> JsonObject:
+        return {"value": self.value, "ci95": list(self.ci95), "n": self.n, "higher_is_better": self.higher_is_better,
+                **_present(display_name=self.display_name, version=self.version),
+                "prompt_set": self.prompt_set, "prompt_set_fingerprint": self.prompt_set_fingerprint,
+                "fingerprint": self.fingerprint, "card": self.card.to_json(), "values": self.values,
+                "bootstrap": self.bootstrap.describe(), "by_category": self.by_category, "records": self.records,
+                "units": self.units}
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where, when and with what the result was made: never part of what makes results comparable."""
+
+    evalkit: str
+    git_commit: str | None
+    versions: dict[str, str]  # library -> version
+    device: JsonObject  # type, name, memory...
+    started: str  # ISO 8601, UTC
+    finished: str
+    seconds: JsonObject  # {"generate": s, "score": {metric: s}}
+    images_per_second: JsonObject  # {"generate": x, "score": {metric: x}}
+    platform: str | None = None
+    generation: JsonObject | None = None  # generation.json's provenance: versions when the images were made
+    n_images: int | None = None
+
+    @classmethod
+    def from_json(cls, doc: JsonObject) -> Provenance:
+        return cls(doc["evalkit"], doc["git_commit"], doc["versions"], doc["device"], doc["started"], doc["finished"],
+                   doc["seconds"], doc["images_per_second"], doc.get("platform"), doc.get("generation"),
+                   doc.get("n_images"))
+
+    def to_json(self) -> JsonObject:
+        return {"evalkit": self.evalkit, "git_commit": self.git_commit, "versions": self.versions,
+                "device": self.device,
+                **_present(platform=self.platform, generation=self.generation),
+                "started": self.started, "finished": self.finished, "seconds": self.seconds,
+                "images_per_second": self.images_per_second, **_present(n_images=self.n_images)}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One checkpoint's run.json (`schema_version` evalkit.run/1; docs/results.md)."""
+
+    checkpoint: Checkpoint
+    protocol: Protocol
+    prompt_sets: dict[str, PromptSetRecord]
+    metrics: dict[str, MetricEntry]
+    provenance: Provenance
+    efficiency: JsonObject | None = None  # profile.json's content, when the step folder has one
+
+    @property
+    def label(self) -> str:
+        """model@step, as people name a checkpoint."""
+        return f"{self.checkpoint.name}@{self.checkpoint.step_label or self.checkpoint.step or 'final'}"
+
+    @classmethod
+    def from_json(cls, doc: JsonObject) -> RunResult:
+        return cls(Checkpoint.from_json(doc["checkpoint"]), Protocol.from_json(doc["protocol"]),
+                   {name: PromptSetRecord.from_json(s) for name, s in doc["prompt_sets"].items()},
+                   {name: MetricEntry.from_json(m) for name, m in doc["metrics"].items()},
+                   Provenance.from_json(doc["provenance"]), doc.get("efficiency"))
+
+    def to_json(self) -> JsonObject:
+        return {"schema_version": RUN_SCHEMA, "checkpoint": self.checkpoint.to_json(),
+                "protocol": self.protocol.to_json(),
+                "prompt_sets": {name: s.to_json() for name, s in self.prompt_sets.items()},
+                "metrics": {name: m.to_json() for name, m in self.metrics.items()},
+                **_present(efficiency=self.efficiency), "provenance": self.provenance.to_json()}
