@@ -63,7 +63,7 @@ from evalkit.generation.generator import GenerateOptions, Generator
 from evalkit.generation.protocol import GenerationRequest
 from evalkit.metrics.api import ImageItem, Metric
 from evalkit.metrics.cards import read_card
-from evalkit.metrics.options import MetricOptions
+from evalkit.metrics.context import MetricContext
 from evalkit.prompts.sets import PromptSet, load_prompt_set
 from evalkit.runtime.devicetime import release_memory, synced_clock
 from evalkit.runtime.quiet import quiet_loading
@@ -364,12 +364,12 @@ def alternate(sides: dict[str, Callable[[], Any]], repeats: int, device: torch.d
     return seconds, last
 
 
-def measure_metric(impl: str, card: Path, options: MetricOptions, step_dir: Path, work: Path, batch_size: int,
+def measure_metric(impl: str, card: Path, context: MetricContext, step_dir: Path, work: Path, batch_size: int,
                    repeats: int, device: torch.device, model: str) -> list[Comparison]:
     from evalkit.metrics.registry import create
     from evalkit.scoring.engine import score_step
 
-    metric = create(str(card), options)
+    metric = create(str(card), context)
     t0 = time.perf_counter()
     metric.setup(device)  # loading is not scoring: neither side pays for it
     print(f"{impl}: {model}; loaded in {time.perf_counter() - t0:.1f} s", flush=True)
@@ -437,12 +437,13 @@ def tifa_naive_side(metric: Any, backend: Any, embed: Any, items: list[ImageItem
 def tifa_models(card: Path, device: torch.device) -> tuple[Any, Any]:
     """The card's VQA and sentence models, loaded through evalkit's public loaders (same files
     as the metric's own copy, so the same weights)."""
+    from evalkit.metrics.registry import BUILTINS
     from evalkit.metrics.tifa.answers import load_sentence_embedder
     from evalkit.metrics.tifa.vqa import load_vqa_backend
 
     parsed = read_card(card)
     with quiet_loading():
-        backend = load_vqa_backend(str(parsed.params.get("vqa_backend", "git-large")), parsed.model("vqa").source,
+        backend = load_vqa_backend(BUILTINS["tifa"].values(parsed)["vqa_backend"], parsed.model("vqa").source,
                                    device=device)
         return backend, load_sentence_embedder(parsed.model("sentence").source, device=device)
 
@@ -572,7 +573,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     print(f"generated {made} images in {time.perf_counter() - t:.1f} s", flush=True)
     from evalkit.evaluation.demo import coco_dir
 
-    options = MetricOptions(coco_images=str(coco_dir(work / "models")))
+    context = MetricContext(coco_images=coco_dir(work / "models"))
     rows: list[Comparison] = []
     skipped: list[dict[str, str]] = []
     for impl in args.metrics:
@@ -584,7 +585,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     warnings.simplefilter("ignore")
                     cards[impl] = full_card(impl, work / "models", work / "cards", fid_coco, device)
                 print(f"{impl}: built {model} in {time.perf_counter() - t:.1f} s", flush=True)
-            rows += measure_metric(impl, cards[impl], options, steps[chosen[impl].name], work, args.batch_size,
+            rows += measure_metric(impl, cards[impl], context, steps[chosen[impl].name], work, args.batch_size,
                                    args.repeats, device, model)
         except (Skip, EvalkitError, OSError, ImportError) as e:  # one metric's problem must not hide the others
             reason = e.one_line() if isinstance(e, EvalkitError) else f"{type(e).__name__}: {e}"

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ from evalkit.generation.protocol import GenerationRequest
 from evalkit.metrics import registry
 from evalkit.metrics.api import Metric, Record
 from evalkit.metrics.clip_score import ClipScore
+from evalkit.metrics.context import MetricContext
 from evalkit.metrics.registry import create
 from evalkit.prompts.sets import load_prompt_set
 from evalkit.prompts.subsets import apply_subset
@@ -53,9 +55,9 @@ class MedianClip:
 
     bootstrap_resamples = 200
 
-    def __init__(self, card: Any) -> None:
+    def __init__(self, card: Any, context: MetricContext) -> None:
         self.card = card
-        self._clip = ClipScore(card)
+        self._clip = ClipScore(card, context)
         self.info = self._clip.info
 
     def fingerprint(self) -> str:
@@ -133,8 +135,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory, sd_dir: Path) -> Iterator[Run
                              params={"vqa_backend": "git", "questions": "sample"}),
                   write_card(cards / "median.yaml", MEDIAN, "median_clip", "coco-10k", clip_models)]
     with pytest.MonkeyPatch.context() as mp:
-        builtin = registry.implementations
-        mp.setattr(registry, "implementations", lambda: {**builtin(), "median_clip": lambda c, o: MedianClip(c)})
+        median = registry.Implementation(factory=f"{__name__}:MedianClip")
+        mp.setattr(registry, "BUILTINS", MappingProxyType({**registry.BUILTINS, "median_clip": median}))
         metrics = {m.info.name: m for m in (create(str(p)) for p in card_paths)}
         ref = resolve(str(sd_dir), ResolveOptions())[0]
         coco, sample = load_prompt_set("coco-10k"), load_prompt_set("tifa-v1.0-sample")

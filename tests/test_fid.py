@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,8 +19,8 @@ from PIL import Image
 
 from evalkit.errors import EvalkitError
 from evalkit.metrics import fid_stats
+from evalkit.metrics.context import MetricContext
 from evalkit.metrics.fid import FID, reference_image, to_uint8_chw
-from evalkit.metrics.options import MetricOptions
 from evalkit.metrics.registry import create
 from evalkit.scoring.engine import score_step
 from evalkit.tiny.clip import write_card
@@ -74,7 +75,7 @@ def _card(tmp_path, weights, **params):
 
 
 def _metric(card, coco_dir):
-    return create(str(card), MetricOptions(coco_images=str(coco_dir) if coco_dir else ""))
+    return create(str(card), MetricContext(coco_images=Path(coco_dir) if coco_dir else None))
 
 
 def _records(step_dir):

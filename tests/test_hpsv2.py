@@ -24,6 +24,7 @@ from support import direct_item, score_directly
 from evalkit.errors import EXIT_USAGE, EvalkitError
 from evalkit.metrics.api import ImageItem
 from evalkit.metrics.cards import read_card
+from evalkit.metrics.context import NO_INPUTS
 from evalkit.metrics.hpsv2 import HPSv2, build_open_clip
 from evalkit.runtime.datafiles import shipped_dir
 from evalkit.tiny.hpsv2 import tiny_config, write_tiny_card, write_tiny_checkpoint
@@ -43,7 +44,7 @@ def weights(tmp_path_factory):
 def _metric(tmp_path, weights, **kwargs):
     card = write_tiny_card(tmp_path / f"hps-{len(list(tmp_path.iterdir()))}.yaml", "hpsv2-tiny", weights.parent,
                            **kwargs)
-    return HPSv2(read_card(card))
+    return HPSv2(read_card(card), NO_INPUTS)
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +141,7 @@ def test_antialias_changes_downscaled_values_and_the_fingerprint(metric, weights
     assert on.fingerprint() != metric.fingerprint()
     card = read_card(write_tiny_card(tmp_path / "no-aa.yaml", "x", weights.parent))
     with pytest.raises(EvalkitError, match=r"must pin params\.antialias"):
-        HPSv2(dataclasses.replace(card, params={k: v for k, v in card.params.items() if k != "antialias"}))
+        HPSv2(dataclasses.replace(card, params={k: v for k, v in card.params.items() if k != "antialias"}), NO_INPUTS)
 
 
 def test_versions_have_different_fingerprints_and_files(weights, tmp_path):
@@ -164,7 +165,7 @@ def test_missing_checkpoint_offline_is_one_line(tmp_path, monkeypatch):
     import huggingface_hub.constants as hub_constants
 
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
-    metric = HPSv2(read_card(shipped_dir("metrics") / "hpsv2.yaml"))
+    metric = HPSv2(read_card(shipped_dir("metrics") / "hpsv2.yaml"), NO_INPUTS)
     with pytest.raises(EvalkitError) as caught:
         metric.fingerprint()
     line = caught.value.one_line()

@@ -23,6 +23,7 @@ from support import direct_item, score_directly
 from evalkit.errors import EXIT_USAGE, EvalkitError
 from evalkit.metrics.api import ImageItem
 from evalkit.metrics.cards import read_card
+from evalkit.metrics.context import NO_INPUTS
 from evalkit.metrics.imagereward import ImageReward, check_converted
 from evalkit.metrics.imagereward_convert import convert_imagereward, split_state_dict, vision_key
 from evalkit.runtime.datafiles import shipped_dir
@@ -49,7 +50,7 @@ def tiny(tmp_path_factory):
 def metric(tiny, tmp_path_factory):
     card = write_card(tmp_path_factory.mktemp("cards") / "ir.yaml", "imagereward-tiny", "imagereward", "coco-10k",
                       {"imagereward": tiny[1]})
-    m = ImageReward(read_card(card))
+    m = ImageReward(read_card(card), NO_INPUTS)
     m.setup(torch.device("cpu"))
     return m
 
@@ -317,8 +318,12 @@ def test_score_step_stores_records_and_aggregates(generate, sd_dir, small_sets, 
     assert result.values["n"] == 4 and abs(result.values["value"] - sum(values) / 4) <= 1e-9
     assert abs(result.values["stdev"] - float(np.std(values, ddof=1))) <= 1e-9
     other = write_card(tmp_path / "ir2.yaml", "imagereward-tiny", "imagereward", "coco-10k",
-                       {"imagereward": tiny[1]}, params={"note": "changed"})
+                       {"imagereward": tiny[1]}, higher_is_better=False)
     assert create(str(other)).fingerprint() != result.fingerprint
+    noted = write_card(tmp_path / "ir3.yaml", "imagereward-tiny", "imagereward", "coco-10k",
+                       {"imagereward": tiny[1]}, params={"note": "changed"})
+    with pytest.raises(EvalkitError, match=r"has unknown param 'note'"):  # ImageReward takes no params
+        create(str(noted))
 
 
 def test_missing_model_offline_is_one_line(tmp_path, monkeypatch):
@@ -328,7 +333,7 @@ def test_missing_model_offline_is_one_line(tmp_path, monkeypatch):
     card = read_card(shipped_dir("metrics") / "imagereward.yaml")
     assert (card.implementation, card.prompt_set, card.higher_is_better) == ("imagereward", "coco-10k", True)
     with pytest.raises(EvalkitError) as caught:
-        ImageReward(card).fingerprint()
+        ImageReward(card, NO_INPUTS).fingerprint()
     line = caught.value.one_line()
     assert "THUDM/ImageReward@main is not in the local Hugging Face cache" in line and "\n" not in line
     assert caught.value.exit_code == EXIT_USAGE
@@ -338,12 +343,12 @@ def test_unconverted_folders_say_how_to_convert(tiny, tmp_path, monkeypatch):
     original, _ = tiny
     card = read_card(write_card(tmp_path / "c.yaml", "ir", "imagereward", "coco-10k", {"imagereward": original.folder}))
     with pytest.raises(EvalkitError, match=r"holds the original pickled ImageReward\.pt") as caught:
-        ImageReward(card).fingerprint()
+        ImageReward(card, NO_INPUTS).fingerprint()
     assert "convert_imagereward" in caught.value.one_line() and "\n" not in caught.value.one_line()
     from evalkit.metrics import imagereward as ir
 
     monkeypatch.setattr(ir, "resolve_hub_snapshot", lambda *a, **k: original.folder)
     with pytest.raises(EvalkitError, match=r"THUDM/ImageReward@main holds the original pickled ImageReward\.pt"):
-        ImageReward(read_card(shipped_dir("metrics") / "imagereward.yaml")).fingerprint()
+        ImageReward(read_card(shipped_dir("metrics") / "imagereward.yaml"), NO_INPUTS).fingerprint()
     with pytest.raises(EvalkitError, match=r"missing vision/config\.json"):
         check_converted(tmp_path, "somewhere")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 import textwrap
 
 import numpy as np
@@ -131,38 +133,120 @@ def test_offline_missing_metric_weights_is_one_line(cli, step_dir, tmp_path, mon
     assert "openai/clip-vit-large-patch14@main is not in the local Hugging Face cache" in err
 
 
-def test_third_party_metric_through_entry_points(tmp_path, monkeypatch, step_dir):
+PLUGIN = '''
+import numpy as np
+
+from evalkit.metrics.api import MetricInfo
+from evalkit.metrics.params import Param
+from evalkit.metrics.registry import Implementation, PluginCard
+
+
+class Brightness:
+    def __init__(self, card, context):
+        self.card = card
+        self.gamma = brightness.values(card)["gamma"]
+        self.info = MetricInfo(name=card.name, display_name=card.display_name, version="1",
+                               higher_is_better=card.higher_is_better, prompt_set=card.prompt_set)
+    def fingerprint(self): return f"brightness-v1-gamma{self.gamma}"
+    def setup(self, device): pass
+    def prepare(self, item, image): return float(((np.asarray(image) / 255.0) ** self.gamma).mean())
+    def score_batch(self, items, prepared): return [[{"value": v}] for v in prepared]
+    def aggregate(self, records):
+        return {"value": sum(r["value"] for r in records) / len(records), "n": len(records)}
+
+
+brightness = Implementation(
+    factory="brightness_metric:Brightness",
+    params=(Param("gamma", float, 1.0, "exponent applied to pixel values in [0, 1]"),),
+    card=PluginCard(prompt_set="tifa-v1.0", higher_is_better=True, display_name="Mean brightness"),
+)
+'''
+
+
+@pytest.fixture
+def brightness_plugin(tmp_path, monkeypatch):
+    """An installed third-party package that registers `brightness` under the evalkit.metrics group."""
     plugin = tmp_path / "plugin"
     (plugin / "brightness_metric").mkdir(parents=True)
-    (plugin / "brightness_metric" / "__init__.py").write_text(textwrap.dedent('''
-        from evalkit.metrics.api import MetricInfo
-        import numpy as np
-
-        class Brightness:
-            info = MetricInfo(name="brightness", display_name="Mean brightness", version="1",
-                              higher_is_better=True, prompt_set="tifa-v1.0")
-            def fingerprint(self): return "brightness-v1"
-            def setup(self, device): pass
-            def prepare(self, item, image): return float(np.asarray(image).mean() / 255.0)
-            def score_batch(self, items, prepared): return [[{"value": v}] for v in prepared]
-            def aggregate(self, records):
-                return {"value": sum(r["value"] for r in records) / len(records), "n": len(records)}
-
-        def make():
-            return Brightness()
-    '''))
+    (plugin / "brightness_metric" / "__init__.py").write_text(PLUGIN)
     dist = plugin / "brightness_metric-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: brightness-metric\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[evalkit.metrics]\nbrightness = brightness_metric:make\n")
+    (dist / "entry_points.txt").write_text("[evalkit.metrics]\nbrightness = brightness_metric:brightness\n")
     monkeypatch.syspath_prepend(str(plugin))
+    return plugin
+
+
+def _brightness(step_dir, gamma):
+    files = sorted((step_dir / "images/tifa-v1.0").glob("*.png"))
+    return float(np.mean([((np.asarray(Image.open(p)) / 255.0) ** gamma).mean() for p in files]))
+
+
+def test_third_party_metric_through_entry_points(brightness_plugin, step_dir):
     from evalkit.metrics.registry import available
 
-    assert available()["brightness"] == "plugin brightness_metric:make"
+    assert available()["brightness"] == "plugin brightness_metric:brightness"
+    # a bare plugin name scores with the card the plugin declares
     result = score_step(step_dir, create_many("brightness"), torch.device("cpu"), quiet=True)[0]
-    files = sorted((step_dir / "images/tifa-v1.0").glob("*.png"))
-    pixels = [np.asarray(Image.open(p)).mean() / 255.0 for p in files]
-    assert result.n_images == 5 and math.isclose(result.values["value"], float(np.mean(pixels)), rel_tol=1e-9)
+    assert result.metric == "brightness" and result.n_images == 5
+    assert math.isclose(result.values["value"], _brightness(step_dir, 1.0), rel_tol=1e-9)
+
+
+def test_a_card_configures_a_plugin(brightness_plugin, step_dir, tmp_path):
+    card = write_card(tmp_path / "bright2.yaml", "brightness-squared", "brightness", "tifa-v1.0", {},
+                      params={"gamma": 2})
+    result = score_step(step_dir, [create(str(card))], torch.device("cpu"), quiet=True)[0]
+    assert result.metric == "brightness-squared" and result.n_images == 5
+    assert math.isclose(result.values["value"], _brightness(step_dir, 2.0), rel_tol=1e-9)
+    typo = write_card(tmp_path / "typo.yaml", "brightness-typo", "brightness", "tifa-v1.0", {}, params={"gama": 2})
+    with pytest.raises(EvalkitError) as caught:
+        create(str(typo))
+    line = caught.value.one_line()
+    assert f"metric card {typo} has unknown param 'gama'; did you mean 'gamma'?" in line
+    assert "implementation 'brightness' accepts: gamma" in line
+
+
+def test_unknown_card_param_names_the_card_the_param_and_what_is_accepted(cli, clip_dir, tmp_path, step_dir):
+    card = write_card(tmp_path / "clip-typo.yaml", "clip-typo", "clip_score", "coco-10k", {"clip": clip_dir},
+                      params={"sacle": "hessel"})
+    code, _, err = cli("score", str(step_dir), "--metrics", str(card), "--quiet")
+    assert code == EXIT_USAGE and len(err.strip().splitlines()) == 1
+    assert f"metric card {card} has unknown param 'sacle'; did you mean 'scale'?" in err
+    assert "implementation 'clip_score' accepts: scale" in err
+    wrong = write_card(tmp_path / "fid-n.yaml", "fid-n", "fid", "coco-10k", {}, params={"n": "many"})
+    with pytest.raises(EvalkitError, match=r"params\.n must be an integer, not 'many'"):
+        create(str(wrong))
+    unknown = write_card(tmp_path / "clp.yaml", "clp", "clip-score", "coco-10k", {"clip": clip_dir})
+    with pytest.raises(EvalkitError, match=r"unknown implementation 'clip-score'; did you mean 'clip_score'\?"):
+        create(str(unknown))
+
+
+def test_every_shipped_card_loads_without_importing_model_code():
+    """Each shipped card's params are declared by its implementation; reading the registry and checking
+    the cards imports no implementation module (what keeps `evalkit metrics list` cheap)."""
+    code = textwrap.dedent('''
+        import sys
+        from evalkit.metrics.registry import BUILTINS, available, shipped_cards
+        cards = shipped_cards()
+        for card in cards.values():
+            BUILTINS[card.implementation].values(card)
+        assert set(cards) <= set(available())
+        heavy = sorted(m for m in sys.modules if m.startswith(("torch", "transformers", "open_clip", "torch_fidelity"))
+                       or m in {r.factory.partition(":")[0] for r in BUILTINS.values()})
+        print(len(cards), heavy)
+    ''')
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split(" ", 1) == ["9", "[]\n"]
+
+
+def test_every_builtin_row_names_a_factory_and_known_inputs():
+    from evalkit.metrics.context import input_names
+    from evalkit.metrics.registry import BUILTINS
+    from evalkit.runtime.imports import import_object
+
+    for row in BUILTINS.values():
+        assert callable(import_object(row.factory)) and set(row.reads) <= set(input_names())
+        assert len({p.name for p in row.params}) == len(row.params)
 
 
 @pytest.mark.parametrize("size", [(64, 48), (48, 64), (37, 91), (32, 32), (512, 512)])

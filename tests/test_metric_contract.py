@@ -17,6 +17,7 @@ each metric is scored once and reused: a resumed store is that run's store, trun
 from __future__ import annotations
 
 import math
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ import yaml
 from conftest import FAST_STEPS
 from support import manifest_hashes
 
+from evalkit.errors import EvalkitError
 from evalkit.evaluation.demo import build_demo_cards, coco_dir
 from evalkit.fileio.jsonl import read_rows
 from evalkit.generation.checkpoints import ResolveOptions, resolve
@@ -38,14 +40,14 @@ from evalkit.generation.protocol import GenerationRequest
 from evalkit.metrics import fid_stats
 from evalkit.metrics.api import Metric
 from evalkit.metrics.cards import read_card
-from evalkit.metrics.options import MetricOptions
-from evalkit.metrics.registry import create, implementations
+from evalkit.metrics.context import MetricContext
+from evalkit.metrics.registry import BUILTINS, create
 from evalkit.prompts.sets import PromptSet, load_prompt_set
 from evalkit.scoring.engine import MetricResult, score_step
 from evalkit.scoring.store import ScoreStore
 
 CPU = torch.device("cpu")
-IMPLEMENTATIONS = sorted(implementations())
+IMPLEMENTATIONS = sorted(BUILTINS)
 # The uninterrupted reference run uses this batch size; 8 images per metric make it one full
 # batch and one of a single image, so both a batch boundary and a partial batch are exercised.
 REFERENCE_BATCH = 7
@@ -75,7 +77,7 @@ class Contract:
 
     root: Path
     cards: dict[str, Path]
-    options: MetricOptions
+    context: MetricContext
     steps: dict[str, Path]
     metrics: dict[str, Metric] = field(default_factory=dict)
     references: dict[str, Reference] = field(default_factory=dict)
@@ -83,7 +85,7 @@ class Contract:
     def metric(self, impl: str) -> Metric:
         """One metric object per implementation, reused so models load once (setup is idempotent)."""
         if impl not in self.metrics:
-            self.metrics[impl] = create(str(self.cards[impl]), self.options)
+            self.metrics[impl] = create(str(self.cards[impl]), self.context)
         return self.metrics[impl]
 
     def fresh_step(self, impl: str, dest: Path) -> Path:
@@ -117,7 +119,7 @@ def contract(tmp_path_factory: pytest.TempPathFactory, sd_dir: Path) -> Iterator
         per_sample = IMAGES // len(sample)  # TIFA's two sample prompts, 4 images each
         sample_step = _generate_shards(sd_dir, root / "gen-sample", [sample], images_per_prompt=per_sample)
         steps = {"coco-10k": main, "tifa-v1.0": main, "tifa-v1.0-sample": sample_step}
-        yield Contract(root, cards, MetricOptions(coco_images=str(coco_dir(models))), steps)
+        yield Contract(root, cards, MetricContext(coco_images=coco_dir(models)), steps)
 
 
 def _generate_shards(sd_dir: Path, out: Path, sets: list[PromptSet], images_per_prompt: int) -> Path:
@@ -319,13 +321,19 @@ def test_stores_of_two_disjoint_halves_concatenated_equal_one_run(contract, impl
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
-def test_a_changed_param_changes_the_fingerprint(contract, impl, tmp_path):
-    """Any card content is part of the fingerprint (and so of the store's file name)."""
+def test_a_changed_card_changes_the_fingerprint(contract, impl, tmp_path):
+    """Any card content is part of the fingerprint (and so of the store's file name); a param the
+    implementation does not declare is refused, never silently ignored."""
     raw = yaml.safe_load(contract.cards[impl].read_text(encoding="utf-8"))
-    raw["params"] = {**(raw.get("params") or {}), "contract_probe": 1}
     changed = tmp_path / "changed.yaml"
-    changed.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
-    assert create(str(changed), contract.options).fingerprint() != contract.metric(impl).fingerprint()
+    changed.write_text(yaml.safe_dump({**raw, "higher_is_better": not raw["higher_is_better"]}, sort_keys=False),
+                       encoding="utf-8")
+    assert create(str(changed), contract.context).fingerprint() != contract.metric(impl).fingerprint()
+    probe = tmp_path / "probe.yaml"
+    probe.write_text(yaml.safe_dump({**raw, "params": {**(raw.get("params") or {}), "contract_probe": 1}},
+                                    sort_keys=False), encoding="utf-8")
+    with pytest.raises(EvalkitError, match=f"metric card {re.escape(str(probe))} has unknown param 'contract_probe'"):
+        create(str(probe), contract.context)
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
@@ -334,14 +342,14 @@ def test_changed_weights_under_the_same_card_never_reuse_stale_records(contract,
     reference = contract.reference(impl)
     card, weights = copy_card_models(contract.cards[impl], tmp_path / "models")
     step = contract.fresh_step(impl, tmp_path / "step")
-    before = create(str(card), contract.options)
+    before = create(str(card), contract.context)
     stale = step / "scores" / before.info.name / f"{before.fingerprint()[:16]}.jsonl"
     stale.parent.mkdir(parents=True)
     stale.write_text(reference.store_text, encoding="utf-8")  # these weights' records (byte-identical copies)
     assert score(step, before, REFERENCE_BATCH).scored == 0  # the copy is taken as a complete run
 
     perturb_one_weight(weights)
-    after = create(str(card), contract.options)
+    after = create(str(card), contract.context)
     assert after.fingerprint() != before.fingerprint()
     result = score(step, after, REFERENCE_BATCH)
     assert (result.scored, result.reused) == (IMAGES, 0)
@@ -363,7 +371,7 @@ def test_fid_of_the_images_against_themselves_is_zero(contract, tmp_path, monkey
     store.parent.mkdir(parents=True)
     store.write_text(reference.store_text, encoding="utf-8")  # the features are reused; only the reference is new
 
-    metric = create(str(contract.cards["fid"]), MetricOptions(coco_images=str(folder)))
+    metric = create(str(contract.cards["fid"]), MetricContext(coco_images=folder))
     result = score(step, metric, REFERENCE_BATCH)
     assert result.fingerprint == reference.result.fingerprint and (result.scored, result.reused) == (0, IMAGES)
     v = result.values

@@ -33,6 +33,7 @@ from support import direct_item, parity_marks, run_reference
 
 from evalkit.metrics.cards import read_card
 from evalkit.metrics.clip_score import ClipScore
+from evalkit.metrics.context import NO_INPUTS
 from evalkit.metrics.preprocess import CLIP_MEAN, CLIP_STD
 from evalkit.tiny.clip import build_tiny_clip, write_card
 
@@ -78,7 +79,7 @@ def setup(tmp_path_factory):
     for scale in ("torchmetrics", "cosine"):
         card = write_card(tmp / f"clip-{scale}.yaml", f"clip-parity-{scale}", "clip_score", "coco-10k",
                           {"clip": folder}, params={"scale": scale})
-        metric = ClipScore(read_card(card))
+        metric = ClipScore(read_card(card), NO_INPUTS)
         metric.setup(torch.device("cpu"))
         metrics[scale] = metric
     return metrics, pairs, reference

@@ -34,7 +34,6 @@ from PIL import Image
 from support import parity_marks, run_reference
 
 from evalkit.metrics import fid_stats
-from evalkit.metrics.options import MetricOptions
 from evalkit.metrics.registry import create
 from evalkit.tiny.clip import write_card
 from evalkit.tiny.fid import write_random_inception
@@ -97,7 +96,7 @@ def setup(tmp_path_factory):
         pending = pool.submit(run_reference, "ref_pytorch_fid", spec, tmp, 600)
         card = write_card(tmp / "fid-parity.yaml", "fid-parity", "fid", "coco-10k", {},
                           params={"resize": "tf1-bilinear", "weights": str(weights)}, higher_is_better=False)
-        metric = create(str(card), MetricOptions())
+        metric = create(str(card))
         metric.setup(torch.device("cpu"))
         ours = {group: metric.features(pixels[group]) for group in pixels}
         reference = pending.result()

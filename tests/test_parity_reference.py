@@ -24,6 +24,7 @@ from PIL import Image
 from support import direct_item, parity_marks, run_reference
 
 from evalkit.metrics.cards import read_card
+from evalkit.metrics.context import NO_INPUTS
 from evalkit.metrics.hpsv2 import HPSv2
 from evalkit.metrics.imagereward import ImageReward
 from evalkit.metrics.imagereward_convert import convert_imagereward
@@ -108,7 +109,7 @@ def imagereward(tmp_path_factory, images):
             "cases": _cases(images)}
     reference = _run_reference("ref_imagereward", spec, folder)
     card = write_card(folder / "ir.yaml", "imagereward-parity", "imagereward", "coco-10k", {"imagereward": converted})
-    metric = ImageReward(read_card(card))
+    metric = ImageReward(read_card(card), NO_INPUTS)
     metric.setup(torch.device("cpu"))
     return metric, spec, reference
 
@@ -163,7 +164,7 @@ def test_hpsv2_scores_equal_the_reference_package(hps_weights, images, tmp_path,
     reference = _run_reference("ref_hpsv2", spec, tmp_path)
     card = write_tiny_card(tmp_path / "hps.yaml", "hpsv2-parity", hps_weights.parent, version="v2.1",
                            antialias=antialias)
-    metric = HPSv2(read_card(card))
+    metric = HPSv2(read_card(card), NO_INPUTS)
     metric.setup(torch.device("cpu"))
     expected = [ref["score"] for ref in reference["cases"]]
     got = _evalkit_scores(metric, cases, "tifa-v1.0")

@@ -16,7 +16,7 @@ from evalkit.fileio.hashing import sha256_bytes
 from evalkit.fileio.jsonl import append_rows
 from evalkit.metrics.cards import read_card
 from evalkit.metrics.clip_score import ClipScore
-from evalkit.metrics.options import MetricOptions
+from evalkit.metrics.context import NO_INPUTS
 from evalkit.metrics.tifa.metric import TifaMetric
 from evalkit.metrics.tifa.questions import sample_questions
 from evalkit.prompts.sets import load_prompt_set
@@ -130,7 +130,7 @@ def _metrics(tmp: Path) -> tuple[TifaMetric, ClipScore]:
     tifa_card = write_card(tmp / "tifa.yaml", "tifa-tiny", "tifa", "tifa-v1.0-sample",
                            {"vqa": tmp, "sentence": tmp}, params={"vqa_backend": "git", "questions": "sample"})
     clip_card = write_card(tmp / "clip.yaml", "clip-tiny", "clip_score", "coco-10k", {"clip": tmp})
-    return (TifaMetric(read_card(tifa_card), MetricOptions()), ClipScore(read_card(clip_card)))
+    return (TifaMetric(read_card(tifa_card), NO_INPUTS), ClipScore(read_card(clip_card), NO_INPUTS))
 
 
 def _score_synthetic(step: Path, tifa: TifaMetric, clip: ClipScore) -> list[MetricResult]:

@@ -160,8 +160,8 @@ def test_each_image_is_encoded_once(qwen: QwenVLVQA) -> None:
     finally:
         handle.remove()
     assert sizes == [len(QUESTIONS)]  # 7 questions: one call, one vision pass over the 3 images
-    assert qwen.packs([2, 3, 0, 2]) == [[0, 1, 3]]
-    assert QwenVLVQA(qwen.model, qwen.processor, qwen.image_processor, max_rows=4).packs([2, 3, 0, 2, 6]) == [
+    assert qwen.plan([2, 3, 0, 2]) == [[0, 1, 3]]
+    assert QwenVLVQA(qwen.model, qwen.processor, qwen.image_processor, max_rows=4).plan([2, 3, 0, 2, 6]) == [
         [0], [1], [3], [4]]
 
 

@@ -205,10 +205,10 @@ def run(metric_specs: str, prompt_sets: str, score_batch_size: int, tifa_qa: str
     """
     from evalkit.evaluation.evaluator import Evaluator, run_spec, watch_folder
     from evalkit.evaluation.watch import WatchOptions
-    from evalkit.metrics.options import MetricOptions
+    from evalkit.metrics.context import MetricContext
     from evalkit.metrics.registry import create_many
 
-    metrics = create_many(metric_specs, MetricOptions(tifa_qa=tifa_qa, coco_images=coco_images))
+    metrics = create_many(metric_specs, MetricContext.from_flags(tifa_qa, coco_images))
     needed = ",".join(dict.fromkeys(m.info.prompt_set for m in metrics))
     plan = _plan(prompt_sets or needed, **options)
     evaluator = Evaluator(plan.request, plan.options, metrics, plan.sets, score_batch_size, plan.allow_pickle)
@@ -235,11 +235,11 @@ def run(metric_specs: str, prompt_sets: str, score_batch_size: int, tifa_qa: str
 def score(run_dir: Path, metric_specs: str, device: str, batch_size: int, tifa_qa: str, coco_images: str,
           quiet: bool) -> None:
     """Score existing images: RUN_DIR is an --out folder, a model folder or one step folder."""
-    from evalkit.metrics.options import MetricOptions
+    from evalkit.metrics.context import MetricContext
     from evalkit.metrics.registry import create_many
     from evalkit.stepdir import find_step_dirs
 
-    metrics = create_many(metric_specs, MetricOptions(tifa_qa=tifa_qa, coco_images=coco_images))
+    metrics = create_many(metric_specs, MetricContext.from_flags(tifa_qa, coco_images))
     for step_dir in find_step_dirs(run_dir):
         _score_and_print(step_dir.path, metrics, _device(device), batch_size, quiet)
 
@@ -286,10 +286,10 @@ def assets_fetch(metric_specs: str, tifa_qa: str, coco_images: str) -> None:
 
     Run it once where there is network, then copy HF_HOME to the cluster and set HF_HUB_OFFLINE=1.
     """
-    from evalkit.metrics.options import MetricOptions
+    from evalkit.metrics.context import MetricContext
     from evalkit.metrics.registry import create_many
 
-    for metric in create_many(metric_specs, MetricOptions(tifa_qa=tifa_qa, coco_images=coco_images)):
+    for metric in create_many(metric_specs, MetricContext.from_flags(tifa_qa, coco_images)):
         click.echo(f"{metric.info.name}: ready (fingerprint {metric.fingerprint()[:16]})")
 
 

@@ -71,7 +71,7 @@ def _check(new: str, baseline: str, leaderboard_dir: Path, thresholds_path: Path
     from evalkit.gate.check import LEADERBOARD_PREFIX, compare, load_run
     from evalkit.gate.report import junit_xml, markdown
     from evalkit.gate.thresholds import load_thresholds, with_overrides
-    from evalkit.metrics.options import MetricOptions
+    from evalkit.metrics.context import MetricContext
 
     thresholds = with_overrides(load_thresholds(thresholds_path), max_drop, max_rise, confidence)
     # A file path first, so a leaderboard reference can prefer the entry with the other run's protocol.
@@ -82,7 +82,8 @@ def _check(new: str, baseline: str, leaderboard_dir: Path, thresholds_path: Path
         new_run = load_run(new, leaderboard_dir)
         base_run = load_run(baseline, leaderboard_dir, new_run.run.protocol.fingerprint)
     names = [m.strip() for m in only.split(",") if m.strip()]
-    report = compare(base_run, new_run, thresholds, names, resamples, seed, MetricOptions(coco_images=coco_images))
+    context = MetricContext.from_flags(coco_images=coco_images)
+    report = compare(base_run, new_run, thresholds, names, resamples, seed, context)
     text = markdown(report)
     click.echo(text)
     if markdown_path is not None:

@@ -17,7 +17,7 @@ import click
 from evalkit.generation.checkpoints import ResolveOptions, resolve
 from evalkit.generation.generator import GenerateOptions
 from evalkit.generation.protocol import GenerationRequest
-from evalkit.metrics.options import MetricOptions
+from evalkit.metrics.context import MetricContext
 from evalkit.prompts.sets import Prompt, load_prompt_set
 from evalkit.results.run import read_run
 from evalkit.runtime.quiet import quiet_loading
@@ -106,8 +106,8 @@ def run_demo(out: Path, quiet: bool = False) -> list[StepOutcome]:
     models, runs = out / "models", out / "runs"
     with quiet_loading():
         pipeline_dir, training_dir = build_demo_models(models)
-        options = MetricOptions(coco_images=str(coco_dir(models)))
-        metrics = [create(str(card), options) for card in build_demo_cards(models, list(sets[1]))]
+        context = MetricContext(coco_images=coco_dir(models))
+        metrics = [create(str(card), context) for card in build_demo_cards(models, list(sets[1]))]
     request = GenerationRequest()  # the protocol: DDIM 50, CFG 7.5, seed 0, native resolution
     evaluator = Evaluator(request, GenerateOptions(out=runs, batch_size=8, quiet=quiet), metrics, sets)
     refs = resolve(str(pipeline_dir), ResolveOptions()) + resolve(str(training_dir), ResolveOptions())

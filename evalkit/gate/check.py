@@ -23,7 +23,6 @@ checks its fingerprint, and resamples both runs' stored features through `metric
 
 from __future__ import annotations
 
-import difflib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from evalkit.errors import EvalkitError
+from evalkit.errors import EvalkitError, did_you_mean
 from evalkit.gate.thresholds import Threshold, Thresholds, flagged
-from evalkit.metrics.options import MetricOptions
+from evalkit.metrics.context import NO_INPUTS, MetricContext
 from evalkit.results.bootstrap import (
     BootstrapSpec,
     PairedDifference,
@@ -148,9 +147,9 @@ def leaderboard_run(ref: str, folder: Path, prefer_protocol: str | None) -> Path
     mine = [e for e in entries if e.get("model") == model]
     if not mine:
         models = sorted({str(e.get("model")) for e in entries})
-        close = difflib.get_close_matches(model, models, n=1)
+        suggestion = did_you_mean(model, models)
         raise EvalkitError(f"the leaderboard in {folder} has no model {model!r}"
-                           + (f"; did you mean {close[0]!r}?" if close else ""),
+                           + (f"; {suggestion}" if suggestion else ""),
                            "models: " + (", ".join(models[:20]) or "none"))
     if step:
         matches = [e for e in mine if str(e.get("step_label")) == step]
@@ -224,19 +223,19 @@ def _known_metrics() -> list[str]:
 # -- paired comparison --------------------------------------------------------------------------------------
 
 def compare(base: LoadedRun, new: LoadedRun, thresholds: Thresholds, only: Sequence[str] = (),
-            resamples: int = 1000, seed: int = 0, options: MetricOptions | None = None) -> CheckReport:
+            resamples: int = 1000, seed: int = 0, context: MetricContext = NO_INPUTS) -> CheckReport:
     """Every common metric compared with a paired bootstrap and judged by the decision rule."""
     if resamples < 2:
         raise EvalkitError(f"--resamples must be at least 2 (got {resamples})", "e.g. --resamples 1000")
     names, skipped = compared_metrics(base, new, only)
     margins = gate(names, base, new, thresholds)
     comparisons = [compare_metric(name, base, new, margins.get(name), thresholds.confidence, resamples, seed,
-                                  options or MetricOptions()) for name in names]
+                                  context) for name in names]
     return CheckReport(base, new, thresholds.confidence, thresholds.source, seed, comparisons, skipped)
 
 
 def compare_metric(name: str, base: LoadedRun, new: LoadedRun, threshold: Threshold | None, confidence: float,
-                   resamples: int, seed: int, options: MetricOptions) -> MetricComparison:
+                   resamples: int, seed: int, context: MetricContext) -> MetricComparison:
     started = time.perf_counter()
     entry = base.metrics[name]
     level = 2.0 * confidence - 1.0
@@ -247,7 +246,7 @@ def compare_metric(name: str, base: LoadedRun, new: LoadedRun, threshold: Thresh
         paired = paired_ratio_difference(_ratio(new_units, name, new), _ratio(base_units, name, base), spec)
         method = "paired ratio bootstrap"
     else:
-        paired, spec = _paired_resampled(name, base, new, ids, seed, level, options)
+        paired, spec = _paired_resampled(name, base, new, ids, seed, level, context)
         method = f"paired resampling of {name} (card bootstrap_resamples)"
     higher = entry.higher_is_better
     margin = threshold.margin if threshold is not None else 0.0
@@ -325,12 +324,12 @@ def _ratio(value: dict[str, Any], name: str, run: LoadedRun) -> tuple[np.ndarray
 
 
 def _paired_resampled(name: str, base: LoadedRun, new: LoadedRun, ids: list[str], seed: int, level: float,
-                      options: MetricOptions) -> tuple[PairedDifference, BootstrapSpec]:
+                      context: MetricContext) -> tuple[PairedDifference, BootstrapSpec]:
     """Metrics that are not ratios over prompts (FID): both runs' records through the re-created metric."""
     from evalkit.results.units import prompt_groups
 
     entry = base.metrics[name]
-    metric = recreate_metric(name, entry, options)
+    metric = recreate_metric(name, entry, context)
     statistics = {}
     for which, run in (("base", base), ("new", new)):
         found = prompt_groups(run.step_dir, name, entry.fingerprint, entry.prompt_set)
@@ -343,13 +342,13 @@ def _paired_resampled(name: str, base: LoadedRun, new: LoadedRun, ids: list[str]
     return paired, spec
 
 
-def recreate_metric(name: str, entry: MetricEntry, options: MetricOptions) -> Any:
+def recreate_metric(name: str, entry: MetricEntry, context: MetricContext) -> Any:
     """The metric as it was scored: from the card file recorded in run.json (else its name), same fingerprint."""
     from evalkit.metrics.registry import create
 
     path = entry.card.path or ""
     spec = path if path and Path(path).expanduser().is_file() else entry.card.name or name
-    metric = create(spec, options)
+    metric = create(spec, context)
     if metric.info.name != name or metric.fingerprint() != entry.fingerprint:
         raise EvalkitError(f"cannot re-create {name} as it was scored: the card {spec} now gives fingerprint "
                            f"{metric.fingerprint()[:12]}…, the runs record {entry.fingerprint[:12]}…",

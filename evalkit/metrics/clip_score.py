@@ -20,8 +20,10 @@ from evalkit.errors import EvalkitError
 from evalkit.fileio.hashing import sha256_json
 from evalkit.metrics.api import ImageItem, MetricInfo, Ratio, Record, mean_value_ratios
 from evalkit.metrics.cards import MetricCard
+from evalkit.metrics.context import MetricContext
 from evalkit.metrics.models import ResolvedModel, resolve_model
 from evalkit.metrics.preprocess import CLIP_MEAN, CLIP_STD, clip_transform
+from evalkit.metrics.registry import BUILTINS
 from evalkit.runtime.quiet import quiet_loading
 
 SCALES = ("cosine", "torchmetrics", "hessel")
@@ -29,9 +31,10 @@ VERSION = "1"
 
 
 class ClipScore:
-    def __init__(self, card: MetricCard) -> None:
+    def __init__(self, card: MetricCard, context: MetricContext) -> None:
+        del context  # reads no run-time inputs (its registry row declares none)
         self.card = card
-        self.scale = str(card.params.get("scale", "cosine"))
+        self.scale = BUILTINS["clip_score"].values(card)["scale"]
         if self.scale not in SCALES:
             raise EvalkitError(f"metric card {card.name!r}: unknown scale {self.scale!r}", f"use one of {SCALES}")
         self.info = MetricInfo(name=card.name, display_name=card.display_name or "CLIP score", version=VERSION,

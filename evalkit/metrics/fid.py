@@ -32,7 +32,8 @@ from evalkit.fileio.hashing import sha256_file, sha256_json
 from evalkit.metrics import fid_stats
 from evalkit.metrics.api import ImageItem, MetricInfo, Record
 from evalkit.metrics.cards import MetricCard
-from evalkit.metrics.options import MetricOptions
+from evalkit.metrics.context import MetricContext
+from evalkit.metrics.registry import BUILTINS
 
 VERSION = "1"
 RESIZE_POLICIES = ("tf1-bilinear",)
@@ -80,22 +81,23 @@ def fid_label(n: int) -> str:
 
 
 class FID:
-    def __init__(self, card: MetricCard, options: MetricOptions) -> None:
+    def __init__(self, card: MetricCard, context: MetricContext) -> None:
         self.card = card
-        self.options = options
-        params = card.params
-        self.resize = str(params.get("resize", "tf1-bilinear"))
+        # Where the COCO images are (--coco-images); None: only cached reference statistics can be used.
+        self.coco_images = context.coco_images.expanduser() if context.coco_images is not None else None
+        params = BUILTINS["fid"].values(card)
+        self.resize: str = params["resize"]
         if self.resize not in RESIZE_POLICIES:
             raise EvalkitError(f"metric card {card.name!r}: unknown resize policy {self.resize!r}",
                                f"use one of {RESIZE_POLICIES}")
-        self.weights = Path(str(params.get("weights", DEFAULT_WEIGHTS))).expanduser()
-        self.expected_n = int(params.get("n", 10000))
-        self.label = str(params.get("label", fid_label(self.expected_n)))
-        self.kid_subsets = int(params.get("kid_subsets", 100))
-        self.kid_subset_size = int(params.get("kid_subset_size", 1000))
-        self.kid_seed = int(params.get("kid_seed", 0))
+        self.weights = Path(params["weights"]).expanduser()
+        self.expected_n: int = params["n"]
+        self.label: str = params["label"] if params["label"] is not None else fid_label(self.expected_n)
+        self.kid_subsets: int = params["kid_subsets"]
+        self.kid_subset_size: int = params["kid_subset_size"]
+        self.kid_seed: int = params["kid_seed"]
         # Every resample recomputes a 2048-d Fréchet distance (~1 s on CPU): fewer than the ratio metrics.
-        self.bootstrap_resamples = int(params.get("bootstrap_resamples", 50))
+        self.bootstrap_resamples: int = params["bootstrap_resamples"]
         self.info = MetricInfo(name=card.name, display_name=card.display_name or self.label, version=VERSION,
                                higher_is_better=card.higher_is_better, prompt_set=card.prompt_set,
                                description=card.description)
@@ -146,7 +148,7 @@ class FID:
         if not coco_file:
             raise EvalkitError(f"prompt {item.prompt.id} of {item.prompt_set} has no COCO image",
                                "FID scores coco-10k prompts (they name their COCO val2014 image)")
-        if self.options.coco_images and not (Path(self.options.coco_images) / coco_file).is_file():
+        if self.coco_images is not None and not (self.coco_images / coco_file).is_file():
             raise self._missing(str(coco_file))  # fail early, before hours of feature extraction
         return {"pixels": to_uint8_chw(image), "coco_file": str(coco_file)}
 
@@ -168,10 +170,10 @@ class FID:
 
     # -- reference statistics ------------------------------------------------------------
     def _missing(self, coco_file: str) -> EvalkitError:
-        if not self.options.coco_images:
+        if self.coco_images is None:
             return EvalkitError(f"FID needs the COCO val2014 images (first: {coco_file}); --coco-images is not given",
                                 "pass --coco-images DIR (the folder of COCO_val2014_*.jpg)")
-        return EvalkitError(f"COCO image {coco_file} is missing from --coco-images {self.options.coco_images}",
+        return EvalkitError(f"COCO image {coco_file} is missing from --coco-images {self.coco_images}",
                             "pass --coco-images DIR holding every COCO_val2014 image of the prompts")
 
     def reference_description(self, coco_files: Sequence[str], size: tuple[int, int]) -> dict[str, Any]:
@@ -184,7 +186,7 @@ class FID:
         later run without --coco-images can still use it), and this identity, stored beside the
         entry, stops it from being reused for other images with the same names (a resized copy,
         another folder) whenever the folder is given. Stat only: milliseconds for 10K files."""
-        folder = Path(self.options.coco_images).expanduser().resolve() if self.options.coco_images else None
+        folder = self.coco_images.resolve() if self.coco_images is not None else None
         stats = []
         for name in coco_files:
             path = folder / name if folder is not None else None
@@ -198,7 +200,7 @@ class FID:
         description = self.reference_description(coco_files, size)
         key = fid_stats.reference_key(description)
         cached = fid_stats.load_reference(key)
-        if cached is not None and not self.options.coco_images:
+        if cached is not None and self.coco_images is None:
             return key, cached
         identity = self._files_identity(coco_files)
         if cached is not None and fid_stats.load_reference_meta(key).get("files") == identity:
@@ -207,7 +209,7 @@ class FID:
         return key, fid_stats.save_reference(key, {**description, "files": identity}, features)
 
     def _compute_reference(self, coco_files: Sequence[str], size: tuple[int, int]) -> np.ndarray:
-        folder = Path(self.options.coco_images).expanduser() if self.options.coco_images else None
+        folder = self.coco_images
         paths = []
         for name in coco_files:
             if folder is None or not (folder / name).is_file():

@@ -45,33 +45,32 @@ from evalkit.errors import EvalkitError
 from evalkit.fileio.hashing import sha256_file, sha256_json
 from evalkit.metrics.api import ImageItem, MetricInfo, Ratio, Record, mean_value_ratios
 from evalkit.metrics.cards import MetricCard
+from evalkit.metrics.context import MetricContext
 from evalkit.metrics.preprocess import CLIP_MEAN, CLIP_STD
+from evalkit.metrics.registry import BUILTINS
 from evalkit.runtime.assets import resolve_hub_snapshot
 
 VERSION = "1"
 ROLE = "hps"
 HPS_VERSIONS = {"v2.0": "HPS_v2_compressed.pt", "v2.1": "HPS_v2.1_compressed.pt"}  # hpsv2.utils.hps_version_map
 SCALES = {"cosine": 1.0, "percent": 100.0}  # records hold scale·cos; the HPSv2 benchmark prints 100·cos
-DEFAULT_ARCHITECTURE = "ViT-H-14"
 
 
 class HPSv2:
-    def __init__(self, card: MetricCard) -> None:
+    def __init__(self, card: MetricCard, context: MetricContext) -> None:
+        del context  # reads no run-time inputs (its registry row declares none)
         self.card = card
-        params = card.params
-        self.hps_version = str(params.get("version", "v2.1"))
+        params = BUILTINS["hpsv2"].values(card)
+        self.hps_version: str = params["version"]
         if self.hps_version not in HPS_VERSIONS:
             raise EvalkitError(f"metric card {card.name!r}: unknown HPS version {self.hps_version!r}",
                                f"use one of {sorted(HPS_VERSIONS)} (they are not comparable)")
-        self.file = str(params.get("file", HPS_VERSIONS[self.hps_version]))
-        if "antialias" not in params or not isinstance(params["antialias"], bool):
-            raise EvalkitError(f"metric card {card.name!r} must pin params.antialias (true or false)",
-                               "the reference's tensor resize used false (torchvision < 0.17); see metrics/hpsv2.yaml")
-        self.antialias = bool(params["antialias"])
-        self.scale = str(params.get("scale", "cosine"))
+        self.file: str = params["file"] if params["file"] is not None else HPS_VERSIONS[self.hps_version]
+        self.antialias: bool = params["antialias"]
+        self.scale: str = params["scale"]
         if self.scale not in SCALES:
             raise EvalkitError(f"metric card {card.name!r}: unknown scale {self.scale!r}", f"use one of {list(SCALES)}")
-        self.architecture: str | dict[str, Any] = params.get("architecture", DEFAULT_ARCHITECTURE)
+        self.architecture: str | dict[str, Any] = params["architecture"]
         self.info = MetricInfo(name=card.name, display_name=card.display_name or f"HPS {self.hps_version}",
                                version=VERSION, higher_is_better=card.higher_is_better, prompt_set=card.prompt_set,
                                description=card.description)

@@ -29,6 +29,7 @@ from evalkit.errors import EvalkitError
 from evalkit.fileio.hashing import sha256_json
 from evalkit.metrics.api import ImageItem, MetricInfo, Ratio, Record, mean_value_ratios
 from evalkit.metrics.cards import MetricCard, ModelRef
+from evalkit.metrics.context import MetricContext
 from evalkit.metrics.imagereward_convert import (
     HEAD_FILE,
     HEAD_LINEAR_INDICES,
@@ -39,6 +40,7 @@ from evalkit.metrics.imagereward_convert import (
 )
 from evalkit.metrics.models import HUB_PATTERNS, ResolvedModel, resolve_model
 from evalkit.metrics.preprocess import CLIP_MEAN, CLIP_STD, center_crop, resize_shorter_side, to_normalized_tensor
+from evalkit.metrics.registry import BUILTINS
 from evalkit.runtime.assets import resolve_hub_snapshot
 from evalkit.runtime.quiet import quiet_loading
 
@@ -114,7 +116,9 @@ def reference_transform(image: Image.Image, size: int) -> torch.Tensor:
 
 
 class ImageReward:
-    def __init__(self, card: MetricCard) -> None:
+    def __init__(self, card: MetricCard, context: MetricContext) -> None:
+        del context  # reads no run-time inputs (its registry row declares none)
+        BUILTINS["imagereward"].values(card)  # it takes no params: refuse any
         self.card = card
         self.info = MetricInfo(name=card.name, display_name=card.display_name or "ImageReward", version=VERSION,
                                higher_is_better=card.higher_is_better, prompt_set=card.prompt_set,

@@ -1,35 +1,120 @@
-"""Metric names → metric objects: shipped cards, card files, and third-party plugins.
+"""Metric names → metric objects: one registry of declared implementations, built-in or plugin.
 
-Third-party metrics register a zero-argument factory (or a class) under the
-`evalkit.metrics` entry-point group and go through exactly the same scoring path.
+An implementation is a row: its factory, called as `factory(card, context) -> Metric` and named
+lazily ("package.module:attribute", imported only when a card uses it, so reading the registry —
+`evalkit metrics list`, checking a card — never imports a model library), the card params it
+accepts (`params.Param`: type, default, meaning) and the run-time inputs it reads (`reads`: names
+of `MetricContext` fields; it is handed a context holding only those).
+
+Built-in rows are `BUILTINS`. A third-party package declares the same `Implementation` row and
+registers it under the `evalkit.metrics` entry-point group; the entry point's name is the
+implementation's name, so a card's `implementation:` can name a plugin and configure it with
+`params:` like any built-in. `--metrics NAME` with a plugin's name and no card file scores with
+the card the row's `card` declares (`PluginCard`: prompt set, direction, models), named after
+the plugin with no params set; a plugin without one needs a card file.
 """
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
-from evalkit.errors import EvalkitError
-from evalkit.metrics.api import Metric
-from evalkit.metrics.cards import MetricCard, read_card, shipped_cards
-from evalkit.metrics.options import MetricOptions
+from evalkit.errors import EvalkitError, did_you_mean
+from evalkit.metrics.cards import MetricCard, ModelRef, read_card, shipped_cards
+from evalkit.metrics.context import NO_INPUTS, MetricContext
+from evalkit.metrics.params import Param, param_values
+from evalkit.runtime.imports import import_object
+
+if TYPE_CHECKING:
+    from evalkit.metrics.api import Metric
 
 ENTRY_POINT_GROUP = "evalkit.metrics"
+PLUGIN_HINT = "fix or uninstall the plugin package"
+
+MetricFactory = Callable[[MetricCard, MetricContext], "Metric"]
 
 
-def implementations() -> dict[str, Callable[[MetricCard, MetricOptions], Metric]]:
-    """Built-in implementations a card's `implementation:` may name."""
-    from evalkit.metrics.clip_score import ClipScore
-    from evalkit.metrics.fid import FID
-    from evalkit.metrics.hpsv2 import HPSv2
-    from evalkit.metrics.imagereward import ImageReward
-    from evalkit.metrics.tifa.metric import TifaMetric
+@dataclass(frozen=True)
+class PluginCard:
+    """The card a bare plugin name scores with: `--metrics NAME` without a card file."""
 
-    return {"clip_score": lambda card, options: ClipScore(card), "tifa": TifaMetric,
-            "imagereward": lambda card, options: ImageReward(card), "hpsv2": lambda card, options: HPSv2(card),
-            "fid": lambda card, options: FID(card, options)}
+    prompt_set: str
+    higher_is_better: bool
+    display_name: str = ""
+    description: str = ""
+    models: tuple[ModelRef, ...] = ()
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """One implementation a card's `implementation:` may name."""
+
+    factory: str  # "package.module:attribute", a callable (card, context) -> Metric
+    params: tuple[Param, ...] = ()
+    reads: tuple[str, ...] = ()  # MetricContext inputs it is given; the others reach it as None
+    card: PluginCard | None = None  # plugins: what a bare `--metrics NAME` scores with
+
+    def values(self, card: MetricCard) -> dict[str, Any]:
+        """The card's params checked against this row, with the declared defaults filled in."""
+        return param_values(card, self.params)
+
+    def create(self, card: MetricCard, context: MetricContext) -> Metric:
+        self.values(card)  # a typo or a wrong type is refused before any model code is imported
+        factory: MetricFactory = import_object(self.factory)
+        return factory(card, context.only(self.reads))
+
+    def default_card(self, name: str) -> MetricCard:
+        if self.card is None:
+            raise EvalkitError(f"metric plugin {name!r} declares no default card, so it needs a card file",
+                               f"write a card with `implementation: {name}` (see metrics/clip.yaml) and pass its path")
+        return MetricCard(name=name, implementation=name, prompt_set=self.card.prompt_set,
+                          higher_is_better=self.card.higher_is_better,
+                          display_name=self.card.display_name or name, description=self.card.description,
+                          models=self.card.models)
+
+
+BUILTINS: Mapping[str, Implementation] = MappingProxyType({
+    "clip_score": Implementation(
+        factory="evalkit.metrics.clip_score:ClipScore",
+        params=(Param("scale", str, "cosine", "cosine (raw, the study's), torchmetrics (100·cos, mean clamped at 0) "
+                                              "or hessel (2.5·max(cos, 0) per image)"),),
+    ),
+    "tifa": Implementation(
+        factory="evalkit.metrics.tifa.metric:TifaMetric",
+        params=(Param("vqa_backend", str, "git-large", "a VQA backend of evalkit.metrics.tifa.vqa.BACKENDS"),
+                Param("questions", str, "tifa-v1.0", "sample: the 19 shipped questions; otherwise the TIFA v1.0 "
+                                                     "question file (hub dataset or --tifa-qa)"),
+                Param("dtype", str, "float32", "VQA precision: float32 (the reference's), bfloat16 or float16")),
+        reads=("tifa_qa",),
+    ),
+    "imagereward": Implementation(factory="evalkit.metrics.imagereward:ImageReward"),
+    "hpsv2": Implementation(
+        factory="evalkit.metrics.hpsv2:HPSv2",
+        params=(Param("version", str, "v2.1", "v2.1 or v2.0 (not comparable)"),
+                Param("file", str, None, "the checkpoint file in the hps model (default: the version's official name)"),
+                Param("antialias", bool, None, "antialias of the reference's tensor resize", required=True,
+                      hint="the reference's tensor resize used false (torchvision < 0.17); see metrics/hpsv2.yaml"),
+                Param("scale", str, "cosine", "cosine, or percent (100·cos, as the HPSv2 benchmark prints)"),
+                Param("architecture", object, "ViT-H-14", "an open_clip model name or its config mapping")),
+    ),
+    "fid": Implementation(
+        factory="evalkit.metrics.fid:FID",
+        params=(Param("resize", str, "tf1-bilinear", "resize to 299: tf1-bilinear (torch-fidelity's TF1-exact)"),
+                Param("weights", str, "~/.cache/torch/hub/checkpoints/weights-inception-2015-12-05-6726825d.pth",
+                      "local Inception weights (.pth read with weights_only=True, or .safetensors)"),
+                Param("n", int, 10000, "the number of images the card is meant for"),
+                Param("label", str, None, "the display label (default: FID-<n/1000>K)"),
+                Param("kid_subsets", int, 100, "KID subsets"),
+                Param("kid_subset_size", int, 1000, "KID subset size"),
+                Param("kid_seed", int, 0, "KID subset seed"),
+                Param("bootstrap_resamples", int, 50, "resamples for intervals and `evalkit check`")),
+        reads=("coco_images",),
+    ),
+})
 
 
 def plugin_entry_points() -> dict[str, metadata.EntryPoint]:
@@ -44,30 +129,30 @@ def available() -> dict[str, str]:
     return dict(sorted(names.items()))
 
 
-def create(spec: str, options: MetricOptions = MetricOptions()) -> Metric:  # noqa: B008 - frozen value
+def create(spec: str, context: MetricContext = NO_INPUTS) -> Metric:
     """A metric from a shipped card name, a card file (.yaml), or a plugin name."""
     if spec.endswith((".yaml", ".yml")):
         path = Path(spec).expanduser()
         if not path.is_file():
             raise EvalkitError(f"metric card {spec} does not exist", "give a path to a card YAML or a metric name")
-        return _from_card(read_card(path), options)
+        return from_card(read_card(path), context)
     cards = shipped_cards()
     if spec in cards:
-        return _from_card(cards[spec], options)
+        return from_card(cards[spec], context)
     plugins = plugin_entry_points()
     if spec in plugins:
-        return _from_plugin(spec, plugins[spec])
+        return from_card(_plugin_row(spec, plugins[spec]).default_card(spec), context)
     known = list(available())
-    close = difflib.get_close_matches(spec, known, n=1)
-    raise EvalkitError(f"unknown metric {spec!r}" + (f"; did you mean {close[0]!r}?" if close else ""),
+    suggestion = did_you_mean(spec, known)
+    raise EvalkitError(f"unknown metric {spec!r}" + (f"; {suggestion}" if suggestion else ""),
                        "available: " + ", ".join(known) + " (evalkit metrics list)")
 
 
-def create_many(specs: str, options: MetricOptions = MetricOptions()) -> list[Metric]:  # noqa: B008
+def create_many(specs: str, context: MetricContext = NO_INPUTS) -> list[Metric]:
     names = [s.strip() for s in specs.split(",") if s.strip()]
     if not names:
         raise EvalkitError("--metrics names no metric", "e.g. --metrics clip (evalkit metrics list)")
-    metrics = [create(n, options) for n in names]
+    metrics = [create(n, context) for n in names]
     seen: set[str] = set()
     for m in metrics:
         if m.info.name in seen:
@@ -76,21 +161,44 @@ def create_many(specs: str, options: MetricOptions = MetricOptions()) -> list[Me
     return metrics
 
 
-def _from_card(card: MetricCard, options: MetricOptions) -> Metric:
-    factories = implementations()
-    if card.implementation not in factories:
-        raise EvalkitError(f"metric card {card.name!r} names unknown implementation {card.implementation!r}",
-                           "built-in implementations: " + ", ".join(factories))
-    return factories[card.implementation](card, options)
+def from_card(card: MetricCard, context: MetricContext = NO_INPUTS) -> Metric:
+    """The metric `card` configures: a built-in implementation, else the plugin of that name."""
+    if card.implementation in BUILTINS:
+        return BUILTINS[card.implementation].create(card, context)
+    plugins = plugin_entry_points()
+    if card.implementation not in plugins:
+        known = [*BUILTINS, *plugins]
+        suggestion = did_you_mean(card.implementation, known)
+        raise EvalkitError(f"metric card {card.name!r} names unknown implementation {card.implementation!r}"
+                           + (f"; {suggestion}" if suggestion else ""),
+                           "implementations: " + ", ".join(known) + " (plugins register under the "
+                           f"{ENTRY_POINT_GROUP!r} entry-point group)")
+    return _from_plugin(card, context, plugins[card.implementation])
 
 
-def _from_plugin(name: str, ep: metadata.EntryPoint) -> Metric:
+def _plugin_row(name: str, ep: metadata.EntryPoint) -> Implementation:
     try:
-        factory = ep.load()
-        metric = factory()
+        row = ep.load()
     except Exception as e:  # a broken plugin must not take evalkit down with a traceback
-        raise EvalkitError(f"metric plugin {name!r} ({ep.value}) failed to load: {e}",
-                           "fix or uninstall the plugin package") from e
+        raise EvalkitError(f"metric plugin {name!r} ({ep.value}) failed to load: {e}", PLUGIN_HINT) from e
+    if not isinstance(row, Implementation):
+        raise EvalkitError(f"metric plugin {name!r} ({ep.value}) is not an evalkit.metrics.registry.Implementation",
+                           "a plugin's entry point names its Implementation row (see README, Scoring)")
+    return row
+
+
+def _from_plugin(card: MetricCard, context: MetricContext, ep: metadata.EntryPoint) -> Metric:
+    from evalkit.metrics.api import Metric
+
+    name = card.implementation
+    row = _plugin_row(name, ep)
+    row.values(card)  # the card's mistakes are the user's, reported as such, not as a broken plugin
+    try:
+        metric = row.create(card, context)
+    except EvalkitError:
+        raise
+    except Exception as e:
+        raise EvalkitError(f"metric plugin {name!r} ({row.factory}) failed to load: {e}", PLUGIN_HINT) from e
     if not isinstance(metric, Metric):
         raise EvalkitError(f"metric plugin {name!r} does not implement the evalkit Metric protocol",
                            "see evalkit/metrics/api.py")

@@ -14,7 +14,6 @@ a `.txt`, `.jsonl`, `.csv` or `.tsv` file, or a folder laid out like a built-in 
 from __future__ import annotations
 
 import csv
-import difflib
 import functools
 import json
 import re
@@ -24,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from evalkit.errors import EvalkitError
+from evalkit.errors import EvalkitError, did_you_mean
 from evalkit.fileio.hashing import sha256_bytes, sha256_file, sha256_json
 from evalkit.runtime.datafiles import shipped_dir
 
@@ -147,7 +146,7 @@ class PromptSet:
         if prompt_id not in self._index:
             raise EvalkitError(
                 f"prompt set {self.name!r} has no prompt with id {prompt_id!r}",
-                _did_you_mean(prompt_id, list(self._index)) or "list its ids with: evalkit prompts show",
+                did_you_mean(prompt_id, self._index, n=3, cutoff=0.5) or "list its ids with: evalkit prompts show",
             )
         return self.prompts[self._index[prompt_id]]
 
@@ -299,7 +298,7 @@ def load_prompt_set(name_or_path: str | Path) -> PromptSet:
             f"prompt file {path} not found",
             f"check the path, or use a built-in prompt set: {', '.join(names)}",
         )
-    suggestion = _did_you_mean(text, names)
+    suggestion = did_you_mean(text, names, n=3, cutoff=0.5)
     _fail(
         f"unknown prompt set {text!r}",
         (suggestion + "; " if suggestion else "")
@@ -317,11 +316,6 @@ def _builtin_set(name: str) -> PromptSet:
 def _looks_like_path(text: str) -> bool:
     # "tifa-v1.0" has a Path suffix (".0"), so only alphabetic extensions count as paths.
     return "/" in text or "\\" in text or re.search(r"\.[A-Za-z]+$", text) is not None
-
-
-def _did_you_mean(word: str, candidates: list[str]) -> str:
-    close = difflib.get_close_matches(word, candidates, n=3, cutoff=0.5)
-    return ("did you mean " + " or ".join(repr(c) for c in close) + "?") if close else ""
 
 
 def _load_path(path: Path) -> PromptSet:

@@ -11,13 +11,12 @@ rather than silently producing a different "smoke" run.
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from evalkit.errors import EvalkitError
+from evalkit.errors import EvalkitError, did_you_mean
 from evalkit.fileio.hashing import sha256_json
 from evalkit.prompts.sets import PromptSet
 from evalkit.runtime.datafiles import shipped_dir
@@ -45,8 +44,8 @@ def load_subset(name: str) -> dict[str, Any]:
     """The shipped subset `name`, checked against its schema and its own sha256."""
     names = subset_names()
     if name not in names:
-        close = difflib.get_close_matches(name, names, n=1)
-        raise EvalkitError(f"unknown prompt subset {name!r}" + (f"; did you mean {close[0]!r}?" if close else ""),
+        suggestion = did_you_mean(name, names)
+        raise EvalkitError(f"unknown prompt subset {name!r}" + (f"; {suggestion}" if suggestion else ""),
                            "available subsets: " + (", ".join(names) or "none shipped"))
     path = subsets_dir() / f"{name}.json"
     try:

@@ -21,8 +21,9 @@ from evalkit.errors import EvalkitError
 from evalkit.fileio.hashing import sha256_json
 from evalkit.metrics.api import ImageItem, MetricInfo, Ratio, Record
 from evalkit.metrics.cards import MetricCard
+from evalkit.metrics.context import MetricContext
 from evalkit.metrics.models import ResolvedModel, resolve_model
-from evalkit.metrics.options import MetricOptions
+from evalkit.metrics.registry import BUILTINS
 from evalkit.metrics.tifa.questions import Question, TifaQuestions, load_tifa_questions, sample_questions
 from evalkit.metrics.tifa.scoring import QuestionRecord, aggregate, score_questions
 from evalkit.runtime.quiet import quiet_loading
@@ -32,14 +33,15 @@ VQA_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": t
 
 
 class TifaMetric:
-    def __init__(self, card: MetricCard, options: MetricOptions) -> None:
+    def __init__(self, card: MetricCard, context: MetricContext) -> None:
         self.card = card
-        self.options = options
-        self.backend_name = str(card.params.get("vqa_backend", "git-large"))
-        self.questions_source = str(card.params.get("questions", "tifa-v1.0"))
+        self.tifa_qa = context.tifa_qa  # --tifa-qa; None: the hub dataset
+        params = BUILTINS["tifa"].values(card)
+        self.backend_name: str = params["vqa_backend"]
+        self.questions_source: str = params["questions"]
         # float32 by default, as the reference runs GIT; a card may choose bf16/fp16 for large VLMs
         # (part of the card, so of the fingerprint: half-precision answers are a different metric run).
-        dtype_name = str(card.params.get("dtype", "float32"))
+        dtype_name: str = params["dtype"]
         if dtype_name not in VQA_DTYPES:
             raise EvalkitError(f"metric card {card.name!r}: unknown dtype {dtype_name!r}",
                                f"use one of {', '.join(VQA_DTYPES)}")
@@ -63,7 +65,7 @@ class TifaMetric:
             if self.questions_source == "sample":
                 self._questions = sample_questions()
             else:
-                self._questions = load_tifa_questions(self.options.tifa_qa or None)
+                self._questions = load_tifa_questions(self.tifa_qa)
         return self._questions
 
     def fingerprint(self) -> str:

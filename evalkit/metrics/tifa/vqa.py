@@ -10,9 +10,13 @@ Decoding is deterministic (greedy for GIT; BLIP-2 keeps the reference's fixed be
 so an answer does not depend on which other images or questions share its batch beyond float
 noise (padding changes the last bits of a padded row's arithmetic, never its masking).
 
-A backend reproduces its reference model's prompt, length cap and decoding: what is reproduced
-is documented per backend in `vqa_git` and `vqa_blip2`. The free-form answers go to
-`tifa_scoring.score_questions`, which maps them onto the choices exactly as the reference does.
+Backends are declared rows (`BACKENDS`: name → its family's loader and default checkpoint) and
+share one answer loop (`BatchedVQA.answer`: plan calls of whole images, encode each call's images
+once, one prompt row per question, one batched generate, decode); a family supplies only those
+model-specific parts. A backend reproduces its reference model's prompt, length cap and decoding:
+what is reproduced is documented per family in `vqa_git`, `vqa_blip2` and `vqa_qwen`. The free-form
+answers go to `tifa_scoring.score_questions`, which maps them onto the choices exactly as the
+reference does.
 
 Loading goes through `load_vqa_backend`: a local folder, or a hub id at a revision resolved by
 `evalkit.runtime.assets.resolve_hub_snapshot` (offline: the local cache only; a miss is one line that
@@ -21,11 +25,12 @@ names the model and the `hf download` command). Only safetensors weights are loa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from PIL import Image
@@ -33,6 +38,7 @@ from PIL import Image
 from evalkit.errors import EvalkitError
 from evalkit.metrics.tifa.questions import Question
 from evalkit.runtime.assets import resolve_hub_snapshot
+from evalkit.runtime.imports import import_object
 
 # Rows (questions) per batched `generate` call. A soft cap: one image's questions always go
 # into a single call, so that image is encoded once even if it has more questions than this.
@@ -65,24 +71,89 @@ class VQABackend(Protocol):
     ) -> list[list[str]]: ...
 
 
+class BatchedVQA(ABC):
+    """A VQA model's own parts, and the one answer loop every backend shares.
+
+    The loop (`answer`) plans calls of whole images (`plan`: an image's questions always share one
+    call, so it is encoded once; at most `max_rows` rows per call unless one image alone has more),
+    then per call: the images through `encode` once, one prompt row per question (`prompt`, image-
+    major: the call's first image's questions, then the next image's), one batched `generate` over
+    the rows and `decode` of its output, in row order. Only those four parts and, where the
+    architecture needs it, the plan differ between models; a backend that reproduces its
+    reference says in its module what each part reproduces.
+    """
+
+    name: str
+    shows_choices: bool
+    max_rows: int
+
+    @abstractmethod
+    def encode(self, images: Sequence[Image.Image]) -> Any:
+        """The call's (RGB) images prepared once: preprocessed, and encoded where the model allows it."""
+
+    @abstractmethod
+    def prompt(self, encoded: Any, image: int, question: str, choices: Sequence[str]) -> list[int]:
+        """The token ids of the row that asks `question` about the call's image number `image`."""
+
+    @abstractmethod
+    def generate(self, encoded: Any, images: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+        """One batched generation over the rows (row r asks about the call's image `images[r]`), in row order."""
+
+    @abstractmethod
+    def decode(self, generated: torch.Tensor, prompts: Sequence[Sequence[int]]) -> list[str]:
+        """The answer text of every row of `generate`'s output."""
+
+    def plan(self, question_counts: Sequence[int]) -> list[list[int]]:
+        """Images (by index) per call; by default consecutive images packed up to `max_rows` rows."""
+        return packs(question_counts, self.max_rows)
+
+    def answer(
+        self,
+        images: Sequence[Image.Image],
+        questions: Sequence[Sequence[str]],
+        choices: Sequence[Sequence[Sequence[str]]] | None = None,
+    ) -> list[list[str]]:
+        """Free-form answers per image; `choices` reach the prompt only where the model shows them."""
+        check_request(images, questions, choices)
+        answers: list[list[str]] = [[] for _ in images]
+        with torch.inference_mode():
+            for call in self.plan([len(qs) for qs in questions]):
+                encoded = self.encode(rgb([images[i] for i in call]))
+                rows = [(image, question, choices[index][j] if choices is not None else ())
+                        for image, index in enumerate(call) for j, question in enumerate(questions[index])]
+                prompts = [self.prompt(encoded, image, question, shown) for image, question, shown in rows]
+                texts = self.decode(self.generate(encoded, [image for image, _, _ in rows], prompts), prompts)
+                position = 0
+                for index in call:
+                    answers[index] = texts[position:position + len(questions[index])]
+                    position += len(questions[index])
+        return answers
+
+
 @dataclass(frozen=True)
 class BackendSpec:
-    """A model family (which backend class) and the checkpoint the TIFA reference uses for it."""
+    """A declared VQA backend: its model family's loader and the checkpoint the reference uses for it."""
 
-    family: str
+    # "package.module:function", called as (folder, *, name, device, dtype, max_rows) -> BatchedVQA;
+    # imported on use, so naming a backend never loads another family's code.
+    loader: str
     default_source: str | None
 
 
+GIT = "evalkit.metrics.tifa.vqa_git:load_git"
+BLIP2 = "evalkit.metrics.tifa.vqa_blip2:load_blip2"
+QWEN_VL = "evalkit.metrics.tifa.vqa_qwen:load_qwen_vl"
+
 # The reference's model names (`vqa_models` in tifascore/vqa_models.py) with their checkpoints,
 # plus the bare family names for any other checkpoint of that architecture (source required).
-BACKENDS = MappingProxyType({
-    "git-large": BackendSpec("git", "microsoft/git-large-vqav2"),
-    "git-base": BackendSpec("git", "microsoft/git-base-vqav2"),
-    "blip2-flant5xl": BackendSpec("blip2", "Salesforce/blip2-flan-t5-xl"),
-    "git": BackendSpec("git", None),
-    "blip2": BackendSpec("blip2", None),
+BACKENDS: Mapping[str, BackendSpec] = MappingProxyType({
+    "git-large": BackendSpec(GIT, "microsoft/git-large-vqav2"),
+    "git-base": BackendSpec(GIT, "microsoft/git-base-vqav2"),
+    "blip2-flant5xl": BackendSpec(BLIP2, "Salesforce/blip2-flan-t5-xl"),
+    "git": BackendSpec(GIT, None),
+    "blip2": BackendSpec(BLIP2, None),
     # not a reference model (issue 3): a modern open VLM; Qwen2-VL checkpoints load through it too
-    "qwen2.5-vl": BackendSpec("qwen2.5-vl", "Qwen/Qwen2.5-VL-7B-Instruct"),
+    "qwen2.5-vl": BackendSpec(QWEN_VL, "Qwen/Qwen2.5-VL-7B-Instruct"),
 })
 
 
@@ -94,7 +165,7 @@ def load_vqa_backend(
     dtype: torch.dtype = torch.float32,
     *,
     max_rows: int = DEFAULT_MAX_ROWS,
-) -> VQABackend:
+) -> BatchedVQA:
     """Load backend `name` from `source` (a local folder or a hub id; default: the reference's
     checkpoint for that name) at `revision` (hub ids only; pin a commit for published numbers).
 
@@ -110,17 +181,8 @@ def load_vqa_backend(
                                "pass a local folder or a hub id as the source")
         source = spec.default_source
     folder = model_folder(name, source, revision)
-    if spec.family == "git":
-        from evalkit.metrics.tifa.vqa_git import load_git
-
-        return load_git(folder, name=name, device=device, dtype=dtype, max_rows=max_rows)
-    if spec.family == "qwen2.5-vl":
-        from evalkit.metrics.tifa.vqa_qwen import load_qwen_vl
-
-        return load_qwen_vl(folder, name=name, device=device, dtype=dtype, max_rows=max_rows)
-    from evalkit.metrics.tifa.vqa_blip2 import load_blip2
-
-    return load_blip2(folder, name=name, device=device, dtype=dtype, max_rows=max_rows)
+    loader = import_object(spec.loader)
+    return loader(folder, name=name, device=device, dtype=dtype, max_rows=max_rows)
 
 
 def answer_tifa_questions(
@@ -200,9 +262,20 @@ def image_groups(question_counts: Sequence[int], max_rows: int) -> list[list[int
     return groups
 
 
-def chunks(n: int, size: int) -> list[range]:
-    """Consecutive index ranges of at most `size` covering range(n)."""
-    return [range(start, min(start + size, n)) for start in range(0, n, size)]
+def packs(question_counts: Sequence[int], max_rows: int) -> list[list[int]]:
+    """Consecutive images (by index) per call: whole images, at most `max_rows` rows unless one
+    image alone has more; images without questions are left out."""
+    calls: list[list[int]] = []
+    rows = 0
+    for index, count in enumerate(question_counts):
+        if count == 0:
+            continue
+        if not calls or rows + count > max_rows:
+            calls.append([])
+            rows = 0
+        calls[-1].append(index)
+        rows += count
+    return calls
 
 
 def padded(rows: Sequence[Sequence[int]], pad_id: int, side: str, device: torch.device | str = "cpu",

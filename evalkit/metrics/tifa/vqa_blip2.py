@@ -19,12 +19,13 @@ Not reproduced: LAVIS runs the ViT under fp16 autocast and keeps FlanT5 in bfloa
 the whole model runs in the dtype asked for (the Q-Former stays float32, as transformers keeps
 it), so answers can differ from the reference's in near ties.
 
-How the image is shared: `get_image_features` (ViT + Q-Former + projection) runs once for all
-images of the call; each question row then gets its image's 32 projected query vectors by index
-(no copy of the vision work), concatenated with its prompt embeddings, right-padded with a mask
-(T5's encoder is bidirectional with relative positions, so right padding changes nothing but
-float noise), and all rows go through one beam-search `generate` of the language model per
-chunk of `max_rows` rows. Beam search runs per row, so an answer does not depend on its batch.
+How the image is shared: `get_image_features` (ViT + Q-Former + projection) runs once for the
+images of a call (whole images, packed up to `max_rows` question rows by the shared loop); each
+question row then gets its image's 32 projected query vectors by index (no copy of the vision
+work), concatenated with its prompt embeddings, right-padded with a mask (T5's encoder is
+bidirectional with relative positions, so right padding changes nothing but float noise), and all
+rows of the call go through one beam-search `generate` of the language model. Beam search runs
+per row, so an answer does not depend on its batch.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import torch
 from PIL import Image
 
 from evalkit.errors import EvalkitError
-from evalkit.metrics.tifa.vqa import DEFAULT_MAX_ROWS, check_request, chunks, model_device, padded, rgb
+from evalkit.metrics.tifa.vqa import DEFAULT_MAX_ROWS, BatchedVQA, model_device, padded
 
 PROMPT = "Answer the question. Question: {question} Answer:"
 CHOICES_PROMPT = "Answer the multiple-choice question. Question: {question} Choices: {choices} Answer:"
@@ -56,8 +57,9 @@ def blip2_prompt(question: str, choices: Sequence[str] = ()) -> str:
 
 
 @dataclass
-class Blip2VQA:
-    """A loaded BLIP-2 encoder-decoder (FlanT5) checkpoint; satisfies `vqa.VQABackend`."""
+class Blip2VQA(BatchedVQA):
+    """A loaded BLIP-2 encoder-decoder (FlanT5) checkpoint: the model-specific parts of
+    `vqa.BatchedVQA`'s answer loop. The choices (when given) are shown in the prompt."""
 
     model: Any  # Blip2ForConditionalGeneration
     tokenizer: Any
@@ -68,50 +70,26 @@ class Blip2VQA:
     max_rows: int = DEFAULT_MAX_ROWS
     shows_choices: bool = True
 
-    def answer(
-        self,
-        images: Sequence[Image.Image],
-        questions: Sequence[Sequence[str]],
-        choices: Sequence[Sequence[Sequence[str]]] | None = None,
-    ) -> list[list[str]]:
-        """Free-form answers per image, the choices (when given) shown in the prompt."""
-        check_request(images, questions, choices)
-        rows = [(i, blip2_prompt(q, choices[i][j] if choices is not None else ()))
-                for i, qs in enumerate(questions) for j, q in enumerate(qs)]
-        answers: list[list[str]] = [[] for _ in images]
-        if not rows:
-            return answers
-        with torch.inference_mode():
-            features = self.image_features(images)
-            for chunk in chunks(len(rows), self.max_rows):
-                part = [rows[r] for r in chunk]
-                texts = self._generate(features, [i for i, _ in part], [p for _, p in part])
-                for (index, _), text in zip(part, texts, strict=True):
-                    answers[index].append(text)
-        return answers
-
-    def image_features(self, images: Sequence[Image.Image]) -> torch.Tensor:
+    def encode(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """(n_images, n_queries, lm_hidden): ViT + Q-Former + projection, once per image."""
-        device = model_device(self.model)
-        pixels = self.image_processor(images=rgb(images), return_tensors="pt")["pixel_values"]
-        parts = []
-        for chunk in chunks(len(images), self.max_rows):
-            batch = pixels[chunk.start:chunk.stop].to(device, self.model.dtype)
-            parts.append(self.model.get_image_features(pixel_values=batch).pooler_output)
-        return torch.cat(parts)
+        pixels = self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+        batch = pixels.to(model_device(self.model), self.model.dtype)
+        return self.model.get_image_features(pixel_values=batch).pooler_output
 
-    def _generate(self, features: torch.Tensor, image_index: list[int], prompts: list[str]) -> list[str]:
+    def prompt(self, encoded: torch.Tensor, image: int, question: str, choices: Sequence[str]) -> list[int]:
+        return self.tokenizer(blip2_prompt(question, choices))["input_ids"]  # with T5's </s>, as LAVIS
+
+    def generate(self, encoded: torch.Tensor, images: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
         """One beam-search call over rows = (image features, prompt), as LAVIS builds them."""
         language_model = self.model.language_model
-        device = features.device
-        token_rows = [self.tokenizer(p)["input_ids"] for p in prompts]  # with T5's </s>, as LAVIS
-        input_ids, prompt_mask = padded(token_rows, self.tokenizer.pad_token_id, "right", device)
+        device = encoded.device
+        input_ids, prompt_mask = padded(prompts, self.tokenizer.pad_token_id, "right", device)
         prompt_embeds = language_model.get_input_embeddings()(input_ids)
-        queries = features[torch.tensor(image_index, device=device)].to(prompt_embeds.dtype)
+        queries = encoded[torch.tensor(list(images), device=device)].to(prompt_embeds.dtype)
         inputs_embeds = torch.cat([queries, prompt_embeds], dim=1)
         query_mask = torch.ones(queries.shape[:2], dtype=torch.long, device=device)
         attention_mask = torch.cat([query_mask, prompt_mask], dim=1)
-        generated = language_model.generate(
+        return language_model.generate(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             do_sample=False,
@@ -122,6 +100,8 @@ class Blip2VQA:
             repetition_penalty=1.0,
             num_return_sequences=1,
         )
+
+    def decode(self, generated: torch.Tensor, prompts: Sequence[Sequence[int]]) -> list[str]:
         return self.tokenizer.batch_decode(generated, skip_special_tokens=True, clean_up_tokenization_spaces=True)
 
 

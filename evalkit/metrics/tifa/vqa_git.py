@@ -37,15 +37,18 @@ import torch
 from PIL import Image
 
 from evalkit.errors import EvalkitError
-from evalkit.metrics.tifa.vqa import DEFAULT_MAX_ROWS, check_request, image_groups, model_device, padded, rgb
+from evalkit.metrics.tifa.vqa import DEFAULT_MAX_ROWS, BatchedVQA, image_groups, model_device, padded
 
 # The reference's `max_length=50`: counts the prompt ([CLS] + question tokens) and the answer.
 REFERENCE_MAX_LENGTH = 50
 
 
 @dataclass
-class GitVQA:
-    """A loaded GIT VQA checkpoint; satisfies `vqa.VQABackend`."""
+class GitVQA(BatchedVQA):
+    """A loaded GIT VQA checkpoint: the model-specific parts of `vqa.BatchedVQA`'s answer loop.
+
+    `choices` never reach the prompt (the reference does not show them to GIT).
+    """
 
     model: Any  # GitForCausalLM
     tokenizer: Any
@@ -55,56 +58,56 @@ class GitVQA:
     max_rows: int = DEFAULT_MAX_ROWS
     shows_choices: bool = False
 
-    def answer(
-        self,
-        images: Sequence[Image.Image],
-        questions: Sequence[Sequence[str]],
-        choices: Sequence[Sequence[Sequence[str]]] | None = None,
-    ) -> list[list[str]]:
-        """Free-form answers per image; `choices` is ignored (the reference does not show them to GIT)."""
-        check_request(images, questions, choices)
-        answers: list[list[str]] = [[] for _ in images]
-        groups = image_groups([len(qs) for qs in questions], self.max_rows)
-        if not groups:
-            return answers
-        pixel_values = self.pixel_values(images)
-        with torch.inference_mode():
-            for group in groups:
-                group_answers = self._answer_group(pixel_values[group], [questions[i] for i in group])
-                for index, image_answers in zip(group, group_answers, strict=True):
-                    answers[index] = image_answers
-        return answers
+    def plan(self, question_counts: Sequence[int]) -> list[list[int]]:
+        """Calls of images with equal question counts: GIT tiles each image over the same number of rows."""
+        return image_groups(question_counts, self.max_rows)
 
-    def pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """All images preprocessed once, on the model's device and dtype."""
-        pixels = self.image_processor(images=rgb(images), return_tensors="pt")["pixel_values"]
+    def encode(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """The call's pixel values on the model's device and dtype; `generate` runs the vision tower
+        on them once, at prefill (module doc)."""
+        pixels = self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
         return pixels.to(model_device(self.model), self.model.dtype)
 
     def prompt_ids(self, question: str) -> list[int]:
         """The reference's prompt: [CLS] + the question's tokens, no template, no [SEP]."""
         return [self.tokenizer.cls_token_id, *self.tokenizer(question, add_special_tokens=False)["input_ids"]]
 
-    def _answer_group(self, pixel_values: torch.Tensor, question_lists: list[Sequence[str]]) -> list[list[str]]:
-        """One `generate` call for n images with k questions each (rows question-major, see module doc)."""
-        n_images, k = len(question_lists), len(question_lists[0])
-        prompts = [self.prompt_ids(question_lists[i][j]) for j in range(k) for i in range(n_images)]
-        input_ids, attention_mask = padded(prompts, self.tokenizer.pad_token_id, "left", pixel_values.device)
-        budgets = [max(1, self.max_length - len(p)) for p in prompts]
+    def prompt(self, encoded: torch.Tensor, image: int, question: str, choices: Sequence[str]) -> list[int]:
+        return self.prompt_ids(question)
+
+    def generate(self, encoded: torch.Tensor, images: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+        """One `generate` call for n images with k questions each: rows reordered question-major for
+        GIT's tiling (module doc), and the output put back in the loop's image-major order."""
+        n_images = encoded.shape[0]
+        k = len(prompts) // n_images
+        if list(images) != [i for i in range(n_images) for _ in range(k)]:
+            raise ValueError("GIT needs the same number of questions for every image of a call")
+        order = [i * k + j for j in range(k) for i in range(n_images)]  # question-major row -> image-major row
+        input_ids, attention_mask = padded([prompts[r] for r in order], self.tokenizer.pad_token_id, "left",
+                                           encoded.device)
         generated = self.model.generate(
-            pixel_values=pixel_values,
+            pixel_values=encoded,
             input_ids=input_ids,
             attention_mask=attention_mask,
-            max_new_tokens=max(budgets),
+            max_new_tokens=max(self._budgets(prompts)),
             do_sample=False,
             num_beams=1,
         )
-        new_tokens = generated[:, input_ids.shape[1]:]
-        texts = self.tokenizer.batch_decode(
-            [new_tokens[row, :budget] for row, budget in enumerate(budgets)],
+        back = torch.empty(len(order), dtype=torch.long)
+        back[order] = torch.arange(len(order))
+        return generated[back.to(generated.device)]
+
+    def decode(self, generated: torch.Tensor, prompts: Sequence[Sequence[int]]) -> list[str]:
+        """Each row's new tokens cut at its own reference budget (50 - prompt length)."""
+        new_tokens = generated[:, max(len(p) for p in prompts):]
+        return self.tokenizer.batch_decode(
+            [new_tokens[row, :budget] for row, budget in enumerate(self._budgets(prompts))],
             skip_special_tokens=True,
             clean_up_tokenization_spaces=True,
         )
-        return [[texts[j * n_images + i] for j in range(k)] for i in range(n_images)]
+
+    def _budgets(self, prompts: Sequence[Sequence[int]]) -> list[int]:
+        return [max(1, self.max_length - len(p)) for p in prompts]
 
 
 def load_git(

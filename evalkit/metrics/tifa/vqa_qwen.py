@@ -33,19 +33,19 @@ per question. Instead `get_image_features` runs once per `generate` call on the 
 and each row gets its image's embeddings through `generate(mm_encoder_outputs=...)`, the
 precomputed-encoder input transformers 5 provides (the same tensor objects per row; only the
 final scatter into the rows copies them). Rows carry their own `image_grid_thw` and
-`mm_token_type_ids`, so the M-RoPE positions are those of a one-question run. Whole images are
-packed into calls of at most `max_rows` rows (an image with more questions than that gets a call
-of its own), rows left-padded with a mask (decoder-only: every answer continues its row's end;
-the M-RoPE index skips masked tokens). An answer therefore does not depend on which questions
-share its call beyond float noise.
+`mm_token_type_ids`, so the M-RoPE positions are those of a one-question run. The shared loop
+(`vqa.BatchedVQA`) packs whole images into calls of at most `max_rows` rows (an image with more
+questions than that gets a call of its own); rows are left-padded with a mask (decoder-only:
+every answer continues its row's end; the M-RoPE index skips masked tokens). An answer therefore
+does not depend on which questions share its call beyond float noise.
 
 Qwen2-VL checkpoints go through the same code (same processor, same `generate` inputs; only the
 model class differs, chosen from `config.json`), so `vqa_backend: qwen2.5-vl` with a Qwen2-VL
 source works too.
 
 Memory: float32 (what TIFA's loader asks for) puts the 7B model at ~33 GB; these models are
-normally run in bfloat16 (~17 GB), which `load_vqa_backend(..., dtype=torch.bfloat16)` allows
-but the TIFA metric does not expose (it pins float32 for every backend).
+normally run in bfloat16 (~17 GB), which a TIFA card selects with `dtype: bfloat16` (a different
+fingerprint), as `load_vqa_backend(..., dtype=torch.bfloat16)` does.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ import torch
 from PIL import Image
 
 from evalkit.errors import EvalkitError
-from evalkit.metrics.tifa.vqa import DEFAULT_MAX_ROWS, check_request, model_device, padded, rgb
+from evalkit.metrics.tifa.vqa import DEFAULT_MAX_ROWS, BatchedVQA, model_device, padded
 
 INSTRUCTION = "Answer the question using a single word or phrase."
 MAX_NEW_TOKENS = 16
@@ -78,9 +78,18 @@ def question_messages(question: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": f"{question}\n{INSTRUCTION}"}]}]
 
 
+@dataclass(frozen=True)
+class EncodedImages:
+    """A call's images through the vision tower, once."""
+
+    features: tuple[torch.Tensor, ...]  # per image: (n_image_tokens, hidden)
+    grid: torch.Tensor  # image_grid_thw, one row per image
+
+
 @dataclass
-class QwenVLVQA:
-    """A loaded Qwen2.5-VL / Qwen2-VL checkpoint; satisfies `vqa.VQABackend`."""
+class QwenVLVQA(BatchedVQA):
+    """A loaded Qwen2.5-VL / Qwen2-VL checkpoint: the model-specific parts of `vqa.BatchedVQA`'s
+    answer loop. `choices` are not shown (module doc)."""
 
     model: Any  # Qwen2_5_VLForConditionalGeneration or Qwen2VLForConditionalGeneration
     processor: Any  # for the chat template and the tokenizer
@@ -94,37 +103,6 @@ class QwenVLVQA:
     def tokenizer(self) -> Any:
         return self.processor.tokenizer
 
-    def answer(
-        self,
-        images: Sequence[Image.Image],
-        questions: Sequence[Sequence[str]],
-        choices: Sequence[Sequence[Sequence[str]]] | None = None,
-    ) -> list[list[str]]:
-        """Free-form answers per image; `choices` is ignored (not shown, see module doc)."""
-        check_request(images, questions, choices)
-        answers: list[list[str]] = [[] for _ in images]
-        with torch.inference_mode():
-            for pack in self.packs([len(qs) for qs in questions]):
-                texts = self._answer_pack([images[i] for i in pack], [questions[i] for i in pack])
-                for index, image_answers in zip(pack, texts, strict=True):
-                    answers[index] = image_answers
-        return answers
-
-    def packs(self, question_counts: Sequence[int]) -> list[list[int]]:
-        """Consecutive images (by index) per `generate` call: whole images, at most `max_rows` rows
-        unless one image alone has more; images without questions are left out."""
-        packs: list[list[int]] = []
-        rows = 0
-        for index, count in enumerate(question_counts):
-            if count == 0:
-                continue
-            if not packs or rows + count > self.max_rows:
-                packs.append([])
-                rows = 0
-            packs[-1].append(index)
-            rows += count
-        return packs
-
     def prompt_ids(self, question: str, n_image_tokens: int) -> list[int]:
         """The chat-templated prompt's tokens, the image placeholder expanded to the image's tokens
         (what the processor's `__call__` does, without preprocessing the image again)."""
@@ -136,38 +114,41 @@ class QwenVLVQA:
         return self.tokenizer(text.replace(IMAGE_TOKEN, IMAGE_TOKEN * n_image_tokens),
                               add_special_tokens=False)["input_ids"]
 
-    def _answer_pack(self, images: Sequence[Image.Image], question_lists: Sequence[Sequence[str]]) -> list[list[str]]:
-        """Encode the pack's images once, then one greedy `generate` over all their questions."""
-        from transformers.modeling_outputs import BaseModelOutputWithPooling
-
+    def encode(self, images: Sequence[Image.Image]) -> EncodedImages:
         device = model_device(self.model)
-        pixels = self.image_processor(images=rgb(images), return_tensors="pt")
+        pixels = self.image_processor(images=list(images), return_tensors="pt")
         grid = pixels["image_grid_thw"].to(device)
         features = self.model.get_image_features(pixel_values=pixels["pixel_values"].to(device, self.model.dtype),
                                                  image_grid_thw=grid).pooler_output  # one tensor per image
-        rows = [(i, q) for i, qs in enumerate(question_lists) for q in qs]
-        prompts = [self.prompt_ids(q, int(features[i].shape[0])) for i, q in rows]
-        input_ids, attention_mask = padded(prompts, self.tokenizer.pad_token_id, "left", device)
+        return EncodedImages(tuple(features), grid)
+
+    def prompt(self, encoded: EncodedImages, image: int, question: str, choices: Sequence[str]) -> list[int]:
+        return self.prompt_ids(question, int(encoded.features[image].shape[0]))
+
+    def generate(self, encoded: EncodedImages, images: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+        """One greedy `generate` over the rows, each given its image's embeddings (module doc)."""
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        input_ids, attention_mask = padded(prompts, self.tokenizer.pad_token_id, "left", encoded.grid.device)
         image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-        row_images = [i for i, _ in rows]
-        encoded = BaseModelOutputWithPooling(pooler_output=tuple(features[i] for i in row_images))
+        rows = BaseModelOutputWithPooling(pooler_output=tuple(encoded.features[i] for i in images))
         generated = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
             mm_token_type_ids=(input_ids == image_token_id).long() * attention_mask,
-            image_grid_thw=grid[row_images],
-            mm_encoder_outputs={"image": encoded},
+            image_grid_thw=encoded.grid[list(images)],
+            mm_encoder_outputs={"image": rows},
             do_sample=False,
             num_beams=1,
             repetition_penalty=1.0,
             max_new_tokens=self.max_new_tokens,
         )
-        texts = self.tokenizer.batch_decode(generated[:, input_ids.shape[1]:], skip_special_tokens=True,
-                                            clean_up_tokenization_spaces=False)
-        out: list[list[str]] = [[] for _ in images]
-        for (i, _), text in zip(rows, texts, strict=True):
-            out[i].append(normalize_answer(text))
-        return out
+        return generated[:, input_ids.shape[1]:]
+
+    def decode(self, generated: torch.Tensor, prompts: Sequence[Sequence[int]]) -> list[str]:
+        """`generated` holds only the new tokens (`generate` cuts the prompt off)."""
+        texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        return [normalize_answer(text) for text in texts]
 
 
 def load_qwen_vl(
