@@ -40,7 +40,6 @@ RESIZE_POLICIES = ("tf1-bilinear",)
 REFERENCE_PREPROCESS = "pil-bicubic-shorter-side+center-crop"
 FEATURES = "inception-2015-12-05-pool3-2048"
 REFERENCE_BATCH = 32
-DEFAULT_WEIGHTS = "~/.cache/torch/hub/checkpoints/weights-inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 
 
