@@ -25,6 +25,7 @@ from evalkit.fileio.hashing import sha256_bytes
 from evalkit.fileio.pngio import write_atomic
 from evalkit.generation.manifest import read_manifests
 from evalkit.metrics.api import ImageItem, Metric
+from evalkit.options import DEFAULTS
 from evalkit.prompts.sets import PromptSet, builtin_names, load_prompt_set
 from evalkit.scoring.store import FINGERPRINT_CHARS, ScoreStore
 
@@ -55,8 +56,8 @@ def find_step_dirs(path: Path) -> list[Path]:
     return found
 
 
-def score_step(step_dir: Path, metrics: Sequence[Metric], device: torch.device, batch_size: int = 32,
-               quiet: bool = False) -> list[MetricResult]:
+def score_step(step_dir: Path, metrics: Sequence[Metric], device: torch.device,
+               batch_size: int = DEFAULTS.score_batch_size, quiet: bool = DEFAULTS.quiet) -> list[MetricResult]:
     record = read_generation(step_dir)
     manifest = read_manifests(step_dir)
     return [_score_metric(step_dir, record, manifest, m, device, batch_size, quiet) for m in metrics]
