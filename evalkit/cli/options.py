@@ -38,8 +38,8 @@ class _NumberOrWord(click.ParamType):
             return str(value)
 
 
-_CLICK_TYPES: dict[Any, Any] = {int: int, float: float, str: str, Path: click.Path(path_type=Path),
-                                int | str: _NumberOrWord()}
+_CLICK_TYPES: Mapping[Any, Any] = MappingProxyType({int: int, float: float, str: str, Path: click.Path(path_type=Path),
+                                                    int | str: _NumberOrWord()})  # by the field's type
 
 
 def run_options(names: tuple[str, ...], flags: Mapping[str, str] = _NONE,
