@@ -56,6 +56,7 @@ from PIL import Image
 from evalkit.generation.checkpoints import CheckpointRef, ResolveOptions, resolve
 from evalkit.generation.generator import GenerateOptions, Generator, Sample, plan_samples, quantize
 from evalkit.generation.protocol import GenerationRequest
+from evalkit.options import DEFAULTS
 from evalkit.prompts.sets import PromptSet, load_prompt_set
 from evalkit.runtime.devicetime import release_memory, synced_clock
 
@@ -63,7 +64,7 @@ TARGET_OVERHEAD = 0.10  # evalkit may cost at most 10% more than the bare loop (
 # Repetitions of one side further apart than this (slowest/fastest) mean the machine was busy
 # (shared CPUs slow down by whole factors at times); the verdict is then flagged, not trusted.
 NOISY_SPREAD = 0.15
-GUIDANCE_SCALE = 7.5  # the study's protocol
+GUIDANCE_SCALE = DEFAULTS.guidance_scale  # the study's protocol
 PROMPT_SET = "coco-10k"
 NATIVE_RESOLUTION = {"tiny": 32, "sd2": 512}
 RESOLUTION_MULTIPLE = {"tiny": 2, "sd2": 64}  # whole latent pixels through every down-sampling
@@ -318,7 +319,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--resolution", type=int, default=0, help="pixels; 0: the model's native (tiny 32, sd2 512)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--prompts", type=int, default=32, help=f"first N prompts of {PROMPT_SET}")
-    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--steps", type=int, default=DEFAULTS.steps)
     p.add_argument("--repeats", type=int, default=3, help="timed repetitions per side (interleaved)")
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"),
                    help="auto: bfloat16 on CUDA, float32 on CPU")

@@ -45,6 +45,7 @@ import torch
 from evalkit.errors import EvalkitError
 from evalkit.generation.checkpoints import ResolveOptions, resolve
 from evalkit.generation.protocol import GenerationRequest
+from evalkit.options import DEFAULTS
 from evalkit.profile import ProtocolCost, preset, profile_spec, render_table, spec_from_ref, to_record
 from evalkit.profile.configs import PRESETS
 from evalkit.profile.latency import (
@@ -66,8 +67,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="random-weight model of this layout (tiny: evalkit's test pipeline)")
     p.add_argument("--checkpoint", default="", help="time this pipeline folder instead of a preset")
     p.add_argument("--resolution", type=int, default=0, help="pixels; 0: the model's native size")
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--cfg", type=float, default=7.5)
+    p.add_argument("--steps", type=int, default=DEFAULTS.steps)
+    p.add_argument("--cfg", type=float, default=DEFAULTS.guidance_scale)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"),
                    help="auto: bfloat16 on CUDA, float32 on CPU")

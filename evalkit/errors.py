@@ -2,6 +2,10 @@
 
 The CLI turns an EvalkitError into one line on stderr (the problem, then how to fix it)
 and a non-zero exit code; anything else is a bug and keeps its traceback.
+
+An error about one option (evalkit.options) names the parameter, as a Python caller knows it
+(`limit must be >= 0`), and carries it in `param`; the CLI, whose user typed a flag, re-spells
+it as that flag (`--limit must be >= 0`) before printing.
 """
 
 from __future__ import annotations
@@ -17,11 +21,19 @@ EXIT_FAILED = 3
 class EvalkitError(Exception):
     """A problem with the user's input or environment, with the fix in `hint`."""
 
-    def __init__(self, problem: str, hint: str = "", exit_code: int = EXIT_USAGE) -> None:
+    def __init__(self, problem: str, hint: str = "", exit_code: int = EXIT_USAGE, param: str = "") -> None:
         super().__init__(problem)
         self.problem = problem
         self.hint = hint
         self.exit_code = exit_code
+        self.param = param  # the option the problem is about ("" for none); `problem` may open with its name
+
+    def spelled(self, name: str) -> EvalkitError:
+        """The same error with its option called `name` where the problem opens with it (a CLI flag)."""
+        problem = self.problem
+        if self.param and problem.startswith(self.param + " "):
+            problem = name + problem[len(self.param):]
+        return EvalkitError(problem, self.hint, self.exit_code, self.param)
 
     def one_line(self) -> str:
         return f"error: {self.problem}" + (f" — {self.hint}" if self.hint else "")

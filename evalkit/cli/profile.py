@@ -8,14 +8,33 @@ and print / write the report.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from evalkit.cli.options import run_options
 from evalkit.errors import EvalkitError
 from evalkit.fileio.pngio import write_atomic
 from evalkit.stepdir import StepDir, safe_name, step_label
+
+if TYPE_CHECKING:
+    from evalkit.options import RunOptions
+
+# How profiling uses some of generate's options (their defaults and checks stay generate's).
+PROFILE_HELP = MappingProxyType({
+    "steps": "Denoising steps of the protocol.",
+    "guidance_scale": "CFG scale (> 1 doubles the passes).",
+    "dtype": "Parameter bytes and latency dtype: auto (bytes in bfloat16; latency bf16 on CUDA, fp32 on CPU), "
+             "float32, float16, bfloat16.",
+    "device": "Device for --latency.",
+    "name": "Model name (default: from the source).",
+    "revision": "Hub revision.",
+    "ema": "Profile checkpoint-N/unet_ema.",
+    "allow_pickle": "Allow pickled weights (only --latency loads weights).",
+})
 
 
 @click.command("profile")
@@ -28,14 +47,8 @@ from evalkit.stepdir import StepDir, safe_name, step_label
 @click.option("--vae-config", type=click.Path(path_type=Path), default=None, help="A VAE config.json to add/replace.")
 @click.option("--resolution", "resolutions", type=int, multiple=True,
               help="Image size; repeat for several (default: native). Latency uses the first.")
-@click.option("--steps", type=int, default=50, show_default=True, help="Denoising steps of the protocol.")
-@click.option("--cfg", type=float, default=7.5, show_default=True, help="CFG scale (> 1 doubles the passes).")
-@click.option("--dtype", default="auto", show_default=True,
-              help="Parameter bytes and latency dtype: auto (bytes in bfloat16; latency bf16 on CUDA, fp32 on CPU), "
-                   "float32, float16, bfloat16.")
 @click.option("--latency", is_flag=True, help="Also time the protocol (needs weights: a checkpoint, or a preset "
                                               "with random weights).")
-@click.option("--device", default="auto", show_default=True, help="Device for --latency.")
 @click.option("--max-batch", type=int, default=0, help="Batch sweep cap for --latency (default: 64 CUDA, 4 CPU).")
 @click.option("--batch-sizes", default="", help="Explicit batch sizes for --latency, e.g. 1,8 (overrides the sweep).")
 @click.option("--repeats", type=int, default=1, show_default=True, help="Timed calls per batch size.")
@@ -43,15 +56,11 @@ from evalkit.stepdir import StepDir, safe_name, step_label
 @click.option("--markdown", "markdown_path", default="", help="Write a Markdown report here ('-' for stdout).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Runs folder: writes OUT/<model>/<step>/profile.json next to generation.json.")
-@click.option("--name", default="", help="Model name (default: from the source).")
-@click.option("--base", default="", help="Pipeline folder or hub id for single files and training folders.")
-@click.option("--revision", default="main", show_default=True, help="Hub revision.")
-@click.option("--ema", is_flag=True, help="Profile checkpoint-N/unet_ema.")
-@click.option("--allow-pickle", is_flag=True, help="Allow pickled weights (only --latency loads weights).")
+@run_options(("steps", "guidance_scale", "dtype", "device", "name", "base", "revision", "ema", "allow_pickle"),
+             helps=PROFILE_HELP)
 def profile(checkpoint: str, preset_name: str, denoiser_config: Path | None, vae_config: Path | None,
-            resolutions: tuple[int, ...], steps: int, cfg: float, dtype: str, latency: bool, device: str,
-            max_batch: int, batch_sizes: str, repeats: int, json_path: str, markdown_path: str, out: Path | None,
-            name: str, base: str, revision: str, ema: bool, allow_pickle: bool) -> None:
+            resolutions: tuple[int, ...], latency: bool, max_batch: int, batch_sizes: str, repeats: int,
+            json_path: str, markdown_path: str, out: Path | None, options: RunOptions) -> None:
     """What CHECKPOINT costs: parameters per component, GMACs per denoiser pass and per image,
     attention share, and with --latency seconds per image, images/s and peak memory.
 
@@ -63,16 +72,16 @@ def profile(checkpoint: str, preset_name: str, denoiser_config: Path | None, vae
 
     from evalkit.profile import ProtocolCost, profile_spec, render_markdown, render_table, to_record
 
-    targets = _targets(checkpoint, preset_name, denoiser_config, vae_config, name, base, revision, ema, allow_pickle)
-    bytes_dtype, request = _dtypes(dtype, device, steps, cfg, resolutions)
+    targets = _targets(checkpoint, preset_name, denoiser_config, vae_config, options)
+    bytes_dtype, request = _dtypes(options, resolutions)
     timed: Any = None
     timed_on = ""
     for spec, ref in targets:
-        result = profile_spec(spec, resolutions, ProtocolCost(steps, cfg), bytes_dtype)
+        result = profile_spec(spec, resolutions, ProtocolCost(options.steps, options.guidance_scale), bytes_dtype)
         if latency:
             if timed is None:
                 timed = _measure(spec, ref, request, result.compute[0].resolution, max_batch, batch_sizes, repeats,
-                                 allow_pickle)
+                                 options.allow_pickle)
                 timed_on = ref.step_label if ref is not None else ""
             else:  # the steps of one training run share their architecture, so their cost
                 result.notes.append(f"latency measured once, on step {timed_on}, for the whole training run")
@@ -92,11 +101,9 @@ def profile(checkpoint: str, preset_name: str, denoiser_config: Path | None, vae
             torch.cuda.empty_cache()
 
 
-def _targets(checkpoint: str, preset_name: str, denoiser_config: Path | None, vae_config: Path | None, name: str,
-             base: str, revision: str, ema: bool, allow_pickle: bool) -> list[tuple[Any, Any]]:
+def _targets(checkpoint: str, preset_name: str, denoiser_config: Path | None, vae_config: Path | None,
+             options: RunOptions) -> list[tuple[Any, Any]]:
     """(spec, checkpoint ref or None) for everything to profile."""
-    from dataclasses import replace
-
     from evalkit.generation.checkpoints import ResolveOptions, resolve
     from evalkit.profile import (
         denoiser_spec_from_file,
@@ -113,13 +120,13 @@ def _targets(checkpoint: str, preset_name: str, denoiser_config: Path | None, va
         raise EvalkitError("nothing to profile", "give a CHECKPOINT, --preset NAME or --unet-config unet.json")
     pairs: list[tuple[Any, Any]]
     if checkpoint:
-        refs = resolve(checkpoint, ResolveOptions(base=base, revision=revision, ema=ema, name=name,
-                                                  allow_pickle=allow_pickle))
+        refs = resolve(checkpoint, ResolveOptions.of(options))
         pairs = [(spec_from_ref(ref), ref) for ref in refs]
     elif preset_name:
         pairs = [(preset(preset_name), None)]
     else:
         pairs = [(None, None)]
+    name = options.name
     out = []
     for spec, ref in pairs:
         if denoiser_config is not None:
@@ -141,21 +148,20 @@ def _config_name(path: Path) -> str:
     return stem or "denoiser"
 
 
-def _dtypes(dtype: str, device: str, steps: int, cfg: float, resolutions: tuple[int, ...]) -> tuple[Any, Any]:
+def _dtypes(options: RunOptions, resolutions: tuple[int, ...]) -> tuple[Any, Any]:
+    """Parameter bytes are counted in bfloat16 under auto, whatever device the latency runs on."""
     import torch
 
     from evalkit.generation.protocol import DTYPES, GenerationRequest
+    from evalkit.options import AUTO
 
-    request = GenerationRequest(steps=steps, guidance_scale=cfg, dtype=dtype, device=device,
-                                resolution=resolutions[0] if resolutions else 0)
-    request.validate()
-    return (torch.bfloat16 if dtype == "auto" else DTYPES[dtype]), request
+    if resolutions:
+        options = replace(options, resolution=resolutions[0])  # checked as generate's --resolution is
+    return (torch.bfloat16 if options.dtype == AUTO else DTYPES[options.dtype]), GenerationRequest.of(options)
 
 
 def _measure(spec: Any, ref: Any, request: Any, resolution: int, max_batch: int, batch_sizes: str, repeats: int,
              allow_pickle: bool) -> Any:
-    from dataclasses import replace
-
     from evalkit.profile.latency import (
         DEFAULT_MAX_BATCH,
         batch_sweep,

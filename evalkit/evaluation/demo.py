@@ -18,6 +18,7 @@ from evalkit.generation.checkpoints import ResolveOptions, resolve
 from evalkit.generation.generator import GenerateOptions
 from evalkit.generation.protocol import GenerationRequest
 from evalkit.metrics.context import MetricContext
+from evalkit.options import RunOptions
 from evalkit.prompts.sets import Prompt, load_prompt_set
 from evalkit.results.run import read_run
 from evalkit.runtime.quiet import quiet_loading
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from evalkit.evaluation.evaluator import StepOutcome
 
 DEMO_PROMPTS = 8  # per prompt set
+DEMO_BATCH = 8
 BANNER = ("evalkit demo: the models below are tiny and RANDOM (built locally, no downloads). "
           "Their images are noise-like and any score of them is meaningless; the point is the pipeline.")
 
@@ -108,8 +110,9 @@ def run_demo(out: Path, quiet: bool = False) -> list[StepOutcome]:
         pipeline_dir, training_dir = build_demo_models(models)
         context = MetricContext(coco_images=coco_dir(models))
         metrics = [create(str(card), context) for card in build_demo_cards(models, list(sets[1]))]
-    request = GenerationRequest()  # the protocol: DDIM 50, CFG 7.5, seed 0, native resolution
-    evaluator = Evaluator(request, GenerateOptions(out=runs, batch_size=8, quiet=quiet), metrics, sets)
+    options = RunOptions(out=runs, batch_size=DEMO_BATCH, quiet=quiet)  # the protocol: every default
+    evaluator = Evaluator(GenerationRequest.of(options), GenerateOptions.of(options), metrics, sets,
+                          options.score_batch_size)
     refs = resolve(str(pipeline_dir), ResolveOptions()) + resolve(str(training_dir), ResolveOptions())
     outcomes = []
     for ref in refs:

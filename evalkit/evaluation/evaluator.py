@@ -11,7 +11,7 @@ checkpoints that are new.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,10 @@ from evalkit.generation.checkpoints import CheckpointRef, PipelineDir, ResolveOp
 from evalkit.generation.generator import GenerateOptions, Generator, StepResult
 from evalkit.generation.inmemory import native_resolution_of, pipeline_spec, restored, wrap_pipeline
 from evalkit.generation.loading import LoadedCheckpoint
-from evalkit.generation.protocol import DTYPES, NATIVE, SCHEDULERS, GenerationRequest
+from evalkit.generation.protocol import DTYPES, SCHEDULERS, GenerationRequest
 from evalkit.generation.seeding import SEED_SCHEME
 from evalkit.metrics.api import Metric
+from evalkit.options import AUTO, DEFAULTS, IN_PROCESS, NATIVE, RunOptions, check, names_in
 from evalkit.prompts.sets import PromptSet
 from evalkit.results.comparability import ComparabilityKey, metric_key
 from evalkit.results.curves import TrainingCompute, compute_for, write_curves
@@ -35,7 +36,7 @@ from evalkit.results.run import read_run
 from evalkit.scoring.engine import MetricResult
 from evalkit.stepdir import ModelDir, StepDir, safe_name
 
-PROTOCOL_FIELDS = tuple(f.name for f in fields(GenerationRequest))
+PROTOCOL_FIELDS = names_in("protocol")  # what evaluate() takes as **protocol
 
 
 @dataclass(frozen=True)
@@ -69,9 +70,9 @@ class Evaluator:
     """One protocol, metric list and prompt-set list applied to checkpoint after checkpoint."""
 
     def __init__(self, request: GenerationRequest, options: GenerateOptions, metrics: Sequence[Metric],
-                 prompt_sets: Sequence[PromptSet], score_batch_size: int = 32, allow_pickle: bool = False) -> None:
-        if score_batch_size < 1:
-            raise EvalkitError(f"score batch size must be at least 1 (got {score_batch_size})", "e.g. 32")
+                 prompt_sets: Sequence[PromptSet], score_batch_size: int = DEFAULTS.score_batch_size,
+                 allow_pickle: bool = DEFAULTS.allow_pickle) -> None:
+        check("score_batch_size", score_batch_size)
         self.generator = Generator(request, options, allow_pickle=allow_pickle)
         self.request = request
         self.options = options
@@ -176,8 +177,9 @@ class Evaluator:
 
 
 # -- spec / training-folder glue shared by `evalkit run` ------------------------------------------------
-def run_spec(evaluator: Evaluator, spec: str, resolve_options: ResolveOptions, *, flops_per_step: float = 0.0,
-             train_batch_size: int = 0, echo: Callable[[str], None] = print) -> list[StepOutcome]:
+def run_spec(evaluator: Evaluator, spec: str, resolve_options: ResolveOptions, *,
+             flops_per_step: float = DEFAULTS.flops_per_step, train_batch_size: int = DEFAULTS.train_batch_size,
+             echo: Callable[[str], None] = print) -> list[StepOutcome]:
     """Evaluate every checkpoint `spec` names (skipping covered ones), then rewrite the curves."""
     refs = resolve(spec, resolve_options)
     outcomes = []
@@ -193,8 +195,8 @@ def run_spec(evaluator: Evaluator, spec: str, resolve_options: ResolveOptions, *
 
 
 def watch_folder(evaluator: Evaluator, folder: Path, resolve_options: ResolveOptions, options: WatchOptions, *,
-                 flops_per_step: float = 0.0, train_batch_size: int = 0, echo: Callable[[str], None] = print,
-                 warn: Callable[[str], None] = print) -> int:
+                 flops_per_step: float = DEFAULTS.flops_per_step, train_batch_size: int = DEFAULTS.train_batch_size,
+                 echo: Callable[[str], None] = print, warn: Callable[[str], None] = print) -> int:
     """Follow a training folder: evaluate each checkpoint-N once it is complete; curves after each.
     Returns the number of polls made."""
     if not folder.is_dir():
@@ -264,27 +266,35 @@ def _echo_curves(paths: list[Path], echo: Callable[[str], None]) -> None:
 
 # -- the Python API ----------------------------------------------------------------------------------
 def evaluate(pipeline: Any, *, metrics: str | Sequence[str | Metric], step: int | None = None,
-             out: str | Path = "evalkit-out", prompts: str | Sequence[str | PromptSet] | None = None, name: str = "",
-             limit: int = 0, base: str = "", revision: str = "main", ema: bool = False, batch_size: int = 8,
-             score_batch_size: int = 32, allow_pickle: bool = False, flops_per_step: float = 0.0,
-             train_batch_size: int = 0, curves: bool = True, quiet: bool = True, **protocol: Any) -> EvalResult:
+             out: str | Path = IN_PROCESS.out, prompts: str | Sequence[str | PromptSet] | None = None,
+             name: str = IN_PROCESS.name, limit: int = IN_PROCESS.limit, subset: str = IN_PROCESS.subset,
+             base: str = IN_PROCESS.base, revision: str = IN_PROCESS.revision, ema: bool = IN_PROCESS.ema,
+             batch_size: int | str = IN_PROCESS.batch_size, score_batch_size: int = IN_PROCESS.score_batch_size,
+             allow_pickle: bool = IN_PROCESS.allow_pickle, flops_per_step: float = IN_PROCESS.flops_per_step,
+             train_batch_size: int = IN_PROCESS.train_batch_size, curves: bool = True, quiet: bool = IN_PROCESS.quiet,
+             **protocol: Any) -> EvalResult:
     """Evaluate one checkpoint: generate, score, write run.json and (for a training step) the curves.
 
     `pipeline` is a pipeline folder, hub id, single file (with `base`), checkpoint-N folder or a
     training folder (with `step`) — or a diffusers pipeline object in memory (a training loop's).
     `metrics` are names, card files or Metric objects (pass objects to keep their models loaded
-    between calls). `prompts` default to the sets the metrics score. Protocol overrides are
-    GenerationRequest fields: scheduler, steps, guidance_scale, seed, resolution, dtype, device,
-    negative_prompt, images_per_prompt, eta. A step already covered by its run.json is not redone.
+    between calls). `prompts` default to the sets the metrics score. The other keywords are the
+    options of evalkit.options.RunOptions (the CLI's flags, with the same defaults except a fixed
+    `batch_size` and `quiet`); protocol overrides are its protocol fields: scheduler, steps,
+    guidance_scale, seed, resolution, dtype, device, negative_prompt, images_per_prompt, eta. A
+    step already covered by its run.json is not redone.
     """
+    options = _options(protocol, out=Path(out), name=name, limit=limit, subset=subset, base=base, revision=revision,
+                       ema=ema, batch_size=batch_size, score_batch_size=score_batch_size, allow_pickle=allow_pickle,
+                       flops_per_step=flops_per_step, train_batch_size=train_batch_size, quiet=quiet)
     metric_objects = _metrics(metrics)
-    sets = _prompt_sets(prompts, metric_objects, limit)
-    request = _request(protocol)
-    options = GenerateOptions(out=Path(out), batch_size=batch_size, quiet=quiet)
+    sets = options.select(_prompt_sets(prompts, metric_objects))
+    request = GenerationRequest.of(options)
+    generate_options = GenerateOptions.of(options)
     if isinstance(pipeline, str | Path):
-        ref = _one_ref(str(pipeline), ResolveOptions(base=base, revision=revision, ema=ema, name=name,
-                                                     allow_pickle=allow_pickle), step)
-        evaluator = Evaluator(request, options, metric_objects, sets, score_batch_size, allow_pickle)
+        ref = _one_ref(str(pipeline), ResolveOptions.of(options), step)
+        evaluator = Evaluator(request, generate_options, metric_objects, sets, options.score_batch_size,
+                              options.allow_pickle)
         outcome = evaluator.evaluate_ref(ref)
         spec_of: Callable[[], Any] = lambda: _ref_spec(ref)  # noqa: E731
     else:
@@ -292,12 +302,13 @@ def evaluate(pipeline: Any, *, metrics: str | Sequence[str | Metric], step: int 
         loaded = wrap_pipeline(pipeline, model, step)
         _check_in_place(request, protocol, loaded)
         request = replace(request, device=str(pipeline.device))
-        evaluator = Evaluator(request, options, metric_objects, sets, score_batch_size, allow_pickle)
+        evaluator = Evaluator(request, generate_options, metric_objects, sets, options.score_batch_size,
+                              options.allow_pickle)
         outcome = evaluator.evaluate_loaded(loaded)
         spec_of = lambda: pipeline_spec(pipeline, model)  # noqa: E731
     curve_paths: list[Path] = []
     if curves and outcome.ref.step is not None:
-        compute = compute_for(spec_of, flops_per_step, train_batch_size)
+        compute = compute_for(spec_of, options.flops_per_step, options.train_batch_size)
         curve_paths = evaluator.update_curves(outcome.ref.name, compute)
     return EvalResult(outcome.ref.name, outcome.ref.step, outcome.step_dir, outcome.skipped,
                       read_run(outcome.step_dir), tuple(curve_paths))
@@ -306,11 +317,11 @@ def evaluate(pipeline: Any, *, metrics: str | Sequence[str | Metric], step: int 
 def _check_in_place(request: GenerationRequest, protocol: dict[str, Any], loaded: LoadedCheckpoint) -> None:
     """A pipeline object runs where and how it is; a device or dtype asked for must agree with it."""
     pipe, denoiser = loaded.pipe, loaded.denoiser
-    want = request.torch_device() if "device" in protocol and request.device != "auto" else pipe.device
+    want = request.torch_device() if "device" in protocol and request.device != AUTO else pipe.device
     if want.type != pipe.device.type or want.index not in (None, pipe.device.index):
         raise EvalkitError(f"device={request.device!r} given for a pipeline on {pipe.device}",
                            "move the pipeline with pipe.to(device) instead, or drop device=")
-    if request.dtype != "auto" and DTYPES[request.dtype] != denoiser.dtype:
+    if request.dtype != AUTO and DTYPES[request.dtype] != denoiser.dtype:
         raise EvalkitError(f"dtype={request.dtype!r} given for a pipeline in {denoiser.dtype}",
                            "convert the pipeline with pipe.to(dtype) instead, or drop dtype=")
 
@@ -326,30 +337,25 @@ def _metrics(metrics: str | Sequence[str | Metric]) -> list[Metric]:
     return created
 
 
-def _prompt_sets(prompts: str | Sequence[str | PromptSet] | None, metrics: Sequence[Metric],
-                 limit: int) -> list[PromptSet]:
+def _prompt_sets(prompts: str | Sequence[str | PromptSet] | None, metrics: Sequence[Metric]) -> list[PromptSet]:
     from evalkit.prompts.sets import load_prompt_set
 
-    if limit < 0:
-        raise EvalkitError(f"limit must be >= 0 (got {limit})", "0 means all prompts")
     if prompts is None or prompts == "":
         names: Sequence[str | PromptSet] = list(dict.fromkeys(m.info.prompt_set for m in metrics))
     elif isinstance(prompts, str):
         names = [p.strip() for p in prompts.split(",") if p.strip()]
     else:
         names = list(prompts)
-    sets = [p if isinstance(p, PromptSet) else load_prompt_set(p) for p in names]
-    return [s.head(limit) for s in sets] if limit else sets
+    return [p if isinstance(p, PromptSet) else load_prompt_set(p) for p in names]
 
 
-def _request(protocol: dict[str, Any]) -> GenerationRequest:
+def _options(protocol: dict[str, Any], **options: Any) -> RunOptions:
+    """evaluate()'s keywords as RunOptions; a protocol override that is no protocol option is an error."""
     unknown = sorted(set(protocol) - set(PROTOCOL_FIELDS))
     if unknown:
         raise EvalkitError(f"unknown protocol setting(s) {', '.join(unknown)}",
                            f"protocol overrides are: {', '.join(PROTOCOL_FIELDS)}")
-    request = GenerationRequest(**protocol)
-    request.validate()
-    return request
+    return RunOptions(**options, **protocol)
 
 
 def _one_ref(spec: str, options: ResolveOptions, step: int | None) -> CheckpointRef:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from evalkit import stepdir
 from evalkit.errors import EvalkitError
+from evalkit.options import DEFAULTS, RunOptions, view
 from evalkit.stepdir import safe_name
 
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
@@ -82,12 +83,18 @@ class CheckpointRef:
 
 @dataclass(frozen=True)
 class ResolveOptions:
-    base: str = ""  # pipeline folder or hub id for single files and training folders
-    revision: str = "main"
-    ema: bool = False
-    name: str = ""
-    step: int = -1  # override/assign the step of a single checkpoint; -1 keeps it
-    allow_pickle: bool = False
+    """The source options of evalkit.options.RunOptions: how a spec becomes checkpoints."""
+
+    base: str = DEFAULTS.base  # pipeline folder or hub id for single files and training folders
+    revision: str = DEFAULTS.revision
+    ema: bool = DEFAULTS.ema
+    name: str = DEFAULTS.name
+    step: int = DEFAULTS.step  # override/assign the step of a single checkpoint; -1 keeps it
+    allow_pickle: bool = DEFAULTS.allow_pickle
+
+    @classmethod
+    def of(cls, options: RunOptions) -> ResolveOptions:
+        return view(cls, options)
 
 
 def resolve(spec: str, options: ResolveOptions) -> list[CheckpointRef]:
@@ -106,8 +113,8 @@ def resolve(spec: str, options: ResolveOptions) -> list[CheckpointRef]:
         )
     if options.step >= 0:
         if len(refs) != 1:
-            raise EvalkitError("--step applies to one checkpoint, but this source has several",
-                               "drop --step; training folders take steps from checkpoint-N names")
+            raise EvalkitError("step applies to one checkpoint, but this source has several",
+                               "drop it; training folders take steps from checkpoint-N names", param="step")
         refs = [CheckpointRef(refs[0].source, refs[0].name, options.step)]
     return refs
 
@@ -116,23 +123,23 @@ def _base(options: ResolveOptions, fallback: Path | None, what: str) -> Pipeline
     if options.base:
         base_path = Path(options.base).expanduser()
         if base_path.is_dir():
-            _require_pipeline_dir(base_path, "--base")
+            _require_pipeline_dir(base_path, "base", param="base")
             return PipelineDir(base_path)
         if _HUB_ID.match(options.base):
             return HubPipeline(options.base, options.revision)
-        raise EvalkitError(f"--base {options.base!r} is neither a pipeline folder nor a hub id",
-                           "pass a diffusers pipeline folder (with model_index.json) or a hub id")
+        raise EvalkitError(f"base {options.base!r} is neither a pipeline folder nor a hub id",
+                           "pass a diffusers pipeline folder (with model_index.json) or a hub id", param="base")
     if fallback is not None:
         return PipelineDir(fallback)
     raise EvalkitError(f"{what} needs a base pipeline for its configs and other components",
                        "pass --base PIPELINE_DIR_OR_HUB_ID (the pipeline it was trained from)")
 
 
-def _require_pipeline_dir(path: Path, what: str) -> None:
+def _require_pipeline_dir(path: Path, what: str, param: str = "") -> None:
     index = path / "model_index.json"
     if not index.is_file():
         raise EvalkitError(f"{what} {path} is not a diffusers pipeline folder (no model_index.json)",
-                           "point at the folder that pipeline.save_pretrained() wrote")
+                           "point at the folder that pipeline.save_pretrained() wrote", param=param)
     try:
         json.loads(index.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:

@@ -32,6 +32,7 @@ from evalkit.generation.loading import LoadedCheckpoint, PipelineLoader
 from evalkit.generation.manifest import ManifestRow, append_manifest
 from evalkit.generation.protocol import EffectiveProtocol, GenerationRequest, apply_scheduler, read_back
 from evalkit.generation.seeding import initial_noise, sample_generator, sample_seed
+from evalkit.options import DEFAULTS, RunOptions, shard_position
 from evalkit.prompts.sets import PromptSet
 from evalkit.runtime.provenance import provenance
 from evalkit.stepdir import StepDir
@@ -58,12 +59,20 @@ class Sample:
 
 @dataclass(frozen=True)
 class GenerateOptions:
+    """The output options of evalkit.options.RunOptions, parsed for the engine."""
+
     out: Path
-    batch_size: int = 8
+    batch_size: int  # unused when auto_batch
     auto_batch: bool = False  # start at AUTO_START and halve on out-of-memory
     shard_index: int = 0
     shard_count: int = 1
-    quiet: bool = False
+    quiet: bool = DEFAULTS.quiet
+
+    @classmethod
+    def of(cls, options: RunOptions) -> GenerateOptions:
+        index, count = shard_position(options.shard)
+        size = 1 if options.auto_batch else int(options.batch_size)
+        return cls(options.out, size, options.auto_batch, index, count, options.quiet)
 
 
 @dataclass
@@ -184,7 +193,8 @@ def quantize(images: torch.Tensor) -> np.ndarray:
 class Generator:
     """Generates images for a sequence of checkpoints with one loader and embedding store."""
 
-    def __init__(self, request: GenerationRequest, options: GenerateOptions, allow_pickle: bool = False) -> None:
+    def __init__(self, request: GenerationRequest, options: GenerateOptions,
+                 allow_pickle: bool = DEFAULTS.allow_pickle) -> None:
         request.validate()
         self.request = request
         self.options = options

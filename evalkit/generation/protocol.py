@@ -1,9 +1,9 @@
 """The generation protocol: what the user asks for, and what the pipeline actually runs.
 
-The study's protocol is DDIM 50 steps, CFG 7.5, empty negative prompt, one fixed seed, the
-checkpoint's native resolution. A request is applied to a loaded pipeline, then the
-settings are read back from the pipeline objects themselves; that read-back is what gets
-recorded and fingerprinted, and a request the pipeline cannot honour is an error.
+The study's protocol is DDIM, CFG, empty negative prompt, one fixed seed and the checkpoint's
+native resolution (the defaults of evalkit.options). A request is applied to a loaded pipeline,
+then the settings are read back from the pipeline objects themselves; that read-back is what
+gets recorded and fingerprinted, and a request the pipeline cannot honour is an error.
 """
 
 from __future__ import annotations
@@ -11,75 +11,55 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import diffusers
 import torch
-from diffusers import (
-    DDIMScheduler,
-    DDPMScheduler,
-    DPMSolverMultistepScheduler,
-    EulerDiscreteScheduler,
-    FlowMatchEulerDiscreteScheduler,
-    PNDMScheduler,
-)
 
 from evalkit.errors import EvalkitError
 from evalkit.fileio.hashing import sha256_json
 from evalkit.generation.seeding import SEED_SCHEME
+from evalkit.options import AUTO, DEFAULTS, DTYPE_NAMES, NATIVE, SCHEDULER_CLASSES, RunOptions, check_fields, view
 
-SCHEDULERS: dict[str, type] = {
-    "ddim": DDIMScheduler,
-    "ddpm": DDPMScheduler,
-    "pndm": PNDMScheduler,
-    "euler": EulerDiscreteScheduler,
-    "dpm++2m": DPMSolverMultistepScheduler,
-    "flow-euler": FlowMatchEulerDiscreteScheduler,
-}
-NATIVE = "native"
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+SCHEDULERS: dict[str, type] = {name: getattr(diffusers, cls) for name, cls in SCHEDULER_CLASSES.items()}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    scheduler: str = "ddim"  # a SCHEDULERS key, or "native" to keep the checkpoint's own
-    steps: int = 50
-    guidance_scale: float = 7.5
-    seed: int = 0
-    resolution: int = 0  # 0: the checkpoint's native resolution
-    dtype: str = "auto"  # auto: bfloat16 on CUDA, float32 on CPU
-    device: str = "auto"
-    negative_prompt: str = ""
-    images_per_prompt: int = 1
-    eta: float = 0.0  # DDIM eta; 0 is deterministic DDIM as in the study
+    """The protocol options of evalkit.options.RunOptions, with what they mean for torch."""
+
+    scheduler: str = DEFAULTS.scheduler  # a SCHEDULERS key, or NATIVE to keep the checkpoint's own
+    steps: int = DEFAULTS.steps
+    guidance_scale: float = DEFAULTS.guidance_scale
+    seed: int = DEFAULTS.seed
+    resolution: int = DEFAULTS.resolution  # 0: the checkpoint's native resolution
+    dtype: str = DEFAULTS.dtype  # auto: bfloat16 on CUDA, float32 on CPU
+    device: str = DEFAULTS.device
+    negative_prompt: str = DEFAULTS.negative_prompt
+    images_per_prompt: int = DEFAULTS.images_per_prompt
+    eta: float = DEFAULTS.eta  # DDIM eta; 0 is deterministic DDIM as in the study
+
+    @classmethod
+    def of(cls, options: RunOptions) -> GenerationRequest:
+        return view(cls, options)
 
     def validate(self) -> None:
-        if self.scheduler != NATIVE and self.scheduler not in SCHEDULERS:
-            names = ", ".join([NATIVE, *SCHEDULERS])
-            raise EvalkitError(f"unknown scheduler {self.scheduler!r}", f"choose one of: {names}")
-        if self.steps < 1:
-            raise EvalkitError(f"--steps must be at least 1 (got {self.steps})", "the protocol uses 50")
-        if self.guidance_scale < 0:
-            raise EvalkitError(f"--cfg must be >= 0 (got {self.guidance_scale})", "the protocol uses 7.5")
-        if self.resolution < 0 or self.resolution % 8:
-            raise EvalkitError(f"--resolution must be a positive multiple of 8 (got {self.resolution})",
-                               "omit it to use the checkpoint's native resolution")
-        if self.dtype != "auto" and self.dtype not in DTYPES:
-            raise EvalkitError(f"unknown dtype {self.dtype!r}", "choose auto, float32, float16 or bfloat16")
-        if self.images_per_prompt < 1:
-            raise EvalkitError("--images-per-prompt must be at least 1", "the protocol uses 1")
+        check_fields(self)
 
     def torch_device(self) -> torch.device:
-        if self.device == "auto":
+        if self.device == AUTO:
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         try:
             device = torch.device(self.device)
         except RuntimeError as e:
-            raise EvalkitError(f"unknown device {self.device!r}", "use auto, cpu, cuda or cuda:N") from e
+            raise EvalkitError(f"unknown device {self.device!r}", "use auto, cpu, cuda or cuda:N",
+                               param="device") from e
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise EvalkitError(f"--device {self.device} asked for, but CUDA is not available here",
-                               "use --device cpu or auto")
+            raise EvalkitError(f"device {self.device} asked for, but CUDA is not available here", "use cpu or auto",
+                               param="device")
         return device
 
     def torch_dtype(self, device: torch.device) -> torch.dtype:
-        if self.dtype == "auto":
+        if self.dtype == AUTO:
             return torch.bfloat16 if device.type == "cuda" else torch.float32
         return DTYPES[self.dtype]
 
@@ -145,7 +125,8 @@ def read_back(pipe: Any, family: str, request: GenerationRequest, height: int, w
                            "report this as a bug in evalkit")
     uses_eta = "eta" in _step_parameters(scheduler)
     if request.eta and not uses_eta:
-        raise EvalkitError(f"{type(scheduler).__name__} has no eta parameter", "drop --eta")
+        raise EvalkitError(f"eta {request.eta} given, but {type(scheduler).__name__} has no eta parameter",
+                           "leave eta at 0 for this scheduler", param="eta")
     return EffectiveProtocol(
         pipeline_class=type(pipe).__name__,
         family=family,

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from evalkit.errors import EvalkitError
+from evalkit.options import DEFAULTS
 from evalkit.profile.build import assert_meta, build_component
 from evalkit.profile.configs import DENOISER, TEXT_ENCODER, VAE, ComponentSpec, PipelineSpec
 from evalkit.profile.macs import MacCount, denoiser_macs, text_encoder_macs, vae_decode_macs
@@ -32,8 +33,8 @@ DEFAULT_CONTEXT = {"sd": CLIP_LENGTH, "sdxl": CLIP_LENGTH, "pixart": 120, "sd3":
 class ProtocolCost:
     """How many forwards of each component one image takes."""
 
-    steps: int = 50
-    guidance_scale: float = 7.5
+    steps: int = DEFAULTS.steps
+    guidance_scale: float = DEFAULTS.guidance_scale
 
     @property
     def passes_per_step(self) -> int:

@@ -24,6 +24,7 @@ from evalkit.errors import EvalkitError
 from evalkit.fileio.hashing import sha256_bytes
 from evalkit.fileio.pngio import write_atomic
 from evalkit.metrics.api import ImageItem, Metric
+from evalkit.options import DEFAULTS
 from evalkit.prompts.sets import PromptSet, builtin_names, load_prompt_set
 from evalkit.scoring.store import ScoreStore
 from evalkit.stepdir import StepDir
@@ -44,8 +45,8 @@ class MetricResult:
     summary_path: Path
 
 
-def score_step(step_dir: Path, metrics: Sequence[Metric], device: torch.device, batch_size: int = 32,
-               quiet: bool = False) -> list[MetricResult]:
+def score_step(step_dir: Path, metrics: Sequence[Metric], device: torch.device,
+               batch_size: int = DEFAULTS.score_batch_size, quiet: bool = DEFAULTS.quiet) -> list[MetricResult]:
     folder = StepDir(step_dir)
     record, manifest = folder.read_generation(), folder.read_manifest()
     return [_score_metric(step_dir, record, manifest, m, device, batch_size, quiet) for m in metrics]
