@@ -153,6 +153,7 @@ def score(run_dir: Path, metric_specs: str, tifa_qa: str, coco_images: str, opti
 def _score_and_print(step_dir: Path, metrics: list[Any], options: RunOptions) -> None:
     from datetime import datetime, timezone
 
+    from evalkit.evaluation.evaluator import metric_line
     from evalkit.generation.protocol import GenerationRequest
     from evalkit.results.assemble import write_run_json
     from evalkit.results.run import read_run
@@ -164,16 +165,8 @@ def _score_and_print(step_dir: Path, metrics: list[Any], options: RunOptions) ->
     run_json = write_run_json(step_dir, results, metrics, started, device=str(torch_device))
     entries = read_run(run_json).metrics
     for result in results:
-        entry = entries[result.metric]
-        low, high = entry.ci95
-        shown = _number(entry.value) + (f" [{_number(low)}, {_number(high)}]" if low is not None else "")
-        click.echo(f"{step_dir}: {result.metric} = {shown} (n={result.n_images}; {result.scored} scored, "
-                   f"{result.reused} reused)")
+        click.echo(metric_line(step_dir, result, entries[result.metric]))
     click.echo(f"{step_dir}: results -> {run_json}")
-
-
-def _number(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 @cli.group()

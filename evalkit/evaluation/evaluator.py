@@ -31,7 +31,7 @@ from evalkit.options import AUTO, DEFAULTS, IN_PROCESS, NATIVE, RunOptions, chec
 from evalkit.prompts.sets import PromptSet
 from evalkit.results.comparability import ComparabilityKey, metric_key
 from evalkit.results.curves import TrainingCompute, compute_for, write_curves
-from evalkit.results.model import RunResult
+from evalkit.results.model import MetricEntry, RunResult
 from evalkit.results.run import read_run
 from evalkit.scoring.engine import MetricResult
 from evalkit.stepdir import ModelDir, StepDir, safe_name
@@ -241,17 +241,19 @@ def describe(outcome: StepOutcome) -> str:
         lines.append(f"{label}: {gen.generated} generated, {gen.reused} reused of {gen.planned} "
                      f"({gen.images_per_second:.2f} img/s) -> {gen.step_dir}")
     entries = read_run(outcome.run_json).metrics if outcome.run_json is not None else {}
-    for score in outcome.scores:
-        entry = entries.get(score.metric)
-        low, high = entry.ci95 if entry is not None else (None, None)
-        shown = _number(entry.value if entry is not None else score.values.get("value"))
-        if low is not None and high is not None:
-            shown += f" [{_number(low)}, {_number(high)}]"
-        lines.append(f"{outcome.step_dir}: {score.metric} = {shown} (n={score.n_images}; {score.scored} scored, "
-                     f"{score.reused} reused)")
+    lines += [metric_line(outcome.step_dir, score, entries.get(score.metric)) for score in outcome.scores]
     if outcome.run_json is not None:
         lines.append(f"{outcome.step_dir}: results -> {outcome.run_json}")
     return "\n".join(lines)
+
+
+def metric_line(step_dir: Path, score: MetricResult, entry: MetricEntry | None) -> str:
+    """One scored metric as `evalkit run` and `evalkit score` print it: value [95% interval] and counts."""
+    low, high = entry.ci95 if entry is not None else (None, None)
+    shown = _number(entry.value if entry is not None else score.values.get("value"))
+    if low is not None and high is not None:
+        shown += f" [{_number(low)}, {_number(high)}]"
+    return f"{step_dir}: {score.metric} = {shown} (n={score.n_images}; {score.scored} scored, {score.reused} reused)"
 
 
 def _number(value: Any) -> str:

@@ -41,7 +41,7 @@ from evalkit.results.bootstrap import (
     paired_ratio_difference,
 )
 from evalkit.results.comparability import require_same_metric, require_same_protocol
-from evalkit.results.model import MetricEntry, RunResult
+from evalkit.results.model import MetricEntry, RunResult, as_float
 from evalkit.results.resampling import prompt_statistic, recorded_as_ratio
 from evalkit.results.run import RESCORE, read_run
 from evalkit.stepdir import StepDir
@@ -253,8 +253,8 @@ def compare_metric(name: str, base: LoadedRun, new: LoadedRun, threshold: Thresh
     p_worse, p_better = shares(paired.samples, higher, margin, name)
     return MetricComparison(
         name=name, display_name=new.metrics[name].display_name or name, higher_is_better=higher,
-        prompt_set=entry.prompt_set, n=len(ids), base_value=_number(entry.value),
-        new_value=_number(new.metrics[name].value), difference=float(paired.difference), ci=paired.ci,
+        prompt_set=entry.prompt_set, n=len(ids), base_value=as_float(entry.value),
+        new_value=as_float(new.metrics[name].value), difference=float(paired.difference), ci=paired.ci,
         ci_level=level, threshold=threshold, p_worse=p_worse, p_better=p_better,
         verdict=decide(p_worse, p_better, confidence, threshold is not None), resamples=spec.resamples,
         method=method, seconds=time.perf_counter() - started)
@@ -354,7 +354,3 @@ def recreate_metric(name: str, entry: MetricEntry, context: MetricContext) -> An
                            f"{metric.fingerprint()[:12]}…, the runs record {entry.fingerprint[:12]}…",
                            "restore the card and weights the runs were scored with, or leave it out with --metrics")
     return metric
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,9 +24,10 @@ from typing import Any
 
 from evalkit.errors import EvalkitError
 from evalkit.fileio.pngio import write_atomic
+from evalkit.fileio.strictjson import finite
 from evalkit.results.comparability import ComparabilityKey
 from evalkit.results.model import RunResult
-from evalkit.stepdir import walk_run_files
+from evalkit.stepdir import step_label, walk_run_files
 
 ENTRIES_FILE = "entries.json"
 ENTRIES_SCHEMA = "evalkit.leaderboard-entries/1"
@@ -71,8 +71,8 @@ def entry_from_run(run: RunResult, path: Path) -> Entry:
     checkpoint, protocol = run.checkpoint, run.protocol
     step = checkpoint.step
     step = step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else None
-    label = checkpoint.step_label or (str(step) if step is not None else "final")
-    metrics = {name: _finite({k: v for k, v in m.to_json().items() if k in METRIC_FIELDS})
+    label = checkpoint.step_label or step_label(step)
+    metrics = {name: finite({k: v for k, v in m.to_json().items() if k in METRIC_FIELDS})
                for name, m in run.metrics.items()}
     entry: Entry = {
         "model": checkpoint.name,
@@ -136,18 +136,7 @@ def efficiency_summary(profile: Any, resolution: Any = None) -> dict[str, Any]:
             out["peak_memory_bytes"] = max(peaks)
         if isinstance(latency.get("device"), dict) and latency["device"].get("name"):
             out["device"] = latency["device"]["name"]
-    return _finite(out)
-
-
-def _finite(value: Any) -> Any:
-    """NaN/inf become null: browsers and strict JSON readers reject them."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
+    return finite(out)
 
 
 def entry_key(entry: Entry) -> EntryKey:

@@ -23,7 +23,7 @@ from typing import Any
 from evalkit.errors import EvalkitError
 from evalkit.fileio.pngio import write_atomic
 from evalkit.results.comparability import ComparabilityKey, metric_key
-from evalkit.results.model import MetricEntry, Protocol, RunResult
+from evalkit.results.model import MetricEntry, Protocol, RunResult, as_float
 from evalkit.results.run import read_run
 from evalkit.stepdir import ModelDir
 
@@ -98,7 +98,7 @@ def collect_curves(model_dir: Path) -> list[Curve]:
     for step, run in step_runs(model_dir):
         for metric, entry in sorted(run.metrics.items()):
             low, high = entry.ci95
-            point = Point(step, _number(entry.value), _number(low), _number(high), entry.n,
+            point = Point(step, as_float(entry.value), as_float(low), as_float(high), entry.n,
                           run.checkpoint.fingerprint)
             row = _Row(point, run.provenance.finished, entry, run.protocol)
             rows.setdefault(metric, {}).setdefault(metric_key(run, metric), []).append(row)
@@ -288,10 +288,6 @@ def compute_for(spec_of: Callable[[], Any] | None, flops_per_step: float = 0.0, 
             raise EvalkitError("--train-batch-size needs a checkpoint to count MACs from", "pass --flops-per-step")
         return derived_compute(spec_of(), train_batch_size)
     return None
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _text(value: Any) -> str:

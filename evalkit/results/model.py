@@ -209,3 +209,8 @@ class RunResult:
                 "prompt_sets": {name: s.to_json() for name, s in self.prompt_sets.items()},
                 "metrics": {name: m.to_json() for name, m in self.metrics.items()},
                 **_present(efficiency=self.efficiency), "provenance": self.provenance.to_json()}
+
+
+def as_float(value: object) -> float | None:
+    """A JSON number as a float (ints too: 1 and 1.0 print alike in curves and reports), else None."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

@@ -10,7 +10,6 @@ as null, which browsers and other tools parse), sorted keys, replaced atomically
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from evalkit.errors import EvalkitError
 from evalkit.fileio.pngio import write_atomic
+from evalkit.fileio.strictjson import finite
 from evalkit.results.model import RUN_SCHEMA, RunResult
 from evalkit.stepdir import StepDir
 
@@ -58,7 +58,7 @@ def read_run(path: Path) -> RunResult:
 
 def write_run(path: Path, run: RunResult) -> Path:
     """Serialise `run` to `path` (replaced atomically: readers never see half a file)."""
-    text = json.dumps(_finite(run.to_json()), indent=2, sort_keys=True, allow_nan=False, default=_json_default)
+    text = json.dumps(finite(run.to_json()), indent=2, sort_keys=True, allow_nan=False, default=_json_default)
     write_atomic(path, (text + "\n").encode("utf-8"))
     return path
 
@@ -74,17 +74,6 @@ def _problem(error: ValidationError) -> str:
         types = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
         return f"{where} is not {' or '.join(JSON_TYPES.get(t, t) for t in types)}"
     return f"{where} is invalid: {error.message[:MESSAGE_CHARS]}"
-
-
-def _finite(value: Any) -> Any:
-    """NaN and infinities as null: run.json is strict JSON."""
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
 
 
 def _json_default(value: Any) -> Any:
