@@ -31,11 +31,11 @@ from evalkit.publishing.store import (
     entries_text,
     entry_from_run,
     entry_key,
+    entry_metric_key,
     find_run_files,
     load_entries,
     locked,
     merge_entries,
-    metric_key,
     write_text_atomic,
 )
 from evalkit.results.comparability import ComparabilityKey
@@ -134,7 +134,7 @@ def _ranked_variants(group: list[Entry]) -> dict[str, list[ComparabilityKey]]:
     uses: Counter[tuple[str, ComparabilityKey]] = Counter()
     for entry in group:
         for name in entry["metrics"]:
-            variant = (name, metric_key(entry, name))
+            variant = (name, entry_metric_key(entry, name))
             models[variant].add(entry["model"])
             uses[variant] += 1
     ranked: dict[str, list[ComparabilityKey]] = defaultdict(list)
@@ -171,7 +171,8 @@ def _board(protocol_fp: str, variants: dict[str, ComparabilityKey], group: list[
 
 def _cells(entry: Entry, variants: dict[str, ComparabilityKey]) -> dict[str, Any]:
     """The entry's metric entries that belong on this board: those with the board's key."""
-    return {name: metric for name, metric in entry["metrics"].items() if variants.get(name) == metric_key(entry, name)}
+    return {name: metric for name, metric in entry["metrics"].items()
+            if variants.get(name) == entry_metric_key(entry, name)}
 
 
 def _metric_info(name: str, key: ComparabilityKey, cells: list[tuple[Entry, dict[str, Any]]]) -> dict[str, Any]:

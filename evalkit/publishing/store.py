@@ -92,7 +92,7 @@ def entry_from_run(run: RunResult, path: Path) -> Entry:
     return entry
 
 
-def metric_key(entry: Entry, name: str) -> ComparabilityKey:
+def entry_metric_key(entry: Entry, name: str) -> ComparabilityKey:
     """The comparability key of the entry's metric `name` (which it must hold)."""
     metric = entry["metrics"][name]
     return ComparabilityKey(entry["protocol"]["fingerprint"], metric["fingerprint"], metric["prompt_set_fingerprint"])

@@ -15,7 +15,7 @@ from typing import Any
 from evalkit.fileio.hashing import sha256_bytes
 from evalkit.publishing.leaderboard import step_order
 from evalkit.publishing.site.charts import CostPoint, CurvePoint, Series, curve_chart, pareto_chart
-from evalkit.publishing.store import Entry, metric_key
+from evalkit.publishing.store import Entry, entry_metric_key
 from evalkit.results.comparability import ComparabilityKey
 from evalkit.results.curves import Series as StoredSeries
 
@@ -169,8 +169,8 @@ def _entry_points(entries: list[Entry], name: str) -> dict[ComparabilityKey, lis
         if not isinstance(entry["step"], int) or not metric or not isinstance(metric.get("value"), (int, float)):
             continue
         ci = metric.get("ci95") if isinstance(metric.get("ci95"), list) else [None, None]
-        groups[metric_key(entry, name)].append(CurvePoint(entry["step"], metric["value"], ci[0], ci[1],
-                                                          entry["step_label"]))
+        point = CurvePoint(entry["step"], metric["value"], ci[0], ci[1], entry["step_label"])
+        groups[entry_metric_key(entry, name)].append(point)
     return groups
 
 
