@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from evalkit.errors import EvalkitError
 
 if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
     from evalkit.prompts.sets import PromptSet
 
 AUTO = "auto"
@@ -45,7 +47,7 @@ _OUT = Path("evalkit-out")
 
 Group = Literal["source", "protocol", "output", "prompts", "scoring", "compute"]
 Rule = Callable[[str, Any, Any], None]  # (name, value, default): raises EvalkitError when the value is unusable
-T = TypeVar("T")
+T = TypeVar("T", bound="DataclassInstance")
 
 
 @dataclass(frozen=True)
@@ -233,7 +235,7 @@ def check(name: str, value: Any) -> None:
     spec_of(name).rule(name, value, OPTION_FIELDS[name].default)
 
 
-def check_fields(values: Any) -> None:
+def check_fields(values: DataclassInstance) -> None:
     """Check every field of a dataclass whose fields are options: RunOptions or one of its views."""
     for f in fields(values):
         check(f.name, getattr(values, f.name))

@@ -119,15 +119,16 @@ def run(checkpoint: str, metric_specs: str, prompt_sets: str, tifa_qa: str, coco
     plan = _plan(checkpoint, prompt_sets or needed, options)
     evaluator = Evaluator(plan.request, plan.generate_options, metrics, plan.sets, options.score_batch_size,
                           options.allow_pickle)
-    compute = {"flops_per_step": options.flops_per_step, "train_batch_size": options.train_batch_size}
     if not watch:
-        run_spec(evaluator, plan.checkpoint, plan.resolve_options, echo=click.echo, **compute)
+        run_spec(evaluator, plan.checkpoint, plan.resolve_options, echo=click.echo,
+                 flops_per_step=options.flops_per_step, train_batch_size=options.train_batch_size)
         return
     watch_options = WatchOptions(poll_seconds=poll_seconds, max_polls=max_polls, stop_file=stop_file)
     click.echo(f"watching {plan.checkpoint} every {poll_seconds:g}s (stop: create "
                f"{stop_file or Path(plan.checkpoint) / 'STOP'} or press Ctrl-C)")
     watch_folder(evaluator, Path(plan.checkpoint), plan.resolve_options, watch_options, echo=click.echo,
-                 warn=lambda line: click.echo(line, err=True), **compute)
+                 warn=lambda line: click.echo(line, err=True), flops_per_step=options.flops_per_step,
+                 train_batch_size=options.train_batch_size)
 
 
 @cli.command()

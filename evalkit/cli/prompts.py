@@ -7,6 +7,7 @@ exit code; these commands just let it propagate.
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 from rich.console import Console
@@ -72,5 +73,6 @@ def _prompt_table(pset: PromptSet, shown: PromptSet) -> Table:
 
 
 def _console() -> Console:
-    # Built per call so output goes to whatever click has as stdout (CliRunner included).
-    return Console(file=click.get_text_stream("stdout"), soft_wrap=False)
+    # Built per call so output goes to whatever sys.stdout is then (CliRunner swaps it in). Not
+    # click.get_text_stream: click 8.5 deprecated it (a DeprecationWarning on every call).
+    return Console(file=sys.stdout, soft_wrap=False)

@@ -9,6 +9,7 @@ what a real run writes.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,7 +57,8 @@ def build_demo_cards(models: Path, coco_prompts: list[Prompt]) -> list[Path]:
     from evalkit.tiny.imagereward import build_tiny_imagereward
     from evalkit.tiny.tifa_models import write_tiny_git, write_tiny_mpnet
 
-    built = {"tiny-clip": build_tiny_clip, "tiny-git": write_tiny_git, "tiny-mpnet": write_tiny_mpnet}
+    built: dict[str, Callable[[Path], object]] = {"tiny-clip": build_tiny_clip, "tiny-git": write_tiny_git,
+                                                  "tiny-mpnet": write_tiny_mpnet}
     for name, build in built.items():
         if not (models / name / "config.json").is_file():
             build(models / name)
@@ -120,10 +122,10 @@ def run_demo(out: Path, quiet: bool = False) -> list[StepOutcome]:
         outcomes.append(outcome)
         entries = read_run(StepDir(outcome.step_dir).run_json).metrics
         shown = ", ".join(f"{name}={_shown(entry.value)}" for name, entry in entries.items())
-        if outcome.skipped:
+        result = outcome.generation
+        if outcome.skipped or result is None:
             click.echo(f"  {ref.name}@{ref.step_label}: already evaluated; {shown}")
         else:
-            result = outcome.generation
             click.echo(f"  {ref.name}@{ref.step_label}: {result.generated} generated, {result.reused} reused "
                        f"({result.images_per_second:.1f} img/s); {shown}")
     curves = evaluator.update_curves(training_dir.name)

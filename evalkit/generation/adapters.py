@@ -8,11 +8,14 @@ documented `prompt_embeds`-style arguments. Everything else in a call is common.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from evalkit.errors import EvalkitError
+
+if TYPE_CHECKING:
+    from diffusers.models import ModelMixin
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,7 @@ def adapter_for(pipeline_class: str) -> Adapter:
                        f"supported text-to-image pipelines: {supported}")
 
 
-def denoiser_of(pipe: Any, adapter: Adapter) -> torch.nn.Module:
+def denoiser_of(pipe: Any, adapter: Adapter) -> ModelMixin:
     return getattr(pipe, adapter.denoiser)
 
 

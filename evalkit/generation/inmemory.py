@@ -93,7 +93,8 @@ def state_dict_digest(state: dict[str, torch.Tensor]) -> str:
         tensor = state[name].detach()
         h.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
         if tensor.numel():
-            h.update(tensor.to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy())
+            # ndarray is a buffer; numpy's stubs declare __buffer__ only for Python >= 3.12
+            h.update(tensor.to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy())  # type: ignore[arg-type]
     return h.hexdigest()
 
 
@@ -139,9 +140,10 @@ def pipeline_spec(pipe: Any, name: str) -> Any:
     adapter = adapter_for(type(pipe).__name__)
     components = []
     for key, module in sorted(pipe.components.items()):
-        if isinstance(module, torch.nn.Module) and getattr(module, "config", None) is not None:
+        module_config = getattr(module, "config", None)
+        if isinstance(module, torch.nn.Module) and module_config is not None:
             library = type(module).__module__.split(".")[0]
-            config = module.config.to_dict() if hasattr(module.config, "to_dict") else dict(module.config)
+            config = module_config.to_dict() if hasattr(module_config, "to_dict") else dict(module_config)
             components.append(ComponentSpec(key, library, type(module).__name__, config, _role(key, adapter.denoiser)))
     return PipelineSpec(name, type(pipe).__name__, adapter.family, tuple(components), {"kind": "in_memory"})
 

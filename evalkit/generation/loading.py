@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -29,6 +29,9 @@ from evalkit.generation.checkpoints import (
 from evalkit.runtime.assets import resolve_hub_snapshot
 from evalkit.runtime.quiet import quiet_loading
 
+if TYPE_CHECKING:
+    from diffusers.models import ModelMixin
+
 WEIGHT_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
 HASHED_SUFFIXES = (*WEIGHT_SUFFIXES, ".json", ".txt", ".model")
 TEXT_COMPONENT_PREFIXES = ("text_encoder", "tokenizer")
@@ -45,7 +48,7 @@ class LoadedCheckpoint:
     record: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def denoiser(self) -> torch.nn.Module:
+    def denoiser(self) -> ModelMixin:
         return denoiser_of(self.pipe, self.adapter)
 
 
@@ -123,7 +126,7 @@ class PipelineLoader:
                 f"the base pipeline's {base.adapter.denoiser}",
                 "give the checkpoint's matching --base, or a full pipeline folder instead",
             )
-        denoiser = type(current).from_config(current.config)
+        denoiser = current.from_config(current.config)  # a classmethod of the denoiser's own class
         denoiser.load_state_dict(state, strict=True)
         setattr(base.pipe, base.adapter.denoiser, denoiser.to(device=self.device, dtype=self.dtype))
         fingerprint = sha256_json({"base": base.files, "denoiser": file_hash})

@@ -9,7 +9,7 @@ gets recorded and fingerprinted, and a request the pipeline cannot honour is an 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import diffusers
 import torch
@@ -19,7 +19,10 @@ from evalkit.fileio.hashing import sha256_json
 from evalkit.generation.seeding import SEED_SCHEME
 from evalkit.options import AUTO, DEFAULTS, DTYPE_NAMES, NATIVE, SCHEDULER_CLASSES, RunOptions, check_fields, view
 
-SCHEDULERS: dict[str, type] = {name: getattr(diffusers, cls) for name, cls in SCHEDULER_CLASSES.items()}
+if TYPE_CHECKING:
+    from diffusers.configuration_utils import ConfigMixin
+
+SCHEDULERS: dict[str, type[ConfigMixin]] = {name: getattr(diffusers, cls) for name, cls in SCHEDULER_CLASSES.items()}
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 

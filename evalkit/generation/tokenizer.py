@@ -46,7 +46,8 @@ def write_clip_tokenizer(directory: Path, model_max_length: int = 77) -> Path:
     vocab["<|endoftext|>"] = len(vocab)
     tok = CLIPTokenizer(
         vocab=vocab,
-        merges=[tuple(m.split(" ")) for m in merges],
+        # (left, right) pairs, what tokenizers' BPE takes; transformers annotates merges as list[str]
+        merges=[tuple(m.split(" ")) for m in merges],  # type: ignore[misc]
         model_max_length=model_max_length,
         pad_token="<|endoftext|>",
     )

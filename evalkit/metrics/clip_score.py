@@ -61,7 +61,8 @@ class ClipScore:
 
         folder = self._files().folder
         with quiet_loading():
-            self._model = CLIPModel.from_pretrained(str(folder), use_safetensors=True).to(device).eval()
+            # transformers types `to` through a functools.wraps wrapper that loses the bound self
+            self._model = CLIPModel.from_pretrained(str(folder), use_safetensors=True).to(device).eval()  # type: ignore[arg-type]
             self._tokenizer = AutoTokenizer.from_pretrained(str(folder))
         if len(self._tokenizer) < 100:  # transformers 5 may return a near-empty tokenizer offline
             raise EvalkitError(f"the CLIP tokenizer in {folder} is empty or missing", "re-fetch the model files")

@@ -139,7 +139,7 @@ def save_reference(key: str, description: dict[str, Any], features: np.ndarray) 
     mu, sigma = mean_cov(features)
     arrays = {"features": np.asarray(features, dtype=np.float32), "mu": mu, "sigma": sigma}
     tmp = root / f".{key}.{os.getpid()}.tmp.npz"
-    np.savez(tmp, **arrays)
+    np.savez(tmp, features=arrays["features"], mu=mu, sigma=sigma)
     os.replace(tmp, root / f"{key}.npz")
     meta = root / f".{key}.{os.getpid()}.tmp.json"
     meta.write_text(json.dumps({"schema": REF_SCHEMA, "key": key, **description}, indent=2, sort_keys=True) + "\n",

@@ -36,7 +36,7 @@ import pickle
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
@@ -49,6 +49,9 @@ from evalkit.metrics.context import MetricContext
 from evalkit.metrics.preprocess import CLIP_MEAN, CLIP_STD
 from evalkit.metrics.registry import BUILTINS
 from evalkit.runtime.assets import resolve_hub_snapshot
+
+if TYPE_CHECKING:
+    from open_clip.model import CLIP  # untyped: Any to the type checker
 
 VERSION = "1"
 ROLE = "hps"
@@ -175,7 +178,7 @@ def model_config(architecture: str | dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def build_open_clip(architecture: str | dict[str, Any]) -> torch.nn.Module:
+def build_open_clip(architecture: str | dict[str, Any]) -> CLIP:
     """A plain open_clip CLIP (random init, float32) — what the HPS checkpoint loads into."""
     from open_clip.model import CLIP
 
@@ -195,7 +198,7 @@ def make_tokenizer(architecture: str | dict[str, Any]) -> Any:
     return open_clip.tokenizer.SimpleTokenizer(context_length=int(architecture["text_cfg"].get("context_length", 77)))
 
 
-def model_image_size(model: torch.nn.Module) -> int:
+def model_image_size(model: CLIP) -> int:
     size = model.visual.image_size
     size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
     if size[0] != size[1]:

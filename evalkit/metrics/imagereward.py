@@ -19,7 +19,7 @@ import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import torch
 from PIL import Image
@@ -43,6 +43,11 @@ from evalkit.metrics.preprocess import CLIP_MEAN, CLIP_STD, center_crop, resize_
 from evalkit.metrics.registry import BUILTINS
 from evalkit.runtime.assets import resolve_hub_snapshot
 from evalkit.runtime.quiet import quiet_loading
+
+if TYPE_CHECKING:
+    from transformers import BlipTextModel, BlipVisionModel, PreTrainedModel
+
+M = TypeVar("M", bound="PreTrainedModel")
 
 VERSION = "1"
 ROLE = "imagereward"
@@ -83,7 +88,7 @@ class RewardHead(nn.Module):
 class ImageRewardModel(nn.Module):
     """BLIP ViT + med BERT + head, batched; `raw` is the head output before normalisation."""
 
-    def __init__(self, vision: nn.Module, text: nn.Module, head: RewardHead) -> None:
+    def __init__(self, vision: BlipVisionModel, text: BlipTextModel, head: RewardHead) -> None:
         super().__init__()
         self.vision, self.text, self.head = vision, text, head
 
@@ -141,7 +146,10 @@ class ImageReward:
         if self._model is not None and self._device == device:
             return
         self._model, self._tokenizer = load_converted(self._files().folder, device)
-        self._image_size = int(self._model.vision.config.image_size)
+        size = self._model.vision.config.image_size
+        if not isinstance(size, int):  # BLIP's config states one side; ImageReward's input is square
+            raise EvalkitError(f"ImageReward expects a square BLIP input size, got {size}", "re-run the conversion")
+        self._image_size = size
         self._device = device
 
     def prepare(self, item: ImageItem, image: Image.Image) -> dict[str, torch.Tensor]:
@@ -218,9 +226,11 @@ def load_converted(folder: Path, device: torch.device) -> tuple[ImageRewardModel
     return ImageRewardModel(vision, text, head).to(device).eval(), tokenizer
 
 
-def _strict(model_class: Any, folder: Path, **kwargs: Any) -> nn.Module:
-    model, info = model_class.from_pretrained(str(folder), dtype=torch.float32, use_safetensors=True,
-                                              output_loading_info=True, **kwargs)
+def _strict(model_class: type[M], folder: Path, **kwargs: Any) -> M:
+    loaded = model_class.from_pretrained(str(folder), dtype=torch.float32, use_safetensors=True,
+                                         output_loading_info=True, **kwargs)
+    # output_loading_info=True returns (model, info); transformers types the call as the model alone
+    model, info = cast(tuple[M, dict[str, list[str]]], loaded)
     problems = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
     if problems:
         raise EvalkitError(f"ImageReward weights in {folder} do not fit {model_class.__name__}: {problems}",

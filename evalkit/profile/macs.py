@@ -210,11 +210,15 @@ def _like(module: torch.nn.Module) -> dict[str, Any]:
 def denoiser_inputs(module: torch.nn.Module, family: str, batch: int, latent_side: int, context_len: int
                     ) -> dict[str, Any]:
     """Keyword arguments for one denoiser forward at `latent_side` (square latents)."""
+    from diffusers.models import ModelMixin
+
     like = _like(module)
+    name = type(module).__name__
+    if not isinstance(module, ModelMixin):  # every supported denoiser is a diffusers model, with a config
+        raise _unsupported_denoiser(name, family)
     config = module.config
     sample = torch.zeros(batch, config.in_channels, latent_side, latent_side, **like)
     timestep = torch.full((batch,), 999, device=like["device"], dtype=torch.long)
-    name = type(module).__name__
     if name == "UNet2DConditionModel":
         return _unet_inputs(config, sample, timestep, context_len, like)
     if name == "PixArtTransformer2DModel":
@@ -227,9 +231,13 @@ def denoiser_inputs(module: torch.nn.Module, family: str, batch: int, latent_sid
         return {"hidden_states": sample, "timestep": timestep,
                 "encoder_hidden_states": torch.zeros(batch, context_len, config.joint_attention_dim, **like),
                 "pooled_projections": torch.zeros(batch, config.pooled_projection_dim, **like)}
-    raise EvalkitError(f"evalkit cannot build inputs for a {name} denoiser",
-                       f"family {family!r}: supported are UNet2DConditionModel, PixArtTransformer2DModel, "
-                       "SD3Transformer2DModel")
+    raise _unsupported_denoiser(name, family)
+
+
+def _unsupported_denoiser(name: str, family: str) -> EvalkitError:
+    return EvalkitError(f"evalkit cannot build inputs for a {name} denoiser",
+                        f"family {family!r}: supported are UNet2DConditionModel, PixArtTransformer2DModel, "
+                        "SD3Transformer2DModel")
 
 
 def _unet_inputs(config: Any, sample: torch.Tensor, timestep: torch.Tensor, context_len: int,
@@ -268,6 +276,11 @@ def denoiser_macs(module: torch.nn.Module, family: str, latent_side: int, contex
 
 def vae_decode_macs(vae: torch.nn.Module, latent_side: int) -> MacCount:
     """One `vae.decode` of a single latent (what turns the final latent into the image)."""
+    from diffusers.models import ModelMixin
+
+    if not isinstance(vae, ModelMixin):  # diffusers VAEs carry the config and `decode` used here
+        raise EvalkitError(f"evalkit cannot profile the decode of a {type(vae).__name__} VAE",
+                           "profile diffusers pipelines, whose VAEs are diffusers models")
     channels = vae.config.latent_channels
     latent = torch.zeros(1, channels, latent_side, latent_side, **_like(vae))
     return _guarded(type(vae).__name__, latent_side, lambda: count_macs(vae, lambda: vae.decode(latent)))

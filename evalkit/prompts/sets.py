@@ -51,6 +51,7 @@ class FrozenData(Mapping[str, Any]):
     """
 
     __slots__ = ("_items",)
+    _items: dict[str, Any]
 
     def __init__(self, items: Mapping[str, Any] | Iterable[tuple[str, Any]] = ()) -> None:
         object.__setattr__(self, "_items", dict(items))

@@ -279,7 +279,8 @@ def board_csv(board: dict[str, Any]) -> str:
         line = [_cell(row["rank"]), row["model"], row["step_label"], row["checkpoint_fingerprint"]]
         for name in names:
             metric = row["metrics"].get(name) or {}
-            ci = metric.get("ci95") if isinstance(metric.get("ci95"), list) else [None, None]
+            ci95 = metric.get("ci95")
+            ci = ci95 if isinstance(ci95, list) else [None, None]
             line += [_cell(metric.get("value")), _cell(ci[0]), _cell(ci[1]), _cell(metric.get("n"))]
         line += [_cell(row.get("efficiency", {}).get(c)) for c in efficiency]
         writer.writerow([*line, row["run"]])

@@ -131,7 +131,7 @@ def efficiency_summary(profile: Any, resolution: Any = None) -> dict[str, Any]:
             out["seconds_per_image"] = seconds
         if isinstance(latency.get("best_images_per_second"), (int, float)):
             out["images_per_second"] = latency["best_images_per_second"]
-        peaks = [p.get("peak_memory_bytes") for p in points if isinstance(p.get("peak_memory_bytes"), int)]
+        peaks = [peak for p in points if isinstance(peak := p.get("peak_memory_bytes"), int)]
         if peaks:
             out["peak_memory_bytes"] = max(peaks)
         if isinstance(latency.get("device"), dict) and latency["device"].get("name"):

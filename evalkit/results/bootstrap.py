@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 CHUNK_ROWS = 128  # resamples drawn at once: bounds memory at CHUNK_ROWS × n indices
 
@@ -43,7 +44,7 @@ def index_chunks(n: int, spec: BootstrapSpec) -> Iterator[np.ndarray]:
         remaining -= rows
 
 
-def ratio_samples(num: np.ndarray, den: np.ndarray, spec: BootstrapSpec) -> np.ndarray:
+def ratio_samples(num: ArrayLike, den: ArrayLike, spec: BootstrapSpec) -> np.ndarray:
     """sum(num[idx]) / sum(den[idx]) for every resample; NaN where a resample has no denominator."""
     num = np.asarray(num, dtype=np.float64)
     den = np.asarray(den, dtype=np.float64)
@@ -76,11 +77,11 @@ def interval(samples: np.ndarray, level: float) -> tuple[float, float]:
     return (float(low), float(high))
 
 
-def ratio_interval(num: np.ndarray, den: np.ndarray, spec: BootstrapSpec) -> tuple[float, float]:
+def ratio_interval(num: ArrayLike, den: ArrayLike, spec: BootstrapSpec) -> tuple[float, float]:
     return interval(ratio_samples(num, den, spec), spec.level)
 
 
-def ratio_value(num: np.ndarray, den: np.ndarray) -> float:
+def ratio_value(num: ArrayLike, den: ArrayLike) -> float:
     total = float(np.sum(den))
     return float(np.sum(num)) / total if total > 0 else float("nan")
 

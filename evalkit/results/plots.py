@@ -28,8 +28,7 @@ def plot_curve(curve: Curve, compute: TrainingCompute | None, folder: ModelDir) 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    rc = {"svg.hashsalt": SVG_HASH_SALT, "svg.fonttype": "path", "figure.dpi": DPI}
-    with matplotlib.rc_context(rc):
+    with matplotlib.rc_context({"svg.hashsalt": SVG_HASH_SALT, "svg.fonttype": "path", "figure.dpi": DPI}):
         panels = 2 if compute else 1
         figure = Figure(figsize=(PANEL_INCHES[0] * panels, PANEL_INCHES[1]), dpi=DPI, layout="constrained")
         FigureCanvasAgg(figure)
@@ -39,7 +38,8 @@ def plot_curve(curve: Curve, compute: TrainingCompute | None, folder: ModelDir) 
             _panel(axes[1], curve, compute.at, "training compute (FLOPs)", legend=False)
             if all(compute.at(p.step) > 0 for s in curve.series for p in s.points):
                 axes[1].set_xscale("log")
-        direction = {True: "higher is better", False: "lower is better"}.get(curve.higher_is_better, "")
+        directions: dict[bool | None, str] = {True: "higher is better", False: "lower is better", None: ""}
+        direction = directions[curve.higher_is_better]
         figure.suptitle(f"{curve.model}: {curve.display_name}" + (f" ({direction})" if direction else ""))
         paths = []
         for fmt, metadata in (("png", {"Software": None}), ("svg", {"Date": None, "Creator": None})):

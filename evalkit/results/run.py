@@ -71,7 +71,8 @@ def _problem(error: ValidationError) -> str:
         return f"{field + '.' if field else ''}{missing} is missing"
     where = field or "the document"
     if error.validator == "type":
-        types = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        types: list[str] = (error.validator_value if isinstance(error.validator_value, list)
+                            else [error.validator_value])
         return f"{where} is not {' or '.join(JSON_TYPES.get(t, t) for t in types)}"
     return f"{where} is invalid: {error.message[:MESSAGE_CHARS]}"
 

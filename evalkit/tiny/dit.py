@@ -17,15 +17,13 @@ import tempfile
 from pathlib import Path
 
 import torch
-from diffusers import (
-    AutoencoderKL,
-    DPMSolverMultistepScheduler,
-    FlowMatchEulerDiscreteScheduler,
-    PixArtAlphaPipeline,
-    PixArtTransformer2DModel,
-    SD3Transformer2DModel,
-    StableDiffusion3Pipeline,
-)
+
+# Classes from their defining modules: for a type checker, diffusers' top-level names are its
+# torch-less placeholder classes.
+from diffusers.models import AutoencoderKL, PixArtTransformer2DModel, SD3Transformer2DModel
+from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import PixArtAlphaPipeline
+from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import StableDiffusion3Pipeline
+from diffusers.schedulers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler
 from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
 from tokenizers.models import Unigram
 from transformers import (
@@ -34,7 +32,7 @@ from transformers import (
     CLIPTokenizer,
     T5Config,
     T5EncoderModel,
-    T5TokenizerFast,
+    T5Tokenizer,
 )
 
 from evalkit.generation.tokenizer import clip_vocab_size, write_clip_tokenizer
@@ -76,14 +74,14 @@ def _t5_vocab() -> list[tuple[str, float]]:
     return vocab
 
 
-def tiny_t5_tokenizer(model_max_length: int = PIXART_MAX_SEQUENCE_LENGTH) -> T5TokenizerFast:
+def tiny_t5_tokenizer(model_max_length: int = PIXART_MAX_SEQUENCE_LENGTH) -> T5Tokenizer:
     """A T5 tokenizer (Unigram + Metaspace, appends </s>, pads with <pad>) built offline.
 
     The `tokenizers` pipeline is the one transformers builds for T5 from a sentencepiece
     model, assembled here from (piece, score) pairs, so neither a `spiece.model` file nor the
-    `sentencepiece` package is needed. Wrapping it via `tokenizer_object` works on
-    transformers 4.x (`T5TokenizerFast`) and 5.x (where that name aliases the
-    tokenizers-backed `T5Tokenizer`). It saves as `tokenizer.json` + `tokenizer_config.json`.
+    `sentencepiece` package is needed. It is wrapped via `tokenizer_object` in transformers 5's
+    tokenizers-backed `T5Tokenizer` (which `T5TokenizerFast` aliases). It saves as
+    `tokenizer.json` + `tokenizer_config.json`.
     `extra_ids=0`: the 100 `<extra_id_N>` sentinels are for span corruption, which a text
     encoder for diffusion never uses.
     """
@@ -98,7 +96,7 @@ def tiny_t5_tokenizer(model_max_length: int = PIXART_MAX_SEQUENCE_LENGTH) -> T5T
     backend.post_processor = processors.TemplateProcessing(
         single=["$A", "</s>"], pair=["$A", "</s>", "$B", "</s>"], special_tokens=[("</s>", 1)]
     )
-    return T5TokenizerFast(
+    return T5Tokenizer(
         tokenizer_object=backend,
         eos_token="</s>",
         unk_token="<unk>",
@@ -125,7 +123,7 @@ def tiny_t5_encoder(vocab_size: int, d_model: int = T5_DIM) -> T5EncoderModel:
         pad_token_id=0,
         eos_token_id=1,
         decoder_start_token_id=0,
-    )
+    )  # type: ignore[call-arg]  # T5Config takes these base-config keywords; its typed signature omits them
     return T5EncoderModel(config)
 
 
@@ -153,7 +151,7 @@ def _check_resolution(resolution: int, multiple: int) -> None:
 
 def _vae_scale_factor(vae: AutoencoderKL) -> int:
     """The factor the pipelines derive from the VAE; the DiT's sample_size is in latents."""
-    return 2 ** (len(vae.config.block_out_channels) - 1)
+    return 2 ** (len(vae.config["block_out_channels"]) - 1)
 
 
 def build_tiny_pixart(seed: int = 0, resolution: int = 32) -> PixArtAlphaPipeline:
@@ -172,8 +170,8 @@ def build_tiny_pixart(seed: int = 0, resolution: int = 32) -> PixArtAlphaPipelin
     transformer = PixArtTransformer2DModel(
         num_attention_heads=heads,
         attention_head_dim=head_dim,
-        in_channels=vae.config.latent_channels,
-        out_channels=2 * vae.config.latent_channels,  # learned sigma, as in PixArt-alpha
+        in_channels=vae.config["latent_channels"],
+        out_channels=2 * vae.config["latent_channels"],  # learned sigma, as in PixArt-alpha
         num_layers=2,
         cross_attention_dim=heads * head_dim,
         caption_channels=text_encoder.config.d_model,
@@ -248,8 +246,8 @@ def build_tiny_sd3(seed: int = 0, resolution: int = 32, with_t5: bool = False) -
     transformer = SD3Transformer2DModel(
         sample_size=sample_size,
         patch_size=patch,
-        in_channels=vae.config.latent_channels,
-        out_channels=vae.config.latent_channels,
+        in_channels=vae.config["latent_channels"],
+        out_channels=vae.config["latent_channels"],
         num_layers=2,
         attention_head_dim=head_dim,
         num_attention_heads=heads,
@@ -258,7 +256,7 @@ def build_tiny_sd3(seed: int = 0, resolution: int = 32, with_t5: bool = False) -
         pooled_projection_dim=2 * CLIP_DIM,
         pos_embed_max_size=3 * sample_size // patch,  # SD3: 192 for a 64-patch grid
     )
-    tokenizer_3: T5TokenizerFast | None = None
+    tokenizer_3: T5Tokenizer | None = None
     text_encoder_3: T5EncoderModel | None = None
     if with_t5:
         tokenizer_3 = tiny_t5_tokenizer(model_max_length=SD3_MAX_SEQUENCE_LENGTH)
@@ -271,7 +269,7 @@ def build_tiny_sd3(seed: int = 0, resolution: int = 32, with_t5: bool = False) -
         tokenizer=_clip_tokenizer(),
         text_encoder_2=text_encoder_2,
         tokenizer_2=_clip_tokenizer(),
-        text_encoder_3=text_encoder_3,
+        text_encoder_3=text_encoder_3,  # type: ignore[arg-type]  # optional in the pipeline, typed as required
         tokenizer_3=tokenizer_3,
     )
 

@@ -38,8 +38,7 @@ def write_random_inception(path: Path, seed: int = 0) -> Path:
             elif isinstance(mod, torch.nn.BatchNorm2d):
                 mod.weight.fill_(1.0)
                 mod.bias.copy_(torch.randn(mod.bias.shape, generator=g) * 0.1)
-                mod.running_mean.zero_()
-                mod.running_var.fill_(1.0)
+                mod.reset_running_stats()  # mean 0, var 1: a fresh model's counters are already 0
             elif isinstance(mod, torch.nn.Linear):
                 mod.weight.copy_(torch.randn(mod.weight.shape, generator=g) * 0.01)
                 mod.bias.zero_()

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from evalkit.metrics.hpsv2 import HPS_VERSIONS, build_open_clip
 from evalkit.tiny.clip import write_card
+
+if TYPE_CHECKING:
+    from open_clip.model import CLIP
 
 TINY_CONFIG: dict[str, Any] = {
     "embed_dim": 16,
@@ -30,7 +33,7 @@ def tiny_config() -> dict[str, Any]:
     return copy.deepcopy(TINY_CONFIG)
 
 
-def build_tiny_hps_model(seed: int = 0) -> torch.nn.Module:
+def build_tiny_hps_model(seed: int = 0) -> CLIP:
     """The tiny open_clip CLIP, random; the vision and text projections are re-drawn at unit gain so
     cosines spread (open_clip's init gives nearly identical random scores)."""
     torch.manual_seed(seed)

@@ -13,10 +13,14 @@ image is 4 to 16 placeholder tokens.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
 import torch
 
 from evalkit.generation.tokenizer import _byte_symbols
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                   "<|image_pad|>", "<|video_pad|>")
@@ -43,6 +47,15 @@ CHAT_TEMPLATE = (
 )
 
 
+class _SpecialIds(TypedDict):
+    """The special-token ids both Qwen-VL configs take."""
+
+    image_token_id: int
+    video_token_id: int
+    vision_start_token_id: int
+    vision_end_token_id: int
+
+
 def write_tiny_qwen_vl(folder: Path, seed: int = 0, *, version: str = "2.5") -> Path:
     """A 2-layer Qwen2.5-VL (`version="2.5"`) or Qwen2-VL (`"2"`), hidden 32, with its processor.
 
@@ -61,7 +74,8 @@ def write_tiny_qwen_vl(folder: Path, seed: int = 0, *, version: str = "2.5") -> 
         vocab.setdefault(merge.replace(" ", ""), len(vocab))
     for token in SPECIAL_TOKENS:
         vocab[token] = len(vocab)
-    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[tuple(m.split(" ")) for m in MERGES],
+    # merges as (left, right) pairs, what tokenizers' BPE takes; transformers annotates them as list[str]
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[tuple(m.split(" ")) for m in MERGES],  # type: ignore[misc]
                                additional_special_tokens=list(SPECIAL_TOKENS[1:]))
     image_processor = Qwen2VLImageProcessorPil(patch_size=4, merge_size=2, temporal_patch_size=2,
                                                min_pixels=16 * 16, max_pixels=32 * 32)
@@ -71,25 +85,28 @@ def write_tiny_qwen_vl(folder: Path, seed: int = 0, *, version: str = "2.5") -> 
             "initializer_range": 0.3, "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
             "pad_token_id": ids["<|endoftext|>"],
             "rope_parameters": {"rope_type": "default", "mrope_section": [1, 1, 2], "rope_theta": 10000.0}}
-    vision = {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 4, "patch_size": 4,
-              "spatial_merge_size": 2, "temporal_patch_size": 2, "initializer_range": 0.3}
-    special = {"image_token_id": ids["<|image_pad|>"], "video_token_id": ids["<|video_pad|>"],
-               "vision_start_token_id": ids["<|vision_start|>"], "vision_end_token_id": ids["<|vision_end|>"]}
+    vision: dict[str, int | float | list[int]] = {
+        "depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 4, "patch_size": 4,
+        "spatial_merge_size": 2, "temporal_patch_size": 2, "initializer_range": 0.3}
+    special = _SpecialIds(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+                          vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
+    torch.manual_seed(seed)
+    model: PreTrainedModel
     if version == "2.5":
-        from transformers import Qwen2_5_VLConfig as Config
-        from transformers import Qwen2_5_VLForConditionalGeneration as Model
+        from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
         # windows of 2x2 merged units (16 px), the last block with full attention, as in the real tower
         vision |= {"out_hidden_size": 32, "window_size": 16, "fullatt_block_indexes": [1]}
+        model = Qwen2_5_VLForConditionalGeneration(
+            Qwen2_5_VLConfig(text_config=text, vision_config=vision, **special, tie_word_embeddings=False))
     else:
-        from transformers import Qwen2VLConfig as Config
-        from transformers import Qwen2VLForConditionalGeneration as Model
+        from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
         vision = {k: v for k, v in vision.items() if k != "intermediate_size"} | {"embed_dim": 32, "mlp_ratio": 2}
-    config = Config(text_config=text, vision_config=vision, **special, tie_word_embeddings=False)
-    torch.manual_seed(seed)
+        model = Qwen2VLForConditionalGeneration(
+            Qwen2VLConfig(text_config=text, vision_config=vision, **special, tie_word_embeddings=False))
+    model.eval()
     folder = Path(folder)
-    model = Model(config).eval()
     # the Instruct checkpoints' generation_config.json: sampling defaults the backend must override
     model.generation_config.update(eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
                                    pad_token_id=ids["<|endoftext|>"], do_sample=True, temperature=0.1, top_p=0.001,

@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import (
-    AutoencoderKL,
-    DDIMScheduler,
-    StableDiffusionPipeline,
-    StableDiffusionXLPipeline,
-    UNet2DConditionModel,
-)
+
+# Classes from their defining modules: for a type checker, diffusers' top-level names are its
+# torch-less placeholder classes.
+from diffusers.models import AutoencoderKL, UNet2DConditionModel
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
+from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import StableDiffusionXLPipeline
+from diffusers.schedulers import DDIMScheduler
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from evalkit.generation.tokenizer import clip_vocab_size, write_clip_tokenizer
@@ -99,9 +99,11 @@ def build_tiny_sd(seed: int = 0, resolution: int = 32, work: Path | None = None)
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=_scheduler(),
-        safety_checker=None,
-        feature_extractor=None,
+        # diffusers annotates `scheduler` with KarrasDiffusionSchedulers, an enum of scheduler names,
+        # and the safety components as required although requires_safety_checker=False allows None
+        scheduler=_scheduler(),  # type: ignore[arg-type]
+        safety_checker=None,  # type: ignore[arg-type]
+        feature_extractor=None,  # type: ignore[arg-type]
         requires_safety_checker=False,
     )
 
@@ -139,7 +141,7 @@ def build_tiny_sdxl(seed: int = 0, resolution: int = 32) -> StableDiffusionXLPip
         tokenizer=tokenizer,
         tokenizer_2=tokenizer_2,
         unet=unet,
-        scheduler=_scheduler(),
+        scheduler=_scheduler(),  # type: ignore[arg-type]  # typed as KarrasDiffusionSchedulers, an enum of names
         force_zeros_for_empty_prompt=True,
     )
 

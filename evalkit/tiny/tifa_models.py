@@ -8,12 +8,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz0123456789"
 TIFA_WORDS = ("what", "is", "the", "color", "of", "how", "many", "are", "there", "a", "yes", "no", "in", "image",
               "does", "have", "this", "photo", "red", "blue", "gray", "black", "white", "dog", "cat", "man")
+
+
+class _SmallLayers(TypedDict):
+    """The size settings GIT's text and vision configs share."""
+
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    initializer_range: float
 
 
 def write_tiny_git(folder: Path, words: Sequence[str] = TIFA_WORDS, seed: int = 0) -> Path:
@@ -23,7 +33,8 @@ def write_tiny_git(folder: Path, words: Sequence[str] = TIFA_WORDS, seed: int = 
 
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *LETTERS, *"?.,'", *(f"##{c}" for c in LETTERS), *words]
     tokenizer = BertTokenizer(vocab={t: i for i, t in enumerate(dict.fromkeys(tokens))})
-    small = {"num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64, "initializer_range": 0.1}
+    small: _SmallLayers = {"num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
+                           "initializer_range": 0.1}
     config = GitConfig(
         vision_config={"hidden_size": 32, "image_size": 32, "patch_size": 8, **small},
         vocab_size=len(tokenizer), hidden_size=32, max_position_embeddings=128, **small,

@@ -13,7 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from diffusers import DiffusionPipeline
+
+# not `from diffusers import`: to a type checker those names are torch-less placeholder classes
+from diffusers.models import ModelMixin
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 
 
 def write_training_folder(folder: Path, pipe: DiffusionPipeline, steps: Sequence[int] = (100, 200, 300),
@@ -38,7 +41,7 @@ def write_training_folder(folder: Path, pipe: DiffusionPipeline, steps: Sequence
     return folder
 
 
-def _save_denoiser(model: torch.nn.Module, start: dict[str, torch.Tensor], direction: dict[str, torch.Tensor],
+def _save_denoiser(model: ModelMixin, start: dict[str, torch.Tensor], direction: dict[str, torch.Tensor],
                    amount: float, path: Path) -> None:
     model.load_state_dict({k: start[k] + amount * direction[k] for k in start})
     model.save_pretrained(str(path))

@@ -86,7 +86,8 @@ def load_sentence_embedder(
     folder, used_revision = _model_folder(source, revision)
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     model = MPNetModel.from_pretrained(str(folder), local_files_only=True, use_safetensors=True, dtype=dtype)
-    model.to(device).eval()
+    # transformers types `to` through a functools.wraps wrapper that loses the bound self
+    model.to(device).eval()  # type: ignore[arg-type]
     return SentenceEmbedder(model=model, tokenizer=tokenizer, source=str(source), revision=used_revision)
 
 

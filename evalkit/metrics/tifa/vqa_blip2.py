@@ -128,5 +128,6 @@ def load_blip2(
     if model.config.use_decoder_only_language_model:
         raise EvalkitError(f"VQA model {name}: {folder} is a BLIP-2 with a decoder-only language model",
                            "only FlanT5 (encoder-decoder) BLIP-2 checkpoints, as in the TIFA reference, are supported")
-    model.to(device).eval()
+    # transformers types `to` through a functools.wraps wrapper that loses the bound self
+    model.to(device).eval()  # type: ignore[arg-type]
     return Blip2VQA(model=model, tokenizer=tokenizer, image_processor=image_processor, name=name, max_rows=max_rows)

@@ -131,5 +131,6 @@ def load_git(
     if tokenizer.cls_token_id is None or tokenizer.pad_token_id is None:
         raise EvalkitError(f"VQA model {name}: the tokenizer in {folder} has no [CLS] or [PAD] token",
                            "GIT's prompt starts with [CLS]; use the checkpoint's own BERT tokenizer")
-    model.to(device).eval()
+    # transformers types `to` through a functools.wraps wrapper that loses the bound self
+    model.to(device).eval()  # type: ignore[arg-type]
     return GitVQA(model=model, tokenizer=tokenizer, image_processor=image_processor, name=name, max_rows=max_rows)

@@ -131,7 +131,8 @@ class QwenVLVQA(BatchedVQA):
 
         input_ids, attention_mask = padded(prompts, self.tokenizer.pad_token_id, "left", encoded.grid.device)
         image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-        rows = BaseModelOutputWithPooling(pooler_output=tuple(encoded.features[i] for i in images))
+        # a tuple, one tensor per image, as Qwen's own get_image_features returns; the field is typed Tensor
+        rows = BaseModelOutputWithPooling(pooler_output=tuple(encoded.features[i] for i in images))  # type: ignore[arg-type]
         generated = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,

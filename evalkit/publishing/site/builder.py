@@ -20,7 +20,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from evalkit import __version__
 from evalkit.errors import EvalkitError
 from evalkit.publishing.leaderboard import board_csv, leaderboard_document, read_document
-from evalkit.publishing.site.gallery import Column, ImageCopier, PromptTexts, build_gallery
+from evalkit.publishing.site.gallery import Column, Gallery, ImageCopier, PromptTexts, build_gallery
 from evalkit.publishing.site.views import board_view, efficiency_view, group_models, model_slug, model_view
 from evalkit.publishing.store import (
     ENTRIES_FILE,
@@ -155,11 +155,11 @@ def _write(site: Path, entries: list[Entry], document: dict[str, Any], options: 
     for name, model_entries in models.items():
         view = model_view(name, model_entries, document["boards"], stored_curves(model_entries))
         shown = _spread(model_entries, STEP_GALLERY_COLUMNS)
-        gallery = None
+        step_gallery: Gallery | None = None
         if len(shown) > 1:
             columns = [Column(f"step {e['step_label']}", "", e) for e in shown]
-            gallery = build_gallery(columns, view["metric_names"], options.gallery_prompts, copier, texts)
-        render(f"models/{slugs[name]}.html", "model.html", "../", page="model", model=view, gallery=gallery)
+            step_gallery = build_gallery(columns, view["metric_names"], options.gallery_prompts, copier, texts)
+        render(f"models/{slugs[name]}.html", "model.html", "../", page="model", model=view, gallery=step_gallery)
     return SiteResult(site, pages, len(copier.copied), len(document["boards"]), len(models))
 
 
