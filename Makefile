@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test lint bench clean parity parity-env browser
+.PHONY: install demo test lint typecheck bench clean parity parity-env browser
 
 # Install from the package registry's default builds only. Some machines' pip configuration adds a
 # find-links folder with a CPU-only torch wheel, which no published torchvision (open_clip needs it)
@@ -29,6 +29,10 @@ demo: install
 lint: install
 	$(VENV)/bin/ruff check evalkit tests bench prompts parity
 
+# The package's types (pyproject.toml [tool.mypy]); part of make test, so CI runs it.
+typecheck: install
+	$(VENV)/bin/mypy
+
 # The reference packages (image-reward, hpsv2) cannot share the main environment; parity tests
 # run them in .venv-ref (parity/install-reference.sh) on the same random weights and inputs.
 parity-env:
@@ -41,7 +45,7 @@ parity: install parity-env
 browser:
 	bash ci/install-chromium.sh
 
-test: install lint parity-env browser
+test: install lint typecheck parity-env browser
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: install
