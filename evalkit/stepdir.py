@@ -22,11 +22,14 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from evalkit.errors import EvalkitError
 from evalkit.fileio.hashing import sha256_bytes
+from evalkit.fileio.jsonfile import read_json_document
+from evalkit.fileio.pngio import write_atomic
+from evalkit.fileio.schemacheck import schema_problem
 from evalkit.generation.manifest import ManifestRow, read_manifest_rows
+from evalkit.generation.record import GENERATION_SCHEMA, GenerationRecord, schema_path
 
 GENERATION_FILE = "generation.json"
 RUN_FILE = "run.json"
@@ -139,16 +142,19 @@ class StepDir:
         """A step is complete once its run.json exists (written last)."""
         return self.run_json.is_file()
 
-    def read_generation(self) -> dict[str, Any]:
-        """generation.json (the JSON boundary: callers read the fields they need)."""
+    def read_generation(self) -> GenerationRecord:
+        """generation.json, validated against its schema (one line naming the file and the field)."""
         path = self.generation_json
-        try:
-            value = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise EvalkitError(f"{path} is unreadable ({e})", REGENERATE) from e
-        if not isinstance(value, dict):
-            raise EvalkitError(f"{path} is not a JSON object", REGENERATE)
-        return value
+        value = read_json_document(path, "schema", GENERATION_SCHEMA, REGENERATE)
+        problem = schema_problem(value, schema_path())
+        if problem is not None:
+            raise EvalkitError(f"{path} is garbled: {problem}", REGENERATE)
+        return GenerationRecord.from_json(value)
+
+    def write_generation(self, record: GenerationRecord) -> None:
+        """Replace generation.json atomically (strict JSON: a NaN setting is a bug upstream, never a file)."""
+        text = json.dumps(record.to_json(), indent=2, sort_keys=True, allow_nan=False)
+        write_atomic(self.generation_json, (text + "\n").encode("utf-8"))
 
 
 @dataclass(frozen=True)

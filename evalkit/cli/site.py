@@ -38,6 +38,9 @@ def site(runs: tuple[Path, ...], out: Path, leaderboard_dir: Path, select: str |
     with confidence intervals, per-model pages with training curves and per-category results,
     galleries with per-image scores, and cost against quality.
     """
+    from evalkit.runtime.extras import require
+
+    require("site", "evalkit site")
     from evalkit.publishing.site import SiteOptions, build_site
 
     options = SiteOptions(select=select or "", by=by.strip(), gallery_prompts=gallery_prompts,

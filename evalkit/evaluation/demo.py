@@ -98,6 +98,10 @@ def coco_dir(models: Path) -> Path:
 
 def run_demo(out: Path, quiet: bool = False) -> list[StepOutcome]:
     """Generate, score, write run.json per checkpoint, then curves, the leaderboard and the site."""
+    from evalkit.runtime.extras import EXTRAS, require
+
+    for extra in EXTRAS:  # the demo shows every metric and the site
+        require(extra, "evalkit demo")
     from evalkit.evaluation.evaluator import Evaluator
     from evalkit.metrics.registry import create
     from evalkit.publishing.leaderboard import merge_runs

@@ -119,16 +119,14 @@ class Evaluator:
             run, generation = read_run(folder.run_json), folder.read_generation()
         except EvalkitError:
             return False
-        protocol = generation.get("protocol", {})
-        if any(protocol.get(k) != v for k, v in expected.items()):
+        if any(generation.protocol.get(k) != v for k, v in expected.items()):
             return False
-        if checkpoint_fingerprint and generation.get("checkpoint", {}).get("fingerprint") != checkpoint_fingerprint:
+        if checkpoint_fingerprint and generation.checkpoint.fingerprint != checkpoint_fingerprint:
             return False
-        generated = generation.get("prompt_sets", {})
-        if any(generated.get(s.name, {}).get("fingerprint") != s.fingerprint for s in self.prompt_sets):
+        generated = {name: s.fingerprint for name, s in generation.prompt_sets.items()}
+        if any(generated.get(s.name) != s.fingerprint for s in self.prompt_sets):
             return False
-        protocol_fingerprint = str(protocol.get("fingerprint", ""))
-        return all(self._metric_covered(step_dir, run, m, protocol_fingerprint) for m in self.metrics)
+        return all(self._metric_covered(step_dir, run, m, generation.protocol_fingerprint) for m in self.metrics)
 
     def _metric_covered(self, step_dir: Path, run: RunResult, metric: Metric, protocol_fingerprint: str) -> bool:
         """The run holds the metric under the key this request would give it, and its records still exist."""

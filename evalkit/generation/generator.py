@@ -10,7 +10,6 @@ seed and prompt text; everything else is (re)generated, deterministically.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -24,20 +23,20 @@ import torch
 
 from evalkit.errors import EvalkitError
 from evalkit.fileio.hashing import sha256_bytes, sha256_file
-from evalkit.fileio.pngio import save_png, write_atomic
+from evalkit.fileio.pngio import save_png
 from evalkit.generation.adapters import latent_shape, native_resolution, resolution_multiple
 from evalkit.generation.checkpoints import CheckpointRef
 from evalkit.generation.embeddings import CHUNK, EmbeddingStore
 from evalkit.generation.loading import LoadedCheckpoint, PipelineLoader
 from evalkit.generation.manifest import ManifestRow, append_manifest
 from evalkit.generation.protocol import EffectiveProtocol, GenerationRequest, apply_scheduler, read_back
+from evalkit.generation.record import GeneratedCheckpoint, GeneratedPromptSet, GenerationRecord
 from evalkit.generation.seeding import initial_noise, sample_generator, sample_seed
 from evalkit.options import DEFAULTS, RunOptions, shard_position
 from evalkit.prompts.sets import PromptSet
 from evalkit.runtime.provenance import provenance
 from evalkit.stepdir import StepDir
 
-GENERATION_SCHEMA = "evalkit.generation/1"
 AUTO_START = {"cuda": 32, "cpu": 8}
 MAX_BATCHES_IN_FLIGHT = 2
 
@@ -322,26 +321,19 @@ class _ProgressBar:
 def _write_generation_record(step_dir: StepDir, loaded: LoadedCheckpoint, protocol: EffectiveProtocol,
                              prompt_sets: Sequence[PromptSet]) -> None:
     """Record what this folder's images are; refuse to mix checkpoints or protocols in one folder."""
-    path = step_dir.generation_json
-    checkpoint = {"name": loaded.ref.name, "step": loaded.ref.step, "fingerprint": loaded.fingerprint,
-                  "pipeline_class": protocol.pipeline_class, "source": loaded.record}
-    sets: dict[str, Any] = {}
-    if path.is_file():
+    checkpoint = GeneratedCheckpoint(loaded.ref.name, loaded.ref.step, loaded.fingerprint, protocol.pipeline_class,
+                                     loaded.record)
+    sets = {s.name: GeneratedPromptSet(s.fingerprint, len(s), s.version, s.source) for s in prompt_sets}
+    if step_dir.is_generated():
         existing = step_dir.read_generation()
-        old_ckpt = existing.get("checkpoint", {}).get("fingerprint")
-        old_proto = existing.get("protocol", {}).get("fingerprint")
-        if old_ckpt != loaded.fingerprint:
+        if existing.checkpoint.fingerprint != loaded.fingerprint:
             raise EvalkitError(f"{step_dir.path} holds images of different weights (checkpoint fingerprint changed)",
                                "use another --out or --name, or delete that folder to regenerate")
-        if old_proto != protocol.fingerprint():
+        if existing.protocol_fingerprint != protocol.fingerprint():
             raise EvalkitError(f"{step_dir.path} holds images made with a different protocol",
                                "use another --out or --name, or delete that folder to regenerate")
-        sets = dict(existing.get("prompt_sets", {}))
-    for s in prompt_sets:
-        sets[s.name] = {"fingerprint": s.fingerprint, "n": len(s), "version": s.version, "source": s.source}
-    record = {"schema": GENERATION_SCHEMA, "checkpoint": checkpoint, "protocol": protocol.as_record(),
-              "prompt_sets": sets, "provenance": provenance(loaded.pipe.device)}
-    write_atomic(path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+        sets = {**existing.prompt_sets, **sets}  # a later run adds sets; one generated again replaces its entry
+    step_dir.write_generation(GenerationRecord(checkpoint, protocol.as_record(), sets, provenance(loaded.pipe.device)))
 
 
 def _remove_stale_temporaries(step_dir: StepDir) -> None:

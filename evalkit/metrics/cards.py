@@ -56,6 +56,11 @@ class MetricCard:
     def fingerprint(self) -> str:
         return sha256_json(self.content())
 
+    def metric_fingerprint(self, version: str, **parts: Any) -> str:
+        """A metric's fingerprint: this card and the implementation's version, plus what else changes its
+        numbers (`parts`: weights hashes, library versions, options). Stored scores are keyed by it."""
+        return sha256_json({"card": self.fingerprint(), "version": version, **parts})
+
 
 def read_card(path: Path) -> MetricCard:
     try:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Any
 
 import torch
 from PIL import Image
 
 from evalkit.errors import EvalkitError
-from evalkit.fileio.hashing import sha256_json
 from evalkit.metrics.api import ImageItem, MetricInfo, Ratio, Record, mean_value_ratios
 from evalkit.metrics.cards import MetricCard
 from evalkit.metrics.context import MetricContext
@@ -40,26 +40,25 @@ class ClipScore:
         self.info = MetricInfo(name=card.name, display_name=card.display_name or "CLIP score", version=VERSION,
                                higher_is_better=card.higher_is_better, prompt_set=card.prompt_set,
                                description=card.description)
-        self._resolved: ResolvedModel | None = None
         self._model: Any = None
         self._tokenizer: Any = None
         self._image_size = 0  # read from the model's config in setup
         self._device = torch.device("cpu")
 
-    def _files(self) -> ResolvedModel:
-        if self._resolved is None:
-            self._resolved = resolve_model(self.card.model("clip"))
-        return self._resolved
+    @cached_property
+    def files(self) -> ResolvedModel:
+        """The weights, resolved on first use (constructing a metric does no I/O)."""
+        return resolve_model(self.card.model("clip"))
 
     def fingerprint(self) -> str:
-        return sha256_json({"card": self.card.fingerprint(), "version": VERSION, "weights": self._files().fingerprint})
+        return self.card.metric_fingerprint(VERSION, weights=self.files.fingerprint)
 
     def setup(self, device: torch.device) -> None:
         if self._model is not None and self._device == device:
             return
         from transformers import AutoTokenizer, CLIPModel
 
-        folder = self._files().folder
+        folder = self.files.folder
         with quiet_loading():
             # transformers types `to` through a functools.wraps wrapper that loses the bound self
             self._model = CLIPModel.from_pretrained(str(folder), use_safetensors=True).to(device).eval()  # type: ignore[arg-type]

@@ -120,8 +120,8 @@ class FID:
         return {"torch_fidelity": torch_fidelity.__version__}
 
     def fingerprint(self) -> str:
-        return sha256_json({"card": self.card.fingerprint(), "version": VERSION, "weights": self._weights_hash(),
-                            "resize": self.resize, "features": FEATURES, **self._versions()})
+        return self.card.metric_fingerprint(VERSION, weights=self._weights_hash(), resize=self.resize,
+                                            features=FEATURES, **self._versions())
 
     # -- scoring -------------------------------------------------------------------------
     def setup(self, device: torch.device) -> None:

@@ -42,7 +42,7 @@ import torch
 from PIL import Image
 
 from evalkit.errors import EvalkitError
-from evalkit.fileio.hashing import sha256_file, sha256_json
+from evalkit.fileio.hashing import sha256_file
 from evalkit.metrics.api import ImageItem, MetricInfo, Ratio, Record, mean_value_ratios
 from evalkit.metrics.cards import MetricCard
 from evalkit.metrics.context import MetricContext
@@ -94,8 +94,8 @@ class HPSv2:
     def fingerprint(self) -> str:
         if self._weights_hash is None:
             self._weights_hash = sha256_file(self.checkpoint_path())
-        return sha256_json({"card": self.card.fingerprint(), "version": VERSION, "hps_version": self.hps_version,
-                            "antialias": self.antialias, "scale": self.scale, "weights": self._weights_hash})
+        return self.card.metric_fingerprint(VERSION, hps_version=self.hps_version, antialias=self.antialias,
+                                            scale=self.scale, weights=self._weights_hash)
 
     # --- the plugin contract -----------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import itertools
 import math
 import statistics
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -26,7 +27,6 @@ from PIL import Image
 from torch import nn
 
 from evalkit.errors import EvalkitError
-from evalkit.fileio.hashing import sha256_json
 from evalkit.metrics.api import ImageItem, MetricInfo, Ratio, Record, mean_value_ratios
 from evalkit.metrics.cards import MetricCard, ModelRef
 from evalkit.metrics.context import MetricContext
@@ -128,24 +128,23 @@ class ImageReward:
         self.info = MetricInfo(name=card.name, display_name=card.display_name or "ImageReward", version=VERSION,
                                higher_is_better=card.higher_is_better, prompt_set=card.prompt_set,
                                description=card.description)
-        self._resolved: ResolvedModel | None = None
         self._model: ImageRewardModel | None = None
         self._tokenizer: Any = None
         self._image_size = 0
         self._device = torch.device("cpu")
 
-    def _files(self) -> ResolvedModel:
-        if self._resolved is None:
-            self._resolved = resolve_converted(self.card.model(ROLE))
-        return self._resolved
+    @cached_property
+    def files(self) -> ResolvedModel:
+        """The weights, resolved on first use (constructing a metric does no I/O)."""
+        return resolve_converted(self.card.model(ROLE))
 
     def fingerprint(self) -> str:
-        return sha256_json({"card": self.card.fingerprint(), "version": VERSION, "weights": self._files().fingerprint})
+        return self.card.metric_fingerprint(VERSION, weights=self.files.fingerprint)
 
     def setup(self, device: torch.device) -> None:
         if self._model is not None and self._device == device:
             return
-        self._model, self._tokenizer = load_converted(self._files().folder, device)
+        self._model, self._tokenizer = load_converted(self.files.folder, device)
         size = self._model.vision.config.image_size
         if not isinstance(size, int):  # BLIP's config states one side; ImageReward's input is square
             raise EvalkitError(f"ImageReward expects a square BLIP input size, got {size}", "re-run the conversion")

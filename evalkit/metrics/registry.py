@@ -27,6 +27,7 @@ from evalkit.errors import EvalkitError, did_you_mean
 from evalkit.metrics.cards import MetricCard, ModelRef, read_card, shipped_cards
 from evalkit.metrics.context import NO_INPUTS, MetricContext
 from evalkit.metrics.params import Param, param_values
+from evalkit.runtime.extras import require
 from evalkit.runtime.imports import import_object
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ class Implementation:
     params: tuple[Param, ...] = ()
     reads: tuple[str, ...] = ()  # MetricContext inputs it is given; the others reach it as None
     card: PluginCard | None = None  # plugins: what a bare `--metrics NAME` scores with
+    extras: tuple[str, ...] = ()  # evalkit extras (runtime.extras.EXTRAS) its code needs
 
     def values(self, card: MetricCard) -> dict[str, Any]:
         """The card's params checked against this row, with the declared defaults filled in."""
@@ -64,6 +66,8 @@ class Implementation:
 
     def create(self, card: MetricCard, context: MetricContext) -> Metric:
         self.values(card)  # a typo or a wrong type is refused before any model code is imported
+        for extra in self.extras:
+            require(extra, f"metric {card.name!r}")
         factory: MetricFactory = import_object(self.factory)
         return factory(card, context.only(self.reads))
 
@@ -94,6 +98,7 @@ BUILTINS: Mapping[str, Implementation] = MappingProxyType({
     "imagereward": Implementation(factory="evalkit.metrics.imagereward:ImageReward"),
     "hpsv2": Implementation(
         factory="evalkit.metrics.hpsv2:HPSv2",
+        extras=("hpsv2",),
         params=(Param("version", str, "v2.1", "v2.1 or v2.0 (not comparable)"),
                 Param("file", str, None, "the checkpoint file in the hps model (default: the version's official name)"),
                 Param("antialias", bool, None, "antialias of the reference's tensor resize", required=True,
@@ -103,6 +108,7 @@ BUILTINS: Mapping[str, Implementation] = MappingProxyType({
     ),
     "fid": Implementation(
         factory="evalkit.metrics.fid:FID",
+        extras=("fid",),
         params=(Param("resize", str, "tf1-bilinear", "resize to 299: tf1-bilinear (torch-fidelity's TF1-exact)"),
                 Param("weights", str, "~/.cache/torch/hub/checkpoints/weights-inception-2015-12-05-6726825d.pth",
                       "local Inception weights (.pth read with weights_only=True, or .safetensors)"),

@@ -7,12 +7,12 @@ through `evalkit.runtime.assets`, so offline mode and the one-line errors are th
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from evalkit.errors import EvalkitError
+from evalkit.fileio.jsonfile import read_json_object
 from evalkit.generation.adapters import adapter_for
 from evalkit.generation.checkpoints import CheckpointRef, HubPipeline, PipelineDir, SingleFile, TrainingStep
 from evalkit.profile.build import component_class, is_module_class
@@ -24,15 +24,9 @@ _NOTES = {"safety_checker": "not run: evalkit removes the safety checker"}
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise EvalkitError(f"{path} does not exist", "point at a diffusers config.json or a folder holding one") from e
-    except (OSError, json.JSONDecodeError) as e:
-        raise EvalkitError(f"{path} is not readable JSON ({e})", "restore or re-save the config file") from e
-    if not isinstance(data, dict):
-        raise EvalkitError(f"{path} is not a JSON object", "a config.json holds one object of config values")
-    return data
+    if not path.exists():
+        raise EvalkitError(f"{path} does not exist", "point at a diffusers config.json or a folder holding one")
+    return read_json_object(path, "restore or re-save the config file (one JSON object of config values)")
 
 
 def spec_from_pipeline_folder(folder: Path, name: str, source: dict[str, Any]) -> PipelineSpec:

@@ -11,13 +11,13 @@ rather than silently producing a different "smoke" run.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from evalkit.errors import EvalkitError, did_you_mean
 from evalkit.fileio.hashing import sha256_json
+from evalkit.fileio.jsonfile import read_json_document
 from evalkit.prompts.sets import PromptSet
 from evalkit.runtime.datafiles import shipped_dir
 
@@ -48,13 +48,9 @@ def load_subset(name: str) -> dict[str, Any]:
         raise EvalkitError(f"unknown prompt subset {name!r}" + (f"; {suggestion}" if suggestion else ""),
                            "available subsets: " + (", ".join(names) or "none shipped"))
     path = subsets_dir() / f"{name}.json"
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise EvalkitError(f"prompt subset file {path} is unreadable ({e})", REBUILD_HINT) from e
-    if not isinstance(payload, dict) or payload.get("schema") != SUBSET_SCHEMA or not isinstance(
-            payload.get("sets"), dict):
-        raise EvalkitError(f"{path} is not an {SUBSET_SCHEMA} file", REBUILD_HINT)
+    payload = read_json_document(path, "schema", SUBSET_SCHEMA, REBUILD_HINT)
+    if not isinstance(payload.get("sets"), dict):
+        raise EvalkitError(f"{path} is not an {SUBSET_SCHEMA} file: sets is not an object", REBUILD_HINT)
     if payload.get("sha256") != content_sha256(payload):
         raise EvalkitError(f"prompt subset {name!r} was edited: {path} does not match its sha256", REBUILD_HINT)
     return payload

@@ -19,6 +19,7 @@ import torch
 
 from evalkit.errors import EvalkitError
 from evalkit.generation.manifest import ManifestRow
+from evalkit.generation.record import GenerationRecord
 from evalkit.metrics.api import Metric, PromptDecomposable, Ratio
 from evalkit.results.bootstrap import BootstrapSpec, function_samples, interval, ratio_interval, ratio_value
 from evalkit.results.model import Card, Checkpoint, MetricEntry, PromptSetRecord, Protocol, Provenance, RunResult
@@ -47,9 +48,8 @@ def write_run_json(step_dir: Path, metric_results: Sequence[MetricResult], metri
     profile = folder.profile_json
     run = RunResult(
         checkpoint=_checkpoint(step_dir, generation),
-        protocol=_protocol(generation["protocol"]),
-        prompt_sets={name: PromptSetRecord(s["fingerprint"], s["n"])
-                     for name, s in sorted(generation.get("prompt_sets", {}).items())},
+        protocol=_protocol(generation.protocol),
+        prompt_sets={name: PromptSetRecord(s.fingerprint, s.n) for name, s in sorted(generation.prompt_sets.items())},
         metrics=dict(sorted(entries.items())),
         provenance=_provenance(list(manifest.values()), generation, metric_results, started, generate_seconds,
                                device),
@@ -58,7 +58,7 @@ def write_run_json(step_dir: Path, metric_results: Sequence[MetricResult], metri
     return write_run(folder.run_json, run)
 
 
-def metric_entry(step_dir: Path, generation: dict[str, Any], manifest: dict[str, ManifestRow], metric: Metric,
+def metric_entry(step_dir: Path, generation: GenerationRecord, manifest: dict[str, ManifestRow], metric: Metric,
                  result: MetricResult, spec: BootstrapSpec) -> MetricEntry:
     info = metric.info
     groups = group_records(step_dir, generation, manifest, info.name, result.fingerprint, info.prompt_set)
@@ -78,11 +78,11 @@ def metric_entry(step_dir: Path, generation: dict[str, Any], manifest: dict[str,
     card = getattr(metric, "card", None)
     folder = StepDir(step_dir)
     files = folder.scores(info.name, result.fingerprint)
-    set_record = generation.get("prompt_sets", {}).get(info.prompt_set, {})
+    generated = generation.prompt_sets.get(info.prompt_set)
     return MetricEntry(
         value=result.values.get("value"), ci95=ci, n=n, higher_is_better=info.higher_is_better,
         display_name=info.display_name, version=info.version, prompt_set=info.prompt_set,
-        prompt_set_fingerprint=set_record.get("fingerprint", ""), fingerprint=result.fingerprint,
+        prompt_set_fingerprint=generated.fingerprint if generated is not None else "", fingerprint=result.fingerprint,
         card=(Card(card.name, card.implementation, card.fingerprint(), card.path) if card is not None
               else Card(info.name)),
         values=result.values, bootstrap=used, by_category=by_category,
@@ -127,11 +127,10 @@ def _kept_entries(step_dir: Path, replaced: set[str]) -> dict[str, MetricEntry]:
             if name not in replaced and (step_dir / entry.records).is_file()}
 
 
-def _checkpoint(step_dir: Path, generation: dict[str, Any]) -> Checkpoint:
-    ckpt = generation["checkpoint"]
-    return Checkpoint(name=ckpt["name"], step=ckpt.get("step"), step_label=step_dir.name,
-                      fingerprint=ckpt["fingerprint"], pipeline_class=ckpt.get("pipeline_class", ""),
-                      source=ckpt.get("source", {}))
+def _checkpoint(step_dir: Path, generation: GenerationRecord) -> Checkpoint:
+    ckpt = generation.checkpoint
+    return Checkpoint(name=ckpt.name, step=ckpt.step, step_label=step_dir.name, fingerprint=ckpt.fingerprint,
+                      pipeline_class=ckpt.pipeline_class, source=ckpt.source)
 
 
 def _protocol(protocol: dict[str, Any]) -> Protocol:
@@ -141,13 +140,13 @@ def _protocol(protocol: dict[str, Any]) -> Protocol:
     return Protocol.from_json(read_back)
 
 
-def _provenance(rows: Sequence[ManifestRow], generation: dict[str, Any], results: Sequence[MetricResult],
+def _provenance(rows: Sequence[ManifestRow], generation: GenerationRecord, results: Sequence[MetricResult],
                 started: datetime, generate_seconds: float | None, device: str) -> Provenance:
     n_images = len(rows)
     gen_seconds = generate_seconds if generate_seconds is not None else float(sum(r.seconds for r in rows))
     score_seconds = {r.metric: round(r.seconds, 3) for r in results}
     score_rate = {r.metric: (r.scored / r.seconds if r.seconds > 0 and r.scored else None) for r in results}
-    gen_prov = generation.get("provenance", {})
+    gen_prov = generation.provenance
     versions = library_versions()
     return Provenance(
         evalkit=versions["evalkit"], git_commit=git_commit() or None, versions=versions,

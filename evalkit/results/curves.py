@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.errors import EvalkitError
+from evalkit.fileio.jsonfile import read_json_document
 from evalkit.fileio.pngio import write_atomic
 from evalkit.results.comparability import ComparabilityKey, metric_key
 from evalkit.results.model import MetricEntry, Protocol, RunResult, as_float
@@ -204,12 +205,7 @@ def read_curve(model_dir: Path, metric: str) -> Curve | None:
     if not path.is_file():
         return None
     hint = f"rewrite it: `evalkit run` on the training folder, or delete {folder.curves_dir}"
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise EvalkitError(f"{path} is unreadable ({e})", hint) from e
-    if not isinstance(record, dict) or record.get("schema_version") != CURVES_SCHEMA:
-        raise EvalkitError(f"{path} is not an evalkit {CURVES_SCHEMA} file", hint)
+    record = read_json_document(path, "schema_version", CURVES_SCHEMA, hint)
     try:
         return Curve(record["model"], record["metric"], record["display_name"], record["higher_is_better"],
                      tuple(_stored_series(s) for s in record["series"]))

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.errors import EvalkitError
+from evalkit.fileio.jsonfile import read_json_document
 from evalkit.fileio.pngio import write_atomic
 from evalkit.generation.manifest import ManifestRow
+from evalkit.generation.record import GenerationRecord
 from evalkit.metrics.api import Ratio, Record
 from evalkit.prompts.sets import Prompt
-from evalkit.scoring.engine import image_items, recorded_prompt_set
+from evalkit.scoring.engine import image_items
 from evalkit.scoring.store import ScoreStore
 from evalkit.stepdir import StepDir
 
@@ -43,7 +45,7 @@ def prompt_groups(step_dir: Path, metric: str, fingerprint: str, prompt_set: str
                          prompt_set)
 
 
-def group_records(step_dir: Path, record: dict[str, Any], manifest: dict[str, ManifestRow], metric: str,
+def group_records(step_dir: Path, record: GenerationRecord, manifest: dict[str, ManifestRow], metric: str,
                   fingerprint: str, prompt_set: str) -> PromptGroups:
     """As prompt_groups, with generation.json and the manifest already read (one read for all metrics)."""
     items = image_items(step_dir, record, manifest, prompt_set, metric)
@@ -56,7 +58,7 @@ def group_records(step_dir: Path, record: dict[str, Any], manifest: dict[str, Ma
     for it in items:
         by_prompt.setdefault(it.prompt.id, (it.prompt, []))[1].extend(stored[(it.file, it.sha256)])
     ordered = sorted(by_prompt.values(), key=lambda pair: pair[0].id)
-    kinds = recorded_prompt_set(record, prompt_set).tag_kinds
+    kinds = record.load_prompt_set(prompt_set).tag_kinds
     return PromptGroups(tuple(p for p, _ in ordered), tuple(tuple(g) for _, g in ordered), kinds)
 
 
@@ -83,11 +85,4 @@ def write_units(step_dir: Path, metric: str, fingerprint: str, groups: PromptGro
 
 
 def read_units(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise EvalkitError(f"{path} is unreadable ({e})", "re-run `evalkit score` on that step folder") from e
-    if not isinstance(value, dict) or value.get("schema") != UNITS_SCHEMA:
-        raise EvalkitError(f"{path} is not an evalkit prompt-units file ({UNITS_SCHEMA})",
-                           "re-run `evalkit score` on that step folder")
-    return value
+    return read_json_document(path, "schema", UNITS_SCHEMA, "re-run `evalkit score` on that step folder")

@@ -23,9 +23,10 @@ from PIL import Image
 from evalkit.errors import EvalkitError
 from evalkit.fileio.hashing import sha256_bytes
 from evalkit.fileio.pngio import write_atomic
+from evalkit.generation.manifest import ManifestRow
+from evalkit.generation.record import GenerationRecord
 from evalkit.metrics.api import ImageItem, Metric
 from evalkit.options import DEFAULTS
-from evalkit.prompts.sets import PromptSet, builtin_names, load_prompt_set
 from evalkit.scoring.store import ScoreStore
 from evalkit.stepdir import StepDir
 
@@ -52,7 +53,7 @@ def score_step(step_dir: Path, metrics: Sequence[Metric], device: torch.device,
     return [_score_metric(step_dir, record, manifest, m, device, batch_size, quiet) for m in metrics]
 
 
-def _score_metric(step_dir: Path, record: dict[str, Any], manifest: dict[str, Any], metric: Metric,
+def _score_metric(step_dir: Path, record: GenerationRecord, manifest: dict[str, ManifestRow], metric: Metric,
                   device: torch.device, batch_size: int, quiet: bool) -> MetricResult:
     started = time.perf_counter()
     items = image_items(step_dir, record, manifest, metric.info.prompt_set, metric.info.name)
@@ -102,13 +103,13 @@ def _prepare(metric: Metric, item: ImageItem) -> Any:
         return metric.prepare(item, image.convert("RGB"))
 
 
-def image_items(step_dir: Path, record: dict[str, Any], manifest: dict[str, Any], prompt_set: str,
+def image_items(step_dir: Path, record: GenerationRecord, manifest: dict[str, ManifestRow], prompt_set: str,
                 metric: str) -> list[ImageItem]:
     rows = sorted((r for r in manifest.values() if r.prompt_set == prompt_set), key=lambda r: (r.prompt_id, r.k))
     if not rows:
         raise EvalkitError(f"{step_dir} has no images of prompt set {prompt_set!r}, which {metric} scores",
                            f"generate them with --prompts {prompt_set} (same --out)")
-    prompts = recorded_prompt_set(record, prompt_set)
+    prompts = record.load_prompt_set(prompt_set)
     items = []
     for row in rows:
         prompt = prompts.by_id(row.prompt_id)
@@ -117,14 +118,3 @@ def image_items(step_dir: Path, record: dict[str, Any], manifest: dict[str, Any]
                                "re-run `evalkit generate` on the same --out to regenerate the affected images")
         items.append(ImageItem(prompt_set, prompt, row.k, row.file, step_dir / row.file, row.sha256))
     return items
-
-
-def recorded_prompt_set(record: dict[str, Any], name: str) -> PromptSet:
-    if name in builtin_names():
-        return load_prompt_set(name)
-    source = record.get("prompt_sets", {}).get(name, {}).get("source", "")
-    if not source:
-        raise EvalkitError(f"prompt set {name!r} is neither built in nor recorded with a source file",
-                           "re-generate with a current evalkit, which records prompt files")
-    return load_prompt_set(source)
-

@@ -18,7 +18,6 @@ import torch
 from PIL import Image
 
 from evalkit.errors import EvalkitError
-from evalkit.fileio.hashing import sha256_json
 from evalkit.metrics.api import ImageItem, MetricInfo, Ratio, Record
 from evalkit.metrics.cards import MetricCard
 from evalkit.metrics.context import MetricContext
@@ -70,9 +69,9 @@ class TifaMetric:
 
     def fingerprint(self) -> str:
         questions = self.questions()
-        return sha256_json({"card": self.card.fingerprint(), "version": VERSION,
-                            "vqa": self._model("vqa").fingerprint, "sentence": self._model("sentence").fingerprint,
-                            "questions": questions.blob or questions.source})
+        return self.card.metric_fingerprint(VERSION, vqa=self._model("vqa").fingerprint,
+                                            sentence=self._model("sentence").fingerprint,
+                                            questions=questions.blob or questions.source)
 
     def setup(self, device: torch.device) -> None:
         if self._backend is not None and self._device == device:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -86,18 +86,13 @@ def _embedded(embed: Embed, texts: list[str]) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class QuestionRecord:
-    """One question asked about one prompt's image: the per-sample record metrics store.
+class QuestionRecord(Question):
+    """One question asked about one prompt's image, with its answers: the per-sample record metrics store.
 
-    Aggregates are recomputed from these, so they hold everything the reference logs.
+    Aggregates are recomputed from these, so they hold everything the reference logs. The
+    question's own fields come first, so a stored record is the question followed by its answers.
     """
 
-    prompt_id: str
-    question: str
-    choices: tuple[str, ...]
-    answer: str
-    element_type: str
-    element: str
     free_form_answer: str
     chosen: str
     correct: bool
@@ -148,17 +143,8 @@ def _flatten(questions: Iterable[Question] | Mapping[str, Sequence[Question]]) -
 
 
 def _record(question: Question, free_form: str, chosen: str) -> QuestionRecord:
-    return QuestionRecord(
-        prompt_id=question.prompt_id,
-        question=question.question,
-        choices=tuple(question.choices),
-        answer=question.answer,
-        element_type=question.element_type,
-        element=question.element,
-        free_form_answer=free_form,
-        chosen=chosen,
-        correct=chosen == question.answer,
-    )
+    asked = {f.name: getattr(question, f.name) for f in fields(Question)}
+    return QuestionRecord(**asked, free_form_answer=free_form, chosen=chosen, correct=chosen == question.answer)
 
 
 @dataclass(frozen=True)

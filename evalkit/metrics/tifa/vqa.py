@@ -26,7 +26,8 @@ names the model and the `hf download` command). Only safetensors weights are loa
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -86,6 +87,7 @@ class BatchedVQA(ABC):
     name: str
     shows_choices: bool
     max_rows: int
+    model: Any  # the transformers model (load_vqa_backend moves it to the device)
 
     @abstractmethod
     def encode(self, images: Sequence[Image.Image]) -> Any:
@@ -131,18 +133,28 @@ class BatchedVQA(ABC):
 
 
 @dataclass(frozen=True)
-class BackendSpec:
-    """A declared VQA backend: its model family's loader and the checkpoint the reference uses for it."""
+class Family:
+    """A VQA model architecture: its loader, and how its checkpoints are named in errors."""
 
-    # "package.module:function", called as (folder, *, name, device, dtype, max_rows) -> BatchedVQA;
+    # "package.module:function", called as (CheckpointFolder, *, dtype, max_rows) -> BatchedVQA on the CPU;
     # imported on use, so naming a backend never loads another family's code.
     loader: str
+    label: str  # "GIT", "BLIP-2", ...
+    holds: str  # what a loadable checkpoint folder of the family holds
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """A declared VQA backend: its model family and the checkpoint the reference uses for it."""
+
+    family: Family
     default_source: str | None
 
 
-GIT = "evalkit.metrics.tifa.vqa_git:load_git"
-BLIP2 = "evalkit.metrics.tifa.vqa_blip2:load_blip2"
-QWEN_VL = "evalkit.metrics.tifa.vqa_qwen:load_qwen_vl"
+GIT = Family("evalkit.metrics.tifa.vqa_git:load_git", "GIT", "config, tokenizer, preprocessor, weights")
+BLIP2 = Family("evalkit.metrics.tifa.vqa_blip2:load_blip2", "BLIP-2", "config, tokenizer, preprocessor, weights")
+QWEN_VL = Family("evalkit.metrics.tifa.vqa_qwen:load_qwen_vl", "Qwen2.5-VL or Qwen2-VL",
+                 "config, tokenizer, processor, weights")
 
 # The reference's model names (`vqa_models` in tifascore/vqa_models.py) with their checkpoints,
 # plus the bare family names for any other checkpoint of that architecture (source required).
@@ -180,9 +192,12 @@ def load_vqa_backend(
             raise EvalkitError(f"the VQA backend {name!r} needs a checkpoint",
                                "pass a local folder or a hub id as the source")
         source = spec.default_source
-    folder = model_folder(name, source, revision)
-    loader = import_object(spec.loader)
-    return loader(folder, name=name, device=device, dtype=dtype, max_rows=max_rows)
+    family = spec.family
+    checkpoint = CheckpointFolder(model_folder(name, source, revision), name, family.label,
+                                  f"pass the folder of a {family.label} checkpoint ({family.holds})")
+    backend: BatchedVQA = import_object(family.loader)(checkpoint, dtype=dtype, max_rows=max_rows)
+    backend.model.to(device).eval()
+    return backend
 
 
 def answer_tifa_questions(
@@ -220,6 +235,41 @@ def model_folder(name: str, source: str | Path, revision: str) -> Path:
     if not any(folder.glob("*.safetensors")):
         raise EvalkitError(f"VQA model {name}: {folder} holds no safetensors weights", fetch_hint)
     return folder
+
+
+@dataclass(frozen=True)
+class CheckpointFolder:
+    """A family loader's view of its local checkpoint folder: transformers parts from local files
+    only (safetensors weights, PIL preprocessing as in the reference), and one error line, naming the
+    backend and the family, for a folder that is not a checkpoint of that family."""
+
+    folder: Path
+    name: str  # the backend
+    family: str  # "GIT", "BLIP-2", ...
+    hint: str  # what a loadable folder of this family holds
+
+    @contextmanager
+    def loading(self) -> Iterator[None]:
+        try:
+            yield
+        except (OSError, ValueError) as e:
+            problem = f"VQA model {self.name}: {self.folder} is not a loadable {self.family} checkpoint ({e})"
+            raise EvalkitError(problem.splitlines()[0], self.hint) from e
+
+    def refuse(self, problem: str, hint: str) -> EvalkitError:
+        return EvalkitError(f"VQA model {self.name}: {self.folder} {problem}", hint)
+
+    def pretrained(self, cls: Any, **kwargs: Any) -> Any:
+        """`cls.from_pretrained` on the folder, never the network."""
+        return cls.from_pretrained(str(self.folder), local_files_only=True, **kwargs)
+
+    def image_processor(self) -> Any:
+        from transformers import AutoImageProcessor
+
+        return self.pretrained(AutoImageProcessor, backend="pil")
+
+    def model(self, cls: Any, dtype: torch.dtype) -> Any:
+        return self.pretrained(cls, use_safetensors=True, dtype=dtype)
 
 
 def check_request(

@@ -32,14 +32,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 
-from evalkit.errors import EvalkitError
-from evalkit.metrics.tifa.vqa import DEFAULT_MAX_ROWS, BatchedVQA, model_device, padded
+from evalkit.metrics.tifa.vqa import DEFAULT_MAX_ROWS, BatchedVQA, CheckpointFolder, model_device, padded
 
 PROMPT = "Answer the question. Question: {question} Answer:"
 CHOICES_PROMPT = "Answer the multiple-choice question. Question: {question} Choices: {choices} Answer:"
@@ -105,29 +103,17 @@ class Blip2VQA(BatchedVQA):
         return self.tokenizer.batch_decode(generated, skip_special_tokens=True, clean_up_tokenization_spaces=True)
 
 
-def load_blip2(
-    folder: Path,
-    *,
-    name: str,
-    device: str | torch.device,
-    dtype: torch.dtype,
-    max_rows: int = DEFAULT_MAX_ROWS,
-) -> Blip2VQA:
+def load_blip2(checkpoint: CheckpointFolder, *, dtype: torch.dtype, max_rows: int = DEFAULT_MAX_ROWS) -> Blip2VQA:
     """Blip2ForConditionalGeneration + T5 tokenizer + PIL image processor from a local folder."""
-    from transformers import AutoImageProcessor, AutoTokenizer, Blip2ForConditionalGeneration
+    from transformers import AutoTokenizer, Blip2ForConditionalGeneration
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        image_processor = AutoImageProcessor.from_pretrained(str(folder), local_files_only=True, backend="pil")
-        model = Blip2ForConditionalGeneration.from_pretrained(
-            str(folder), local_files_only=True, use_safetensors=True, dtype=dtype
-        )
-    except (OSError, ValueError) as e:
-        raise EvalkitError(f"VQA model {name}: {folder} is not a loadable BLIP-2 checkpoint ({e})".splitlines()[0],
-                           "pass the folder of a BLIP-2 checkpoint (config, tokenizer, preprocessor, weights)") from e
+    with checkpoint.loading():
+        tokenizer = checkpoint.pretrained(AutoTokenizer)
+        image_processor = checkpoint.image_processor()
+        model = checkpoint.model(Blip2ForConditionalGeneration, dtype)
     if model.config.use_decoder_only_language_model:
-        raise EvalkitError(f"VQA model {name}: {folder} is a BLIP-2 with a decoder-only language model",
-                           "only FlanT5 (encoder-decoder) BLIP-2 checkpoints, as in the TIFA reference, are supported")
-    # transformers types `to` through a functools.wraps wrapper that loses the bound self
-    model.to(device).eval()  # type: ignore[arg-type]
-    return Blip2VQA(model=model, tokenizer=tokenizer, image_processor=image_processor, name=name, max_rows=max_rows)
+        raise checkpoint.refuse(
+            "is a BLIP-2 with a decoder-only language model",
+            "only FlanT5 (encoder-decoder) BLIP-2 checkpoints, as in the TIFA reference, are supported")
+    return Blip2VQA(model=model, tokenizer=tokenizer, image_processor=image_processor,
+                    name=checkpoint.name, max_rows=max_rows)

@@ -30,14 +30,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 
-from evalkit.errors import EvalkitError
-from evalkit.metrics.tifa.vqa import DEFAULT_MAX_ROWS, BatchedVQA, image_groups, model_device, padded
+from evalkit.metrics.tifa.vqa import DEFAULT_MAX_ROWS, BatchedVQA, CheckpointFolder, image_groups, model_device, padded
 
 # The reference's `max_length=50`: counts the prompt ([CLS] + question tokens) and the answer.
 REFERENCE_MAX_LENGTH = 50
@@ -110,27 +108,16 @@ class GitVQA(BatchedVQA):
         return [max(1, self.max_length - len(p)) for p in prompts]
 
 
-def load_git(
-    folder: Path,
-    *,
-    name: str,
-    device: str | torch.device,
-    dtype: torch.dtype,
-    max_rows: int = DEFAULT_MAX_ROWS,
-) -> GitVQA:
+def load_git(checkpoint: CheckpointFolder, *, dtype: torch.dtype, max_rows: int = DEFAULT_MAX_ROWS) -> GitVQA:
     """GitForCausalLM + tokenizer + PIL image processor from a local folder (no network)."""
-    from transformers import AutoImageProcessor, AutoTokenizer, GitForCausalLM
+    from transformers import AutoTokenizer, GitForCausalLM
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        image_processor = AutoImageProcessor.from_pretrained(str(folder), local_files_only=True, backend="pil")
-        model = GitForCausalLM.from_pretrained(str(folder), local_files_only=True, use_safetensors=True, dtype=dtype)
-    except (OSError, ValueError) as e:
-        raise EvalkitError(f"VQA model {name}: {folder} is not a loadable GIT checkpoint ({e})".splitlines()[0],
-                           "pass the folder of a GIT VQA checkpoint (config, tokenizer, preprocessor, weights)") from e
+    with checkpoint.loading():
+        tokenizer = checkpoint.pretrained(AutoTokenizer)
+        image_processor = checkpoint.image_processor()
+        model = checkpoint.model(GitForCausalLM, dtype)
     if tokenizer.cls_token_id is None or tokenizer.pad_token_id is None:
-        raise EvalkitError(f"VQA model {name}: the tokenizer in {folder} has no [CLS] or [PAD] token",
-                           "GIT's prompt starts with [CLS]; use the checkpoint's own BERT tokenizer")
-    # transformers types `to` through a functools.wraps wrapper that loses the bound self
-    model.to(device).eval()  # type: ignore[arg-type]
-    return GitVQA(model=model, tokenizer=tokenizer, image_processor=image_processor, name=name, max_rows=max_rows)
+        raise checkpoint.refuse("has a tokenizer without a [CLS] or [PAD] token",
+                                "GIT's prompt starts with [CLS]; use the checkpoint's own BERT tokenizer")
+    return GitVQA(model=model, tokenizer=tokenizer, image_processor=image_processor,
+                  name=checkpoint.name, max_rows=max_rows)

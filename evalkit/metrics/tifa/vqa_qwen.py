@@ -52,14 +52,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 
 from evalkit.errors import EvalkitError
-from evalkit.metrics.tifa.vqa import DEFAULT_MAX_ROWS, BatchedVQA, model_device, padded
+from evalkit.metrics.tifa.vqa import DEFAULT_MAX_ROWS, BatchedVQA, CheckpointFolder, model_device, padded
 
 INSTRUCTION = "Answer the question using a single word or phrase."
 MAX_NEW_TOKENS = 16
@@ -152,32 +151,21 @@ class QwenVLVQA(BatchedVQA):
         return [normalize_answer(text) for text in texts]
 
 
-def load_qwen_vl(
-    folder: Path,
-    *,
-    name: str,
-    device: str | torch.device,
-    dtype: torch.dtype,
-    max_rows: int = DEFAULT_MAX_ROWS,
-) -> QwenVLVQA:
+def load_qwen_vl(checkpoint: CheckpointFolder, *, dtype: torch.dtype, max_rows: int = DEFAULT_MAX_ROWS) -> QwenVLVQA:
     """A Qwen2.5-VL or Qwen2-VL checkpoint (class from config.json) + processor from a local folder."""
     import transformers
-    from transformers import AutoConfig, AutoImageProcessor, AutoProcessor
+    from transformers import AutoConfig, AutoProcessor
 
-    hint = "pass the folder of a Qwen2.5-VL or Qwen2-VL checkpoint (config, tokenizer, processor, weights)"
-    try:
-        config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    with checkpoint.loading():
+        config = checkpoint.pretrained(AutoConfig)
         if config.model_type not in MODEL_CLASSES:
-            raise EvalkitError(f"VQA model {name}: {folder} is a {config.model_type!r} checkpoint, not Qwen-VL", hint)
-        processor = AutoProcessor.from_pretrained(str(folder), local_files_only=True)
-        image_processor = AutoImageProcessor.from_pretrained(str(folder), local_files_only=True, backend="pil")
-        model = getattr(transformers, MODEL_CLASSES[config.model_type]).from_pretrained(
-            str(folder), local_files_only=True, use_safetensors=True, dtype=dtype)
-    except (OSError, ValueError) as e:
-        raise EvalkitError(f"VQA model {name}: {folder} is not a loadable Qwen-VL checkpoint ({e})".splitlines()[0],
-                           hint) from e
+            raise checkpoint.refuse(f"is a {config.model_type!r} checkpoint, not Qwen-VL", checkpoint.hint)
+        processor = checkpoint.pretrained(AutoProcessor)
+        image_processor = checkpoint.image_processor()
+        model = checkpoint.model(getattr(transformers, MODEL_CLASSES[config.model_type]), dtype)
     if getattr(processor, "chat_template", None) is None or processor.tokenizer.pad_token_id is None:
-        raise EvalkitError(f"VQA model {name}: {folder} has no chat template or no padding token",
-                           "use an Instruct checkpoint with its own processor files (chat_template.json, tokenizer)")
-    model.to(device).eval()
-    return QwenVLVQA(model=model, processor=processor, image_processor=image_processor, name=name, max_rows=max_rows)
+        raise checkpoint.refuse(
+            "has no chat template or no padding token",
+            "use an Instruct checkpoint with its own processor files (chat_template.json, tokenizer)")
+    return QwenVLVQA(model=model, processor=processor, image_processor=image_processor,
+                     name=checkpoint.name, max_rows=max_rows)

@@ -95,7 +95,7 @@ class PromptTexts:
     """Prompt id -> text for the sets images were generated from, verified by text hash."""
 
     def __init__(self) -> None:
-        self._sets: dict[str, dict[str, str] | None] = {}
+        self._sets: dict[tuple[str, str], dict[str, str] | None] = {}
 
     def text(self, step_dir: Path, prompt_set: str, prompt_id: str, prompt_sha256: str) -> str:
         texts = self._load(step_dir, prompt_set)
@@ -105,28 +105,18 @@ class PromptTexts:
         return ""
 
     def _load(self, step_dir: Path, prompt_set: str) -> dict[str, str] | None:
-        from evalkit.prompts.sets import builtin_names, load_prompt_set
-
-        source = _generation_sets(step_dir).get(prompt_set, {}).get("source")
-        spec = prompt_set if prompt_set in builtin_names() else source if isinstance(source, str) else None
-        if spec is None:
+        try:
+            record = StepDir(step_dir).read_generation()
+        except EvalkitError:
             return None
-        if spec not in self._sets:
+        generated = record.prompt_sets.get(prompt_set)
+        key = (prompt_set, generated.source if generated is not None else "")
+        if key not in self._sets:
             try:
-                loaded = load_prompt_set(spec)
-                self._sets[spec] = {p.id: p.text for p in loaded.prompts}
+                self._sets[key] = {p.id: p.text for p in record.load_prompt_set(prompt_set).prompts}
             except (EvalkitError, OSError, ValueError):
-                self._sets[spec] = None
-        return self._sets[spec]
-
-
-def _generation_sets(step_dir: Path) -> dict[str, Any]:
-    try:
-        record = StepDir(step_dir).read_generation()
-    except EvalkitError:
-        return {}
-    sets = record.get("prompt_sets")
-    return sets if isinstance(sets, dict) else {}
+                self._sets[key] = None
+        return self._sets[key]
 
 
 def manifest_rows(step_dir: Path) -> dict[tuple[str, str, int], ManifestRow]:
