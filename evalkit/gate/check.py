@@ -42,8 +42,9 @@ from evalkit.results.bootstrap import (
 )
 from evalkit.results.comparability import require_same_metric, require_same_protocol
 from evalkit.results.model import MetricEntry, RunResult, as_float
-from evalkit.results.resampling import prompt_statistic, recorded_as_ratio
+from evalkit.results.resampling import prompt_statistic
 from evalkit.results.run import RESCORE, read_run
+from evalkit.results.units import PromptUnits, read_units
 from evalkit.stepdir import StepDir
 
 EXIT_PASS = 0
@@ -241,9 +242,9 @@ def compare_metric(name: str, base: LoadedRun, new: LoadedRun, threshold: Thresh
     level = 2.0 * confidence - 1.0
     base_units, new_units = units(base, name), units(new, name)
     ids = _same_prompt_ids(name, base_units, new_units)
-    if recorded_as_ratio(base_units) and recorded_as_ratio(new_units):
+    if base_units.is_ratio and new_units.is_ratio:
         spec = BootstrapSpec(resamples, seed, level)
-        paired = paired_ratio_difference(_ratio(new_units, name, new), _ratio(base_units, name, base), spec)
+        paired = paired_ratio_difference(new_units.value_ratio(), base_units.value_ratio(), spec)
         method = "paired ratio bootstrap"
     else:
         paired, spec = _paired_resampled(name, base, new, ids, seed, level, context)
@@ -282,24 +283,20 @@ def decide(p_worse: float, p_better: float, confidence: float, gated: bool) -> s
     return IMPROVED if p_better >= confidence - TOLERANCE else PASS
 
 
-def units(run: LoadedRun, name: str) -> dict[str, Any]:
+def units(run: LoadedRun, name: str) -> PromptUnits:
     """The metric's per-prompt sidecar (prompt ids, per-prompt ratios), checked against run.json."""
-    from evalkit.results.units import read_units
-
     entry = run.metrics[name]
     path = run.step_dir / entry.units
     if not path.is_file():
         raise EvalkitError(f"{path} (the per-prompt data of {name}) is missing", RESCORE)
     value = read_units(path)
-    ids, ratios = value.get("prompt_ids"), value.get("ratios")
-    if (value.get("metric") != name or value.get("fingerprint") != entry.fingerprint
-            or not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or not isinstance(ratios, dict)):
+    if value.metric != name or value.fingerprint != entry.fingerprint:
         raise EvalkitError(f"{path} does not belong to {name} as recorded in {run.path}", RESCORE)
     return value
 
 
-def _same_prompt_ids(name: str, base: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    b, n = base["prompt_ids"], new["prompt_ids"]
+def _same_prompt_ids(name: str, base: PromptUnits, new: PromptUnits) -> list[str]:
+    b, n = list(base.prompt_ids), list(new.prompt_ids)
     if b != n:
         only_b, only_n = sorted(set(b) - set(n)), sorted(set(n) - set(b))
         detail = (f"{len(only_b)} only in the baseline (e.g. {only_b[0]}), " if only_b else "") + \
@@ -308,19 +305,6 @@ def _same_prompt_ids(name: str, base: dict[str, Any], new: dict[str, Any]) -> li
                            f"{detail.rstrip(', ') or 'same ids, other order'})",
                            "score both runs on complete generations of the same prompt set")
     return list(b)
-
-
-def _ratio(value: dict[str, Any], name: str, run: LoadedRun) -> tuple[np.ndarray, np.ndarray]:
-    ratio = value["ratios"]["value"]
-    try:
-        num = np.asarray(ratio["num"], dtype=np.float64)
-        den = np.asarray(ratio["den"], dtype=np.float64)
-    except (KeyError, TypeError, ValueError) as e:
-        raise EvalkitError(f"the per-prompt data of {name} in {run.step_dir} is garbled ({e})", RESCORE) from e
-    if num.shape != den.shape or num.shape != (len(value["prompt_ids"]),):
-        raise EvalkitError(f"the per-prompt data of {name} in {run.step_dir} has {num.shape} numerators, "
-                           f"{den.shape} denominators for {len(value['prompt_ids'])} prompts", RESCORE)
-    return num, den
 
 
 def _paired_resampled(name: str, base: LoadedRun, new: LoadedRun, ids: list[str], seed: int, level: float,

@@ -8,7 +8,7 @@ resampled records with GENERIC_RESAMPLES resamples (every resample runs `aggrega
 
 run.json's intervals and `check`'s paired comparisons must resample the same way, so both ask
 `bootstrap_kind`. `check` reads ratio metrics without loading their models: the per-prompt
-sidecar carries ratios exactly when the kind was RATIO at scoring time (`recorded_as_ratio`),
+sidecar carries ratios exactly when the kind was RATIO at scoring time (`PromptUnits.is_ratio`),
 and only the other kinds re-create the metric.
 """
 
@@ -59,9 +59,3 @@ def prompt_statistic(metric: Any, groups: Sequence[Sequence[Record]]) -> PromptS
         return float(value) if value is not None else math.nan
 
     return PromptStatistic(reaggregate, GENERIC_RESAMPLES)
-
-
-def recorded_as_ratio(units: dict[str, Any]) -> bool:
-    """Whether a per-prompt sidecar (evalkit.results.units) was written for a RATIO metric."""
-    ratios = units.get("ratios")
-    return isinstance(ratios, dict) and "value" in ratios
