@@ -27,7 +27,6 @@ from diffusers.schedulers import DPMSolverMultistepScheduler, FlowMatchEulerDisc
 from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
 from tokenizers.models import Unigram
 from transformers import (
-    CLIPTextConfig,
     CLIPTextModelWithProjection,
     CLIPTokenizer,
     T5Config,
@@ -35,8 +34,8 @@ from transformers import (
     T5Tokenizer,
 )
 
-from evalkit.generation.tokenizer import clip_vocab_size, write_clip_tokenizer
-from evalkit.tiny.sd import tiny_vae
+from evalkit.generation.tokenizer import write_clip_tokenizer
+from evalkit.tiny.sd import text_config, tiny_vae
 
 T5_DIM = 32
 CLIP_DIM = 32
@@ -203,19 +202,7 @@ def sd3_vae(sample_size: int = 32) -> AutoencoderKL:
 
 
 def _clip_with_projection(dim: int = CLIP_DIM) -> CLIPTextModelWithProjection:
-    config = CLIPTextConfig(
-        vocab_size=clip_vocab_size(),
-        hidden_size=dim,
-        intermediate_size=dim * 2,
-        num_attention_heads=2,
-        num_hidden_layers=2,
-        max_position_embeddings=77,
-        projection_dim=dim,
-        bos_token_id=clip_vocab_size() - 2,
-        eos_token_id=clip_vocab_size() - 1,
-        pad_token_id=clip_vocab_size() - 1,
-    )
-    return CLIPTextModelWithProjection(config)
+    return CLIPTextModelWithProjection(text_config(dim, dim))
 
 
 def _clip_tokenizer() -> CLIPTokenizer:

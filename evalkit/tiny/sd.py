@@ -24,7 +24,7 @@ from evalkit.generation.tokenizer import clip_vocab_size, write_clip_tokenizer
 TEXT_DIM = 32
 
 
-def _text_config(hidden: int = TEXT_DIM, projection_dim: int = TEXT_DIM) -> CLIPTextConfig:
+def text_config(hidden: int = TEXT_DIM, projection_dim: int = TEXT_DIM) -> CLIPTextConfig:
     return CLIPTextConfig(
         vocab_size=clip_vocab_size(),
         hidden_size=hidden,
@@ -91,7 +91,7 @@ def build_tiny_sd(seed: int = 0, resolution: int = 32, work: Path | None = None)
     torch.manual_seed(seed)
     vae = tiny_vae(resolution)
     unet = tiny_sd_unet(resolution // 2)
-    text_encoder = CLIPTextModel(_text_config())
+    text_encoder = CLIPTextModel(text_config())
     tok_dir = Path(work) if work is not None else None
     tokenizer = _tokenizer(tok_dir or _scratch())
     return StableDiffusionPipeline(
@@ -129,8 +129,8 @@ def build_tiny_sdxl(seed: int = 0, resolution: int = 32) -> StableDiffusionXLPip
         projection_class_embeddings_input_dim=TEXT_DIM + 6 * 8,
         norm_num_groups=8,
     )
-    text_encoder = CLIPTextModel(_text_config())
-    text_encoder_2 = CLIPTextModelWithProjection(_text_config())
+    text_encoder = CLIPTextModel(text_config())
+    text_encoder_2 = CLIPTextModelWithProjection(text_config())
     scratch = _scratch()
     tokenizer = _tokenizer(scratch / "a")
     tokenizer_2 = _tokenizer(scratch / "b")
