@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
-from jsonschema.exceptions import ValidationError, best_match
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
 
 MESSAGE_CHARS = 200  # a schema message quotes the offending value: keep the error one readable line
 JSON_TYPES = {"number": "a number", "integer": "an integer", "string": "a string", "boolean": "true/false",
@@ -22,6 +22,9 @@ JSON_TYPES = {"number": "a number", "integer": "an integer", "string": "a string
 
 def schema_problem(document: Any, schema_file: Path) -> str | None:
     """The most relevant violation of the schema as `field is ...`, or None when the document conforms."""
+    import jsonschema  # on use: the CLI answers before importing it
+    from jsonschema.exceptions import best_match
+
     validator = jsonschema.Draft202012Validator(json.loads(schema_file.read_text(encoding="utf-8")))
     error = best_match(validator.iter_errors(document))
     return None if error is None else _problem(error)
