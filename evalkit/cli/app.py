@@ -198,11 +198,24 @@ def metrics() -> None:
 
 @metrics.command("list")
 def metrics_list() -> None:
-    """List the metrics `--metrics` accepts."""
-    from evalkit.metrics.registry import available
+    """List the metrics `--metrics` accepts: what each scores, its models, and whether it runs here offline."""
+    from rich.console import Console
+    from rich.table import Table
 
-    for name, origin in available().items():
-        click.echo(f"{name:24} {origin}")
+    from evalkit.metrics.listing import listings
+
+    items = listings()
+    table = Table(title="Metrics (--metrics NAME, or a card file)")
+    for column in ("name", "implementation", "prompt set", "better", "models", "here"):
+        table.add_column(column, overflow="fold")
+    for item in items:
+        better = "" if item.higher_is_better is None else ("higher" if item.higher_is_better else "lower")
+        table.add_row(item.name, item.implementation or item.origin, item.prompt_set, better,
+                      "\n".join(item.models), "ready" if not item.missing else "missing")
+    console = Console()
+    console.print(table)
+    for item in (i for i in items if i.missing):
+        console.print(f"{item.name}: " + "; ".join(item.missing), highlight=False, soft_wrap=True)
 
 
 @cli.command()

@@ -59,6 +59,7 @@ class Implementation:
     reads: tuple[str, ...] = ()  # MetricContext inputs it is given; the others reach it as None
     card: PluginCard | None = None  # plugins: what a bare `--metrics NAME` scores with
     extras: tuple[str, ...] = ()  # evalkit extras (runtime.extras.EXTRAS) its code needs
+    local_files: tuple[str, ...] = ()  # params naming local weight files (`metrics list` checks them)
 
     def values(self, card: MetricCard) -> dict[str, Any]:
         """The card's params checked against this row, with the declared defaults filled in."""
@@ -109,6 +110,7 @@ BUILTINS: Mapping[str, Implementation] = MappingProxyType({
     "fid": Implementation(
         factory="evalkit.metrics.fid:FID",
         extras=("fid",),
+        local_files=("weights",),
         params=(Param("resize", str, "tf1-bilinear", "resize to 299: tf1-bilinear (torch-fidelity's TF1-exact)"),
                 Param("weights", str, "~/.cache/torch/hub/checkpoints/weights-inception-2015-12-05-6726825d.pth",
                       "local Inception weights (.pth read with weights_only=True, or .safetensors)"),

@@ -38,6 +38,18 @@ def resolve_hub_snapshot(repo_id: str, revision: str, *, repo_type: str = "model
         repo_id, revision=revision, repo_type=repo_type, allow_patterns=allow_patterns, local_files_only=offline))
 
 
+def is_cached(repo_id: str, revision: str, *, repo_type: str = "model") -> bool:
+    """Whether `repo_id` at `revision` is in the local cache (never touches the network)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        snapshot_download(repo_id, revision=revision, repo_type=repo_type, local_files_only=True)
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return False
+    return True
+
+
 def _fetch(repo_id: str, revision: str, repo_type: str, what: str, download: Callable[[bool], str]) -> Path:
     """Run a huggingface_hub download in offline mode or not, every failure as one line with its fix."""
     from huggingface_hub.errors import (

@@ -11,6 +11,7 @@ first image is generated. pyproject.toml's `[project.optional-dependencies]` mus
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Mapping
 from types import MappingProxyType
 
@@ -22,6 +23,11 @@ EXTRAS: Mapping[str, tuple[tuple[str, str], ...]] = MappingProxyType({
     "hpsv2": (("open_clip", "open_clip_torch"), ("torchvision", "torchvision")),
     "site": (("jinja2", "jinja2"), ("markupsafe", "markupsafe")),
 })
+
+
+def installed(extra: str) -> bool:
+    """Whether every package of `extra` is installed, found without importing it (listings stay fast)."""
+    return all(importlib.util.find_spec(module) is not None for module, _ in EXTRAS[extra])
 
 
 def require(extra: str, purpose: str) -> None:

@@ -1,0 +1,38 @@
+"""`evalkit metrics list`: every metric with what it scores and whether it runs here, without torch or network."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+LIST = ("import sys\n"
+        "from evalkit.cli import cli\n"
+        "cli.main(['metrics', 'list'], standalone_mode=False)\n"
+        "print('TORCH-IMPORTED', 'torch' in sys.modules)\n")
+
+
+def _fake_cached(cache, repo_id):
+    """The hub cache layout huggingface_hub reads offline: refs/main -> snapshots/<commit>/."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    commit = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / "config.json").write_text("{}")
+
+
+def test_metrics_list_says_what_runs_here_and_how_to_get_the_rest(tmp_path):
+    cache = tmp_path / "hub"
+    _fake_cached(cache, "openai/clip-vit-large-patch14")
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    out = subprocess.run([sys.executable, "-c", LIST], capture_output=True, text=True, env=env, check=True).stdout
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.startswith("│") and
+            line.split("│")[1].strip()}
+    assert set(rows) >= {"clip", "fid", "hpsv2", "imagereward", "tifa"}
+    assert "coco-10k" in rows["clip"] and "higher" in rows["clip"] and "ready" in rows["clip"]
+    assert "tifa-v1.0" in rows["tifa"] and "missing" in rows["tifa"] and "lower" in rows["fid"]
+    assert "tifa: hf download microsoft/git-large-vqav2 --revision main" in out
+    assert "clip: " not in out  # ready: no instructions
+    assert "fid: put the weights file at" in out
+    assert "TORCH-IMPORTED False" in out
