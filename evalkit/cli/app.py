@@ -55,11 +55,12 @@ class _Plan:
 
 
 def _generate(checkpoint: str, prompt_sets: str, options: RunOptions) -> list[StepResult]:
-    from evalkit.generation.checkpoints import resolve
+    from evalkit.generation.checkpoints import ResolveOptions, resolve
+
+    refs = resolve(checkpoint, ResolveOptions.of(options))  # a wrong path is refused before torch is imported
     from evalkit.generation.generator import Generator
 
     plan = _plan(checkpoint, prompt_sets, options)
-    refs = resolve(plan.checkpoint, plan.resolve_options)
     generator = Generator(plan.request, plan.generate_options, allow_pickle=options.allow_pickle)
     results = []
     for ref in refs:
@@ -109,6 +110,10 @@ def run(checkpoint: str, metric_specs: str, prompt_sets: str, tifa_qa: str, coco
     evaluated (covered ones are skipped without loading), then OUT/<model>/curves/ is rewritten.
     With --watch the folder is followed while training writes it (see docs/curves.md).
     """
+    from evalkit.generation.checkpoints import ResolveOptions, resolve
+
+    if not watch:  # a wrong path is refused before torch is imported (a watched folder may not exist yet)
+        resolve(checkpoint, ResolveOptions.of(options))
     from evalkit.evaluation.evaluator import Evaluator, run_spec, watch_folder
     from evalkit.evaluation.watch import WatchOptions
     from evalkit.metrics.context import MetricContext

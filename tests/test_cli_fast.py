@@ -1,4 +1,8 @@
-"""`evalkit metrics list`: every metric with what it scores and whether it runs here, without torch or network."""
+"""A CLI that answers at once: listings, help and wrong arguments never wait for torch (or the network).
+
+`metrics list` shows every metric with what it scores and whether it runs here. Speed is measured by
+what gets imported, not by timing (a timed assertion fails on a busy machine and proves nothing).
+"""
 
 from __future__ import annotations
 
@@ -36,3 +40,25 @@ def test_metrics_list_says_what_runs_here_and_how_to_get_the_rest(tmp_path):
     assert "clip: " not in out  # ready: no instructions
     assert "fid: put the weights file at" in out
     assert "TORCH-IMPORTED False" in out
+
+
+ANSWER_WITHOUT_TORCH = ("import sys\n"
+                        "from evalkit.cli import cli\n"
+                        "from evalkit.errors import EvalkitError\n"
+                        "try:\n"
+                        "    cli.main(sys.argv[1:], standalone_mode=False)\n"
+                        "except EvalkitError as e:\n"
+                        "    print('REFUSED', e.problem)\n"
+                        "print('TORCH-IMPORTED', 'torch' in sys.modules)\n")
+
+
+def test_import_help_and_a_wrong_checkpoint_path_import_no_torch(tmp_path):
+    nowhere = str(tmp_path / "nowhere")
+    for args in (["--help"], ["run", "--help"], ["run", nowhere, "--metrics", "clip"],
+                 ["generate", nowhere], ["prompts", "list"]):
+        result = subprocess.run([sys.executable, "-c", ANSWER_WITHOUT_TORCH, *args], capture_output=True, text=True,
+                                cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        assert "TORCH-IMPORTED False" in result.stdout, (args, result.stdout[-500:], result.stderr[-500:])
+        if nowhere in args:
+            assert "REFUSED checkpoint" in result.stdout and "neither an existing file or folder" in result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "a refused command writes nothing"
