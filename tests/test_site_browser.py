@@ -82,7 +82,7 @@ def page(browser: Any) -> Iterator[tuple[Any, Watch]]:
     page.on("console", lambda m: watch.errors.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning")
             else None)
     page.on("pageerror", lambda e: watch.errors.append(f"page error: {e}"))
-    page.on("requestfailed", lambda r: watch.errors.append(f"request failed: {r.url}"))
+    page.on("requestfailed", lambda r: _request_failed(watch, r))
     local = ("file://", "data:", "about:")
     page.on("request", lambda r: None if r.url.startswith(local) else watch.foreign.append(r.url))
 
@@ -93,6 +93,13 @@ def page(browser: Any) -> Iterator[tuple[Any, Watch]]:
     page.on("dialog", on_dialog)
     yield page, watch
     context.close()
+
+
+def _request_failed(watch: Watch, request: Any) -> None:
+    """A lazy image still loading when the test navigates away is cancelled (net::ERR_ABORTED):
+    that is the browser's doing, not the site's. A missing file fails as ERR_FILE_NOT_FOUND."""
+    if request.failure != "net::ERR_ABORTED":
+        watch.errors.append(f"request failed ({request.failure}): {request.url}")
 
 
 def _visible_models(page: Any, table: str) -> list[str]:

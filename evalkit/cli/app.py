@@ -111,8 +111,10 @@ def run(checkpoint: str, metric_specs: str, prompt_sets: str, tifa_qa: str, coco
     With --watch the folder is followed while training writes it (see docs/curves.md).
     """
     from evalkit.generation.checkpoints import ResolveOptions, resolve
+    from evalkit.metrics.registry import preflight
 
-    if not watch:  # a wrong path is refused before torch is imported (a watched folder may not exist yet)
+    preflight(metric_specs)  # a wrong metric, card param or missing extra: refused before torch is imported
+    if not watch:  # so is a wrong path (a watched folder may not exist yet)
         resolve(checkpoint, ResolveOptions.of(options))
     from evalkit.evaluation.evaluator import Evaluator, run_spec, watch_folder
     from evalkit.evaluation.watch import WatchOptions

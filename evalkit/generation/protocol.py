@@ -8,6 +8,7 @@ gets recorded and fingerprinted, and a request the pipeline cannot honour is an 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -156,12 +157,15 @@ def _step_parameters(scheduler: Any) -> set[str]:
 
 
 def _jsonable(config: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, (str, int, float, bool)) or value is None:
-            out[key] = value
-        elif isinstance(value, (list, tuple)):
-            out[key] = [v if isinstance(v, (str, int, float, bool)) or v is None else str(v) for v in value]
-        else:
-            out[key] = str(value)
-    return out
+    """The scheduler config as strict JSON values: anything JSON cannot hold becomes its string.
+
+    DPM-Solver configs carry `lambda_min_clipped: -inf` (PixArt's default scheduler), which strict
+    JSON cannot write; "-inf" keeps the setting readable instead of dropping it."""
+    return {key: [_json_value(v) for v in value] if isinstance(value, (list, tuple)) else _json_value(value)
+            for key, value in config.items()}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)

@@ -27,7 +27,7 @@ from evalkit.errors import EvalkitError, did_you_mean
 from evalkit.metrics.cards import MetricCard, ModelRef, read_card, shipped_cards
 from evalkit.metrics.context import NO_INPUTS, MetricContext
 from evalkit.metrics.params import Param, param_values
-from evalkit.runtime.extras import require
+from evalkit.runtime.extras import require, require_installed
 from evalkit.runtime.imports import import_object
 
 if TYPE_CHECKING:
@@ -64,6 +64,12 @@ class Implementation:
     def values(self, card: MetricCard) -> dict[str, Any]:
         """The card's params checked against this row, with the declared defaults filled in."""
         return param_values(card, self.params)
+
+    def check(self, card: MetricCard) -> None:
+        """What `create` would refuse, found without importing anything: the card's params, the extras."""
+        self.values(card)
+        for extra in self.extras:
+            require_installed(extra, f"metric {card.name!r}")
 
     def create(self, card: MetricCard, context: MetricContext) -> Metric:
         self.values(card)  # a typo or a wrong type is refused before any model code is imported
@@ -137,36 +143,54 @@ def available() -> dict[str, str]:
     return dict(sorted(names.items()))
 
 
-def create(spec: str, context: MetricContext = NO_INPUTS) -> Metric:
-    """A metric from a shipped card name, a card file (.yaml), or a plugin name."""
+def card_of(spec: str) -> MetricCard:
+    """The card a spec names: a shipped card name, a card file (.yaml), or a plugin name."""
     if spec.endswith((".yaml", ".yml")):
         path = Path(spec).expanduser()
         if not path.is_file():
             raise EvalkitError(f"metric card {spec} does not exist", "give a path to a card YAML or a metric name")
-        return from_card(read_card(path), context)
+        return read_card(path)
     cards = shipped_cards()
     if spec in cards:
-        return from_card(cards[spec], context)
+        return cards[spec]
     plugins = plugin_entry_points()
     if spec in plugins:
-        return from_card(_plugin_row(spec, plugins[spec]).default_card(spec), context)
+        return _plugin_row(spec, plugins[spec]).default_card(spec)
     known = list(available())
     suggestion = did_you_mean(spec, known)
     raise EvalkitError(f"unknown metric {spec!r}" + (f"; {suggestion}" if suggestion else ""),
                        "available: " + ", ".join(known) + " (evalkit metrics list)")
 
 
+def create(spec: str, context: MetricContext = NO_INPUTS) -> Metric:
+    """A metric from a shipped card name, a card file (.yaml), or a plugin name."""
+    return from_card(card_of(spec), context)
+
+
+def preflight(specs: str) -> None:
+    """Refuse what `create_many(specs)` would refuse for built-in metrics — unknown names, bad card
+    params, missing extras — without importing any model library, so a run stops at once."""
+    for name in _spec_names(specs):
+        card = card_of(name)
+        if card.implementation in BUILTINS:
+            BUILTINS[card.implementation].check(card)
+
+
 def create_many(specs: str, context: MetricContext = NO_INPUTS) -> list[Metric]:
-    names = [s.strip() for s in specs.split(",") if s.strip()]
-    if not names:
-        raise EvalkitError("--metrics names no metric", "e.g. --metrics clip (evalkit metrics list)")
-    metrics = [create(n, context) for n in names]
+    metrics = [create(n, context) for n in _spec_names(specs)]
     seen: set[str] = set()
     for m in metrics:
         if m.info.name in seen:
             raise EvalkitError(f"metric {m.info.name!r} is named twice", "name each metric once")
         seen.add(m.info.name)
     return metrics
+
+
+def _spec_names(specs: str) -> list[str]:
+    names = [s.strip() for s in specs.split(",") if s.strip()]
+    if not names:
+        raise EvalkitError("--metrics names no metric", "e.g. --metrics clip (evalkit metrics list)")
+    return names
 
 
 def from_card(card: MetricCard, context: MetricContext = NO_INPUTS) -> Metric:

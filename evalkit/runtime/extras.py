@@ -30,11 +30,22 @@ def installed(extra: str) -> bool:
     return all(importlib.util.find_spec(module) is not None for module, _ in EXTRAS[extra])
 
 
+def require_installed(extra: str, purpose: str) -> None:
+    """`require` without importing anything: a preflight that stays fast (before torch is imported)."""
+    for module, distribution in EXTRAS[extra]:
+        if importlib.util.find_spec(module) is None:
+            raise _missing(extra, distribution, purpose, f"no module named {module!r}")
+
+
 def require(extra: str, purpose: str) -> None:
     """Refuse, in one line, to go on with `purpose` when a package of `extra` cannot be imported."""
     for module, distribution in EXTRAS[extra]:
         try:
             importlib.import_module(module)
         except ImportError as e:
-            raise EvalkitError(f"{purpose} needs {distribution}, which is not installed ({e})".splitlines()[0],
-                               f"pip install 'evalkit[{extra}]' (or 'evalkit[all]')") from e
+            raise _missing(extra, distribution, purpose, str(e)) from e
+
+
+def _missing(extra: str, distribution: str, purpose: str, why: str) -> EvalkitError:
+    return EvalkitError(f"{purpose} needs {distribution}, which is not installed ({why})".splitlines()[0],
+                        f"pip install 'evalkit[{extra}]' (or 'evalkit[all]')")
