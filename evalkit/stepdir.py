@@ -22,10 +22,11 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from evalkit.errors import EvalkitError
 from evalkit.fileio.hashing import sha256_bytes
-from evalkit.fileio.jsonfile import read_json_document
+from evalkit.fileio.jsonfile import read_json_document, read_json_object
 from evalkit.fileio.pngio import write_atomic
 from evalkit.fileio.schemacheck import schema_problem
 from evalkit.generation.manifest import ManifestRow, read_manifest_rows
@@ -43,6 +44,7 @@ TEMPORARY_GLOB = ".*.tmp"  # fileio.pngio.write_atomic's temporaries
 FINGERPRINT_CHARS = 16  # score files are named by the metric fingerprint's first characters
 FINAL = "final"  # the step label of a checkpoint that is not a training step
 REGENERATE = "delete it and re-run `evalkit generate` with the same --out (finished images are kept)"
+REPROFILE = "delete it and re-run `evalkit profile` with the same --out"
 
 
 def safe_name(text: str) -> str:
@@ -102,6 +104,16 @@ class StepDir:
     @property
     def profile_json(self) -> Path:
         return self.path / PROFILE_FILE
+
+    def read_profile(self) -> dict[str, Any] | None:
+        """profile.json's cost record (the JSON boundary: run.json stores it as written), or None."""
+        if not self.profile_json.is_file():
+            return None
+        return read_json_object(self.profile_json, REPROFILE)
+
+    def write_profile(self, record: dict[str, Any]) -> Path:
+        write_atomic(self.profile_json, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
+        return self.profile_json
 
     def manifest(self, shard_index: int = 0, shard_count: int = 1) -> Path:
         """The manifest one writer appends to: one file per shard, so no two processes share a file."""

@@ -314,6 +314,8 @@ def test_threshold_mistakes_and_usage_errors_exit_2(runs, cli, tmp_path):
     assert code == 2 and "unknown metric(s) tifaa" in err
     code, _, err = check(cli, runs.base, runs.base, "--confidence", "1.5")
     assert code == 2
+    code, _, err = check(cli, runs.base, runs.base, "--resamples", "1")
+    assert code == 2 and "error: --resamples must be at least 2 (got 1)" in err  # the library's error, as a flag
     code, _, err = cli("check", str(runs.base))  # no --baseline: a click usage error
     assert code == 2 and "--baseline" in err
 

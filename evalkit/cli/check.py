@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from evalkit.errors import EXIT_USAGE, EvalkitError
+from evalkit.results.bootstrap import BootstrapSpec
 
 
 @click.command("check")
@@ -32,9 +33,10 @@ from evalkit.errors import EXIT_USAGE, EvalkitError
               help="One-sided confidence a worsening beyond the margin needs to fail (default: the file's, 0.95).")
 @click.option("--metrics", "only", default="", help="Compare only these metrics (comma-separated; default: all "
                                                     "that both runs have).")
-@click.option("--resamples", type=int, default=1000, show_default=True,
+@click.option("--resamples", type=int, default=BootstrapSpec.resamples, show_default=True,
               help="Bootstrap resamples for ratio metrics (FID uses its card's bootstrap_resamples).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed (same indices for both runs).")
+@click.option("--seed", type=int, default=BootstrapSpec.seed, show_default=True,
+              help="Bootstrap seed (same indices for both runs).")
 @click.option("--coco-images", default="", help="COCO val2014 folder, only if FID's reference statistics are not "
                                                 "cached on this machine.")
 @click.option("--markdown", "markdown_path", type=click.Path(path_type=Path), default=None,
@@ -56,8 +58,9 @@ def check(new: str, baseline: str, leaderboard_dir: Path, thresholds_path: Path 
         code = _check(new, baseline, leaderboard_dir, thresholds_path, max_drop, max_rise, confidence, only,
                       resamples, seed, coco_images, markdown_path, junit_path)
     except EvalkitError as e:
-        e.exit_code = EXIT_USAGE
-        raise
+        error = e.spelled("--" + e.param.replace("_", "-"))
+        error.exit_code = EXIT_USAGE
+        raise error from e
     except Exception as e:  # a crash must not exit 1, which means "regression" to CI
         traceback.print_exc()
         raise EvalkitError(f"check could not finish ({type(e).__name__}: {e})",

@@ -17,7 +17,6 @@ import click
 
 from evalkit.cli.options import run_options
 from evalkit.errors import EvalkitError
-from evalkit.fileio.pngio import write_atomic
 from evalkit.stepdir import StepDir, safe_name, step_label
 
 if TYPE_CHECKING:
@@ -93,8 +92,7 @@ def profile(checkpoint: str, preset_name: str, denoiser_config: Path | None, vae
         _emit(result, record, json_path, markdown_path, render_table, render_markdown, label)
         if out is not None:
             label_of_step = step_label(ref.step if ref is not None else None)
-            path = StepDir.of(out, safe_name(result.name), label_of_step).profile_json
-            write_atomic(path, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
+            path = StepDir.of(out, safe_name(result.name), label_of_step).write_profile(record)
             click.echo(f"wrote {path}", err=True)
         del result
         if torch.cuda.is_available():

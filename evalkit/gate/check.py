@@ -224,10 +224,12 @@ def _known_metrics() -> list[str]:
 # -- paired comparison --------------------------------------------------------------------------------------
 
 def compare(base: LoadedRun, new: LoadedRun, thresholds: Thresholds, only: Sequence[str] = (),
-            resamples: int = 1000, seed: int = 0, context: MetricContext = NO_INPUTS) -> CheckReport:
+            resamples: int = BootstrapSpec.resamples, seed: int = BootstrapSpec.seed,
+            context: MetricContext = NO_INPUTS) -> CheckReport:
     """Every common metric compared with a paired bootstrap and judged by the decision rule."""
     if resamples < 2:
-        raise EvalkitError(f"--resamples must be at least 2 (got {resamples})", "e.g. --resamples 1000")
+        raise EvalkitError(f"resamples must be at least 2 (got {resamples})",
+                           f"e.g. {BootstrapSpec.resamples}", param="resamples")
     names, skipped = compared_metrics(base, new, only)
     margins = gate(names, base, new, thresholds)
     comparisons = [compare_metric(name, base, new, margins.get(name), thresholds.confidence, resamples, seed,

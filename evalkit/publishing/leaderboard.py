@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any
 
 from evalkit.errors import EvalkitError
 from evalkit.fileio.hashing import sha256_json
+from evalkit.fileio.jsonfile import read_json_object
 from evalkit.publishing.store import (
     Entry,
     dumps,
@@ -296,8 +296,4 @@ def read_document(folder: Path) -> dict[str, Any] | None:
     path = Path(folder) / LEADERBOARD_FILE
     if not path.is_file():
         return None
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise EvalkitError(f"{path} is unreadable ({e})", "run `evalkit leaderboard --into` that folder again") from e
-    return document if isinstance(document, dict) else None
+    return read_json_object(path, "run `evalkit leaderboard --into` that folder again")

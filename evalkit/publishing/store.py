@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.errors import EvalkitError
+from evalkit.fileio.jsonfile import read_json_document
 from evalkit.fileio.pngio import write_atomic
 from evalkit.fileio.strictjson import finite
 from evalkit.results.comparability import ComparabilityKey
@@ -186,15 +187,13 @@ def load_entries(folder: Path) -> list[Entry]:
     path = Path(folder) / ENTRIES_FILE
     if not path.is_file():
         return []
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise EvalkitError(f"{path} is unreadable ({e})",
-                           "restore it from version control, or delete it and merge the runs again") from e
-    if not isinstance(document, dict) or document.get("schema_version") != ENTRIES_SCHEMA:
-        raise EvalkitError(f"{path} is not an {ENTRIES_SCHEMA} file",
-                           "point --into at a leaderboard folder written by `evalkit leaderboard`")
-    return list(document.get("entries", []))
+    document = read_json_document(path, "schema_version", ENTRIES_SCHEMA,
+                                  "restore it from version control, or delete it and merge the runs again")
+    entries = document.get("entries", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise EvalkitError(f"{path} is garbled: entries is not a list of objects",
+                           "restore it from version control, or delete it and merge the runs again")
+    return list(entries)
 
 
 def entries_text(entries: list[Entry]) -> str:

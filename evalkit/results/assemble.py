@@ -8,7 +8,6 @@ numbers); intervals and breakdowns come from a seeded bootstrap over prompts, re
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,7 +44,6 @@ def write_run_json(step_dir: Path, metric_results: Sequence[MetricResult], metri
     entries = _kept_entries(step_dir, {r.metric for r in metric_results})
     for result in metric_results:
         entries[result.metric] = metric_entry(step_dir, generation, manifest, by_name[result.metric], result, spec)
-    profile = folder.profile_json
     run = RunResult(
         checkpoint=_checkpoint(step_dir, generation),
         protocol=_protocol(generation.protocol),
@@ -53,7 +51,7 @@ def write_run_json(step_dir: Path, metric_results: Sequence[MetricResult], metri
         metrics=dict(sorted(entries.items())),
         provenance=_provenance(list(manifest.values()), generation, metric_results, started, generate_seconds,
                                device),
-        efficiency=json.loads(profile.read_text(encoding="utf-8")) if profile.is_file() else None,
+        efficiency=folder.read_profile(),
     )
     return write_run(folder.run_json, run)
 

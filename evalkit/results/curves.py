@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.errors import EvalkitError
-from evalkit.fileio.jsonfile import read_json_document
+from evalkit.fileio.jsonfile import read_json_document, read_json_object
 from evalkit.fileio.pngio import write_atomic
 from evalkit.results.comparability import ComparabilityKey, metric_key
 from evalkit.results.model import MetricEntry, Protocol, RunResult, as_float
@@ -231,12 +231,11 @@ def load_compute(folder: ModelDir) -> TrainingCompute | None:
     path = folder.compute_json
     if not path.is_file():
         return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        flops = record["flops_per_step"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-        raise EvalkitError(f"{path} is unreadable ({e})",
-                           "delete it and pass --flops-per-step or --train-batch-size again") from e
+    hint = "delete it and pass --flops-per-step or --train-batch-size again"
+    record = read_json_object(path, hint)
+    flops = record.get("flops_per_step")
+    if not isinstance(flops, (int, float)) or isinstance(flops, bool):
+        raise EvalkitError(f"{path} is garbled: flops_per_step is {flops!r}, not a number", hint)
     derivation = {k: v for k, v in record.items() if k not in ("schema_version", "unit", "flops_per_step")}
     return TrainingCompute(flops, derivation)
 
