@@ -12,13 +12,15 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sitefixtures import CLIP_FP, CLIP_V2_FP, PROTOCOL_50, XSS_MODEL, Runs, protocol, write_runs, write_step
 
 from evalkit.errors import EvalkitError
+from evalkit.publishing.entry import Efficiency, Entry
 from evalkit.publishing.leaderboard import leaderboard_document, merge_runs
-from evalkit.publishing.store import efficiency_summary, entry_from_run, load_entries, merge_entries
+from evalkit.publishing.store import load_entries, merge_entries
 from evalkit.results.run import read_run
 
 Cli = Callable[..., tuple[int, str, str]]
@@ -93,7 +95,7 @@ def test_store_keeps_aggregates_and_the_run_path_not_records(runs: Runs, tmp_pat
     merge_runs([runs.out], tmp_path / "lb")
     entries = load_entries(tmp_path / "lb")
     assert len(entries) == 8
-    entry = next(e for e in entries if e["model"] == "tiny-train" and e["step_label"] == "200")
+    entry = next(e.to_json() for e in entries if e.model == "tiny-train" and e.step_label == "200")
     assert entry["run"] == str(runs.run("tiny-train", "200"))
     assert Path(entry["run"]).is_absolute()
     clip = entry["metrics"]["clip"]
@@ -178,7 +180,7 @@ def test_concurrent_merges_from_two_processes_both_land(runs: Runs, tmp_path: Pa
     assert time.monotonic() - started >= 1.0  # the two 0.5 s windows ran one after the other
 
     entries = load_entries(into)
-    assert {e["model"] for e in entries} == {"tiny-train", "sd-final", XSS_MODEL, "eff-small", "clip-v2-model",
+    assert {e.model for e in entries} == {"tiny-train", "sd-final", XSS_MODEL, "eff-small", "clip-v2-model",
                                              "fast-sampler"}
     assert len(entries) == 8
     assert not list(into.glob(".*.tmp"))
@@ -222,7 +224,7 @@ def test_same_checkpoint_under_two_protocols_keeps_both(runs: Runs, tmp_path: Pa
     write_step(other, "sd-final", None, protocol({**PROTOCOL_50, "guidance_scale": 3.0}), {"clip": 0.29})
     into = tmp_path / "lb"
     merge_runs([runs.out, other.out], into)
-    entries = [e for e in load_entries(into) if e["model"] == "sd-final"]
+    entries = [e for e in load_entries(into) if e.model == "sd-final"]
     assert len(entries) == 2
     boards = [b for b in _document(into)["boards"] if any(r["model"] == "sd-final" for r in b["rows"])]
     assert len(boards) == 2
@@ -254,13 +256,13 @@ def test_user_errors_are_one_line_with_exit_code_2(runs: Runs, tmp_path: Path, c
 def test_entries_hold_finite_numbers_and_a_cost_summary(runs: Runs) -> None:
     run = read_run(runs.run("sd-final", "final"))
     run = replace(run, metrics={**run.metrics, "clip": replace(run.metrics["clip"], value=float("nan"))})
-    entry = entry_from_run(run, runs.run("sd-final", "final"))
-    assert entry["metrics"]["clip"]["value"] is None
-    assert entry["efficiency"] == {"parameters": 1_300_000_000, "gmacs_per_image": 41_000.0,
+    entry = Entry.from_run(run, runs.run("sd-final", "final"))
+    assert entry.to_json()["metrics"]["clip"]["value"] is None
+    assert entry.to_json()["efficiency"] == {"parameters": 1_300_000_000, "gmacs_per_image": 41_000.0,
                                    "denoiser_gmacs": 410.0, "resolution": 64, "seconds_per_image": 2.5,
                                    "images_per_second": 0.4, "peak_memory_bytes": 3 * 2**30,
                                    "device": "NVIDIA H100"}
-    assert efficiency_summary(None) == {} and efficiency_summary({"latency": None}) == {}
+    assert Efficiency.from_profile(None).to_json() == {} and Efficiency.from_profile({"latency": None}).to_json() == {}
     document = leaderboard_document(merge_entries([], [entry])[0])
     assert document["boards"][0]["rows"][0]["rank"] is None
     json.dumps(document, allow_nan=False)
@@ -279,3 +281,38 @@ def test_fixture_runs_follow_the_run_json_schema(runs: Runs) -> None:
         errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(document)]
         assert errors == [], path
         assert read_run(path).to_json() == document
+
+
+def test_the_store_reads_back_to_the_same_bytes(runs: Runs, tmp_path: Path) -> None:
+    """Entries are typed in memory; reading entries.json and writing it again changes no byte."""
+    from evalkit.publishing.store import entries_text
+
+    into = tmp_path / "lb"
+    merge_runs([runs.out], into)
+    text = (into / "entries.json").read_text(encoding="utf-8")
+    assert entries_text(load_entries(into)) == text
+    entries = load_entries(into)
+    assert all(isinstance(e, Entry) for e in entries)
+    assert [Entry.from_json(e.to_json()) for e in entries] == entries
+
+
+@pytest.mark.parametrize(("edit", "field"), [
+    (lambda d: d["entries"][0].pop("protocol"), "entries[0].protocol is missing"),
+    (lambda d: d["entries"][1]["metrics"]["clip"].update(n="two"), "entries[1].metrics.clip.n is not an integer"),
+    (lambda d: d["entries"][0]["efficiency"].update(watts=3), "entries[0].efficiency is invalid"),
+    (lambda d: d.update(entries={}), "entries is not a list"),
+])
+def test_a_garbled_store_is_one_line_naming_the_field(runs: Runs, tmp_path: Path, cli: Cli, edit: Any,
+                                                      field: str) -> None:
+    into = tmp_path / "lb"
+    merge_runs([runs.out], into)
+    path = into / "entries.json"
+    document = json.loads(path.read_text(encoding="utf-8"))
+    document["entries"].sort(key=lambda e: "efficiency" not in e)  # entry 0 has a cost summary
+    edit(document)
+    path.write_text(json.dumps(document), encoding="utf-8")
+    before = path.read_bytes()
+    code, _, err = cli("leaderboard", "--into", str(into))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{path} is garbled: {field}" in err and "merge the runs again" in err
+    assert path.read_bytes() == before

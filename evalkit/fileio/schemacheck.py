@@ -9,6 +9,7 @@ integer or null` rather than failing later with a KeyError far from its cause.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,12 +21,19 @@ JSON_TYPES = {"number": "a number", "integer": "an integer", "string": "a string
               "object": "an object", "array": "a list", "null": "null"}
 
 
-def schema_problem(document: Any, schema_file: Path) -> str | None:
-    """The most relevant violation of the schema as `field is ...`, or None when the document conforms."""
+def schema_problem(document: Any, schema_file: Path, references: Sequence[Path] = ()) -> str | None:
+    """The most relevant violation of the schema as `field is ...`, or None when the document conforms.
+
+    `references` are the shipped schemas `schema_file` refers to by their `$id` (the leaderboard
+    store reuses run.json's protocol and number shapes instead of restating them).
+    """
     import jsonschema  # on use: the CLI answers before importing it
     from jsonschema.exceptions import best_match
+    from referencing import Registry, Resource
 
-    validator = jsonschema.Draft202012Validator(json.loads(schema_file.read_text(encoding="utf-8")))
+    resources = [Resource.from_contents(json.loads(p.read_text(encoding="utf-8"))) for p in references]
+    registry: Registry[Any] = Registry().with_resources((r.id() or "", r) for r in resources)
+    validator = jsonschema.Draft202012Validator(json.loads(schema_file.read_text(encoding="utf-8")), registry=registry)
     error = best_match(validator.iter_errors(document))
     return None if error is None else _problem(error)
 

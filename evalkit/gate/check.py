@@ -135,7 +135,6 @@ def leaderboard_run(ref: str, folder: Path, prefer_protocol: str | None) -> Path
     weights), the one with the other run's protocol is taken; if that still leaves several, the
     reference is ambiguous and refused.
     """
-    from evalkit.publishing.leaderboard import step_order
     from evalkit.publishing.store import ENTRIES_FILE, load_entries
 
     model, _, step = ref.rpartition("@") if "@" in ref else (ref, "", "")
@@ -145,28 +144,28 @@ def leaderboard_run(ref: str, folder: Path, prefer_protocol: str | None) -> Path
         raise EvalkitError(f"no leaderboard in {folder} (no {ENTRIES_FILE})",
                            "pass --leaderboard DIR, the folder `evalkit leaderboard --into` wrote")
     entries = load_entries(folder)
-    mine = [e for e in entries if e.get("model") == model]
+    mine = [e for e in entries if e.model == model]
     if not mine:
-        models = sorted({str(e.get("model")) for e in entries})
+        models = sorted({e.model for e in entries})
         suggestion = did_you_mean(model, models)
         raise EvalkitError(f"the leaderboard in {folder} has no model {model!r}"
                            + (f"; {suggestion}" if suggestion else ""),
                            "models: " + (", ".join(models[:20]) or "none"))
     if step:
-        matches = [e for e in mine if str(e.get("step_label")) == step]
+        matches = [e for e in mine if e.step_label == step]
         if not matches:
-            steps = sorted({str(e.get("step_label")) for e in mine})
+            steps = sorted({e.step_label for e in mine})
             raise EvalkitError(f"the leaderboard has no step {step!r} of {model!r}", f"steps: {', '.join(steps)}")
     else:
-        latest = max(step_order(e) for e in mine)
-        matches = [e for e in mine if step_order(e) == latest]
+        latest = max(e.step_order for e in mine)
+        matches = [e for e in mine if e.step_order == latest]
     if len(matches) > 1 and prefer_protocol:
-        same = [e for e in matches if (e.get("protocol") or {}).get("fingerprint") == prefer_protocol]
+        same = [e for e in matches if e.protocol.fingerprint == prefer_protocol]
         matches = same or matches
     if len(matches) > 1:
         raise EvalkitError(f"{LEADERBOARD_PREFIX}{ref} matches {len(matches)} leaderboard entries (other weights or "
-                           "protocols)", "pass one run.json instead: " + ", ".join(str(e.get("run")) for e in matches))
-    return Path(str(matches[0].get("run")))
+                           "protocols)", "pass one run.json instead: " + ", ".join(e.run for e in matches))
+    return Path(matches[0].run)
 
 
 # -- comparability ------------------------------------------------------------------------------------------

@@ -25,13 +25,10 @@ from typing import Any
 from evalkit.errors import EvalkitError
 from evalkit.fileio.hashing import sha256_json
 from evalkit.fileio.jsonfile import read_json_object
+from evalkit.publishing.entry import Entry, EntryMetric
 from evalkit.publishing.store import (
-    Entry,
     dumps,
     entries_text,
-    entry_from_run,
-    entry_key,
-    entry_metric_key,
     find_run_files,
     load_entries,
     locked,
@@ -39,6 +36,7 @@ from evalkit.publishing.store import (
     write_text_atomic,
 )
 from evalkit.results.comparability import ComparabilityKey
+from evalkit.results.model import as_float
 from evalkit.results.run import read_run
 
 LEADERBOARD_SCHEMA = "evalkit.leaderboard/1"
@@ -46,6 +44,8 @@ LEADERBOARD_FILE = "leaderboard.json"
 BOARDS_DIR = "boards"
 SELECTIONS = ("latest", "best")
 EFFICIENCY_COLUMNS = ("parameters", "gmacs_per_image", "seconds_per_image", "images_per_second")
+
+Cells = dict[str, EntryMetric]  # one entry's metrics that sit on a board
 
 
 @dataclass
@@ -64,7 +64,7 @@ def merge_runs(paths: Sequence[Path], into: Path, select: str = "latest", by: st
     the read-merge-write of the store and its outputs happens under it.
     """
     check_selection(select)
-    incoming = [entry_from_run(read_run(p), p) for p in find_run_files(paths)]
+    incoming = [Entry.from_run(read_run(p), p) for p in find_run_files(paths)]
     if paths and not incoming:
         raise EvalkitError(f"no run.json under {', '.join(str(p) for p in paths)}",
                            "a step folder is complete once `evalkit score` has written its run.json")
@@ -108,10 +108,9 @@ def leaderboard_document(entries: Iterable[Entry], select: str = "latest", by: s
 
 
 def build_boards(entries: Iterable[Entry], select: str = "latest", by: str = "") -> list[dict[str, Any]]:
-    entries = sorted(entries, key=entry_key)
     by_protocol: dict[str, list[Entry]] = defaultdict(list)
-    for entry in entries:
-        by_protocol[entry["protocol"]["fingerprint"]].append(entry)
+    for entry in sorted(entries, key=lambda e: e.key):
+        by_protocol[entry.protocol.fingerprint].append(entry)
     boards = []
     for protocol_fp in sorted(by_protocol):
         group = by_protocol[protocol_fp]
@@ -133,9 +132,9 @@ def _ranked_variants(group: list[Entry]) -> dict[str, list[ComparabilityKey]]:
     models: dict[tuple[str, ComparabilityKey], set[str]] = defaultdict(set)
     uses: Counter[tuple[str, ComparabilityKey]] = Counter()
     for entry in group:
-        for name in entry["metrics"]:
-            variant = (name, entry_metric_key(entry, name))
-            models[variant].add(entry["model"])
+        for name in entry.metrics:
+            variant = (name, entry.metric_key(name))
+            models[variant].add(entry.model)
             uses[variant] += 1
     ranked: dict[str, list[ComparabilityKey]] = defaultdict(list)
     for name, key in sorted(models, key=lambda k: (k[0], -len(models[k]), -uses[k], k[1])):
@@ -157,48 +156,46 @@ def _board(protocol_fp: str, variants: dict[str, ComparabilityKey], group: list[
     if select == "best" and primary_info["higher_is_better"] is None:
         raise EvalkitError(f"metric {primary!r} does not say whether higher is better, so there is no best step",
                            "use --select latest, or --by a metric with higher_is_better")
-    per_model: dict[str, list[tuple[Entry, dict[str, Any]]]] = defaultdict(list)
+    per_model: dict[str, list[tuple[Entry, Cells]]] = defaultdict(list)
     for entry, entry_cells in cells:
-        per_model[entry["model"]].append((entry, entry_cells))
+        per_model[entry.model].append((entry, entry_cells))
     rows = [_row(*_choose(candidates, select, primary, primary_info["higher_is_better"]))
             for _, candidates in sorted(per_model.items())]
     _rank(rows, primary, primary_info["higher_is_better"])
-    protocol = cells[0][0]["protocol"] if cells else {}
+    protocol = cells[0][0].protocol.to_json() if cells else {}
     return {"id": board_id, "title": _title(protocol, metrics), "level": level + 1, "key": key,
             "protocol": protocol, "metrics": metrics, "primary": primary, "select": select,
             "csv": f"{BOARDS_DIR}/{board_id}.csv", "rows": rows}
 
 
-def _cells(entry: Entry, variants: dict[str, ComparabilityKey]) -> dict[str, Any]:
+def _cells(entry: Entry, variants: dict[str, ComparabilityKey]) -> Cells:
     """The entry's metric entries that belong on this board: those with the board's key."""
-    return {name: metric for name, metric in entry["metrics"].items()
-            if variants.get(name) == entry_metric_key(entry, name)}
+    return {name: metric for name, metric in entry.metrics.items() if variants.get(name) == entry.metric_key(name)}
 
 
-def _metric_info(name: str, key: ComparabilityKey, cells: list[tuple[Entry, dict[str, Any]]]) -> dict[str, Any]:
+def _metric_info(name: str, key: ComparabilityKey, cells: list[tuple[Entry, Cells]]) -> dict[str, Any]:
     metric = next(c[name] for _, c in cells if name in c)
-    return {"name": name, "display_name": metric.get("display_name") or name,
-            "higher_is_better": metric.get("higher_is_better"), "prompt_set": metric.get("prompt_set"),
-            "version": metric.get("version"), "fingerprint": key.metric_fingerprint,
+    return {"name": name, "display_name": metric.display_name or name,
+            "higher_is_better": metric.higher_is_better, "prompt_set": metric.prompt_set,
+            "version": metric.version, "fingerprint": key.metric_fingerprint,
             "prompt_set_fingerprint": key.prompt_set_fingerprint}
 
 
-def _choose(candidates: list[tuple[Entry, dict[str, Any]]], select: str, primary: str,
-            higher_is_better: bool | None) -> tuple[Entry, dict[str, Any]]:
-    latest = max(candidates, key=lambda c: (step_order(c[0]), c[0].get("finished") or "", c[0]["run"]))
+def _choose(candidates: list[tuple[Entry, Cells]], select: str, primary: str,
+            higher_is_better: bool | None) -> tuple[Entry, Cells]:
+    latest = max(candidates, key=lambda c: (c[0].step_order, c[0].recency))
     if select == "latest":
         return latest
-    scored = [c for c in candidates if _value(c[1], primary) is not None]
+    scored = [(value, c) for c in candidates if (value := _cell_value(c[1], primary)) is not None]
     if not scored:
         return latest
     sign = 1 if higher_is_better else -1
-    return max(scored, key=lambda c: (sign * _value(c[1], primary), step_order(c[0]), c[0]["run"]))  # type: ignore[operator]
+    return max(scored, key=lambda s: (sign * s[0], s[1][0].step_order, s[1][0].run))[1]
 
 
-def step_order(entry: Entry) -> tuple[int, int]:
-    """Integer steps in order, then anything else (`final`) after them."""
-    step = entry.get("step")
-    return (0, step) if isinstance(step, int) else (1, 0)
+def _cell_value(cells: Cells, name: str) -> float | None:
+    metric = cells.get(name)
+    return None if metric is None else as_float(metric.value)
 
 
 def _value(cells: dict[str, Any], name: str) -> float | None:
@@ -206,15 +203,14 @@ def _value(cells: dict[str, Any], name: str) -> float | None:
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _row(entry: Entry, cells: dict[str, Any]) -> dict[str, Any]:
+def _row(entry: Entry, cells: Cells) -> dict[str, Any]:
     row: dict[str, Any] = {
-        "rank": None, "model": entry["model"], "step": entry["step"], "step_label": entry["step_label"],
-        "checkpoint_fingerprint": entry["checkpoint_fingerprint"], "run": entry["run"],
-        "metrics": {name: {"value": m.get("value"), "ci95": m.get("ci95"), "n": m.get("n")}
-                    for name, m in sorted(cells.items())},
+        "rank": None, "model": entry.model, "step": entry.step, "step_label": entry.step_label,
+        "checkpoint_fingerprint": entry.checkpoint_fingerprint, "run": entry.run,
+        "metrics": {name: m.cell() for name, m in sorted(cells.items())},
     }
-    if entry.get("efficiency"):
-        row["efficiency"] = entry["efficiency"]
+    if entry.efficiency:
+        row["efficiency"] = entry.efficiency.to_json()
     return row
 
 

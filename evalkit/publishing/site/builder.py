@@ -19,18 +19,11 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from evalkit import __version__
 from evalkit.errors import EvalkitError
+from evalkit.publishing.entry import Entry
 from evalkit.publishing.leaderboard import board_csv, leaderboard_document, read_document
 from evalkit.publishing.site.gallery import Column, Gallery, ImageCopier, PromptTexts, build_gallery
 from evalkit.publishing.site.views import board_view, efficiency_view, group_models, model_slug, model_view
-from evalkit.publishing.store import (
-    ENTRIES_FILE,
-    Entry,
-    dumps,
-    entry_from_run,
-    find_run_files,
-    load_entries,
-    merge_entries,
-)
+from evalkit.publishing.store import ENTRIES_FILE, dumps, find_run_files, load_entries, merge_entries
 from evalkit.results.curves import Series, read_curve
 from evalkit.results.run import read_run
 from evalkit.stepdir import StepDir
@@ -66,7 +59,7 @@ def collect_entries(leaderboard: Path | None, runs: Sequence[Path]) -> tuple[lis
     if leaderboard is not None and (Path(leaderboard) / ENTRIES_FILE).is_file():
         stored = load_entries(leaderboard)
         previous = read_document(leaderboard)
-    incoming = [entry_from_run(read_run(p), p) for p in find_run_files(runs)] if runs else []
+    incoming = [Entry.from_run(read_run(p), p) for p in find_run_files(runs)] if runs else []
     entries, _ = merge_entries(stored, incoming)
     if not entries:
         where = f"{leaderboard}/{ENTRIES_FILE}" if leaderboard is not None else "the leaderboard"
@@ -157,7 +150,7 @@ def _write(site: Path, entries: list[Entry], document: dict[str, Any], options: 
         shown = _spread(model_entries, STEP_GALLERY_COLUMNS)
         step_gallery: Gallery | None = None
         if len(shown) > 1:
-            columns = [Column(f"step {e['step_label']}", "", e) for e in shown]
+            columns = [Column(f"step {e.step_label}", "", e) for e in shown]
             step_gallery = build_gallery(columns, view["metric_names"], options.gallery_prompts, copier, texts)
         render(f"models/{slugs[name]}.html", "model.html", "../", page="model", model=view, gallery=step_gallery)
     return SiteResult(site, pages, len(copier.copied), len(document["boards"]), len(models))
@@ -169,10 +162,10 @@ def stored_curves(entries: list[Entry]) -> dict[str, list[Series]]:
     The site draws what `evalkit run` wrote (OUT/<model>/curves/<metric>.json) rather than
     recomputing it; a metric without such a file is drawn from the entries (views.curves).
     """
-    steps = [StepDir(Path(e["run"]).parent) for e in entries if isinstance(e["step"], int)]
+    steps = [StepDir(e.step_dir) for e in entries if e.step is not None]
     folders = dict.fromkeys(step.model_dir.path for step in steps)
     found: dict[str, list[Series]] = {}
-    for name in sorted({m for e in entries for m in e["metrics"]}):
+    for name in sorted({m for e in entries for m in e.metrics}):
         curves = [c for c in (read_curve(folder, name) for folder in folders) if c is not None]
         if curves:
             found[name] = [s for c in curves for s in c.series]
@@ -180,7 +173,7 @@ def stored_curves(entries: list[Entry]) -> dict[str, list[Series]]:
 
 
 def _entry_for(entries: list[Entry], row: dict[str, Any]) -> Entry:
-    return next(e for e in entries if e["run"] == row["run"])
+    return next(e for e in entries if e.run == row["run"])
 
 
 def _spread(entries: list[Entry], count: int) -> list[Entry]:

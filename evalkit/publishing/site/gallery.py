@@ -23,6 +23,7 @@ from typing import Any
 from evalkit.errors import EvalkitError
 from evalkit.fileio.hashing import sha256_bytes
 from evalkit.generation.manifest import ManifestRow
+from evalkit.publishing.entry import Entry
 from evalkit.stepdir import StepDir
 
 IMAGE_DIR = "img"
@@ -49,7 +50,7 @@ class GalleryRow:
 class Column:
     label: str
     href: str  # model page, relative to the site root ("" for none)
-    entry: dict[str, Any]
+    entry: Entry
 
 
 @dataclass
@@ -157,7 +158,7 @@ def build_gallery(columns: Sequence[Column], metric_names: Sequence[str], prompt
                   copier: ImageCopier, texts: PromptTexts) -> Gallery:
     """Up to `prompt_limit` prompts every column has an image for (k = 0), spread over the
     prompt sets the metrics score; one cell per column with the image and its scores."""
-    steps = [Path(c.entry["run"]).parent for c in columns]
+    steps = [c.entry.step_dir for c in columns]
     manifests = [manifest_rows(d) for d in steps]
     with_images = [m for m in manifests if m]
     if not with_images or prompt_limit <= 0:
@@ -183,8 +184,8 @@ def build_gallery(columns: Sequence[Column], metric_names: Sequence[str], prompt
 
 
 def _metric_sets(columns: Sequence[Column], metric_names: Sequence[str]) -> list[str]:
-    return [str(c.entry["metrics"][m].get("prompt_set")) for m in metric_names for c in columns
-            if m in c.entry["metrics"] and c.entry["metrics"][m].get("prompt_set")]
+    return [c.entry.metrics[m].prompt_set for m in metric_names for c in columns
+            if m in c.entry.metrics and c.entry.metrics[m].prompt_set]
 
 
 def _column_scores(column: Column, step_dir: Path, manifest: dict[tuple[str, str, int], ManifestRow],
@@ -192,12 +193,11 @@ def _column_scores(column: Column, step_dir: Path, manifest: dict[tuple[str, str
     """metric -> file -> (score, count), for the chosen prompts of one column."""
     out: dict[str, dict[str, Any]] = {}
     for name in metric_names:
-        metric = column.entry["metrics"].get(name) or {}
-        records = metric.get("records")
-        if not isinstance(records, str):
+        metric = column.entry.metrics.get(name)
+        if metric is None:
             continue
-        files = {manifest[k].file for k in chosen if k in manifest and k[0] == metric.get("prompt_set")}
-        path = (step_dir / records).resolve()
+        files = {manifest[k].file for k in chosen if k in manifest and k[0] == metric.prompt_set}
+        path = (step_dir / metric.records).resolve()
         if step_dir.resolve() in path.parents:  # a records path may not point outside its step folder
             out[name] = image_scores(path, files)
     return out

@@ -13,9 +13,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from evalkit.fileio.hashing import sha256_bytes
-from evalkit.publishing.leaderboard import step_order
+from evalkit.publishing.entry import Entry, EntryMetric
 from evalkit.publishing.site.charts import CostPoint, CurvePoint, Series, curve_chart, pareto_chart
-from evalkit.publishing.store import Entry, entry_metric_key
 from evalkit.results.comparability import ComparabilityKey
 from evalkit.results.curves import Series as StoredSeries
 
@@ -55,8 +54,9 @@ def fmt_seconds(value: Any) -> str:
     return f"{value:.3g} s" if isinstance(value, (int, float)) else DASH
 
 
-def metric_cell(metric: dict[str, Any] | None) -> dict[str, str]:
-    metric = metric or {}
+def metric_cell(metric: EntryMetric | dict[str, Any] | None) -> dict[str, str]:
+    """A value, its interval and n as shown; from an entry's metric or a board row's cell."""
+    metric = metric.cell() if isinstance(metric, EntryMetric) else metric or {}
     n = metric.get("n")
     return {"value": fmt_value(metric.get("value")), "ci": fmt_ci(metric.get("ci95")),
             "n": f"n={n:,}" if isinstance(n, int) else ""}
@@ -96,24 +96,24 @@ def group_models(entries: Iterable[Entry]) -> dict[str, list[Entry]]:
     """model -> its entries, earliest step first."""
     models: dict[str, list[Entry]] = defaultdict(list)
     for entry in entries:
-        models[entry["model"]].append(entry)
-    return {name: sorted(found, key=lambda e: (step_order(e), e["run"])) for name, found in sorted(models.items())}
+        models[entry.model].append(entry)
+    return {name: sorted(found, key=lambda e: (e.step_order, e.run)) for name, found in sorted(models.items())}
 
 
 def model_view(name: str, entries: list[Entry], boards: list[dict[str, Any]],
                stored: dict[str, list[StoredSeries]]) -> dict[str, Any]:
     """A model's page; `stored` holds the series of its curve files, per metric (see `curves`)."""
-    names = sorted({m for e in entries for m in e["metrics"]})
-    display = {m: next(e["metrics"][m].get("display_name") or m for e in entries if m in e["metrics"]) for m in names}
-    steps = [{"step_label": e["step_label"], "protocol": _protocol_text(e["protocol"]),
-              "checkpoint": short(e["checkpoint_fingerprint"]), "run": e["run"],
-              "cells": [metric_cell(e["metrics"].get(m)) for m in names],
-              "efficiency": efficiency_cells(e.get("efficiency"))} for e in entries]
+    names = sorted({m for e in entries for m in e.metrics})
+    display = {m: next(e.metrics[m].display_name or m for e in entries if m in e.metrics) for m in names}
+    steps = [{"step_label": e.step_label, "protocol": _protocol_text(e.protocol.to_json()),
+              "checkpoint": short(e.checkpoint_fingerprint), "run": e.run,
+              "cells": [metric_cell(e.metrics.get(m)) for m in names],
+              "efficiency": efficiency_cells(e.efficiency.to_json())} for e in entries]
     placements = [{"board_id": b["id"], "title": b["title"], "rank": r["rank"], "step_label": r["step_label"],
                    "of": len(b["rows"])} for b in boards for r in b["rows"] if r["model"] == name]
     return {"name": name, "metric_names": names, "display": display, "steps": steps, "placements": placements,
             "curves": curves(entries, display, stored), "categories": categories(entries),
-            "has_efficiency": any(e.get("efficiency") for e in entries)}
+            "has_efficiency": any(e.efficiency for e in entries)}
 
 
 def _protocol_text(protocol: dict[str, Any]) -> str:
@@ -165,12 +165,11 @@ def _stored_points(series: list[StoredSeries]) -> dict[ComparabilityKey, list[Cu
 def _entry_points(entries: list[Entry], name: str) -> dict[ComparabilityKey, list[CurvePoint]]:
     groups: dict[ComparabilityKey, list[CurvePoint]] = defaultdict(list)
     for entry in entries:
-        metric = entry["metrics"].get(name)
-        if not isinstance(entry["step"], int) or not metric or not isinstance(metric.get("value"), (int, float)):
+        metric = entry.metrics.get(name)
+        if entry.step is None or metric is None or metric.value is None:
             continue
-        ci = metric.get("ci95") if isinstance(metric.get("ci95"), list) else [None, None]
-        point = CurvePoint(entry["step"], metric["value"], ci[0], ci[1], entry["step_label"])
-        groups[entry_metric_key(entry, name)].append(point)
+        point = CurvePoint(entry.step, metric.value, metric.ci95[0], metric.ci95[1], entry.step_label)
+        groups[entry.metric_key(name)].append(point)
     return groups
 
 
@@ -179,15 +178,15 @@ def categories(entries: list[Entry]) -> list[dict[str, Any]]:
     out = []
     for entry in reversed(entries):
         tables = []
-        for name, metric in sorted(entry["metrics"].items()):
-            for kind, groups in sorted((metric.get("by_category") or {}).items()):
+        for name, metric in sorted(entry.metrics.items()):
+            for kind, groups in sorted(metric.by_category.items()):
                 if not isinstance(groups, dict):
                     continue
                 rows = [{"category": category, **metric_cell(value if isinstance(value, dict) else {})}
                         for category, value in sorted(groups.items())]
-                tables.append({"metric": metric.get("display_name") or name, "kind": kind, "rows": rows})
+                tables.append({"metric": metric.display_name or name, "kind": kind, "rows": rows})
         if tables:
-            out.append({"step_label": entry["step_label"], "tables": tables})
+            out.append({"step_label": entry.step_label, "tables": tables})
     return out
 
 
