@@ -27,6 +27,7 @@ from evalkit.fileio.hashing import sha256_json
 from evalkit.fileio.jsonfile import read_json_object
 from evalkit.publishing.entry import Entry, EntryMetric
 from evalkit.publishing.store import (
+    ENTRIES_FILE,
     dumps,
     entries_text,
     find_run_files,
@@ -86,7 +87,7 @@ def check_selection(select: str) -> None:
 def write_outputs(folder: Path, entries: list[Entry], document: dict[str, Any]) -> list[Path]:
     """entries.json, leaderboard.json and one CSV per board; stale board CSVs are removed."""
     folder = Path(folder)
-    files = {folder / "entries.json": entries_text(entries), folder / LEADERBOARD_FILE: dumps(document)}
+    files = {folder / ENTRIES_FILE: entries_text(entries), folder / LEADERBOARD_FILE: dumps(document)}
     for board in document["boards"]:
         files[folder / board["csv"]] = board_csv(board)
     written = [path for path, text in files.items() if write_text_atomic(path, text)]
