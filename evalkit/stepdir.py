@@ -28,6 +28,7 @@ from evalkit.errors import EvalkitError
 from evalkit.fileio.hashing import sha256_bytes
 from evalkit.fileio.jsonfile import read_json_document, read_json_object
 from evalkit.fileio.pngio import write_atomic
+from evalkit.fileio.safenames import require_folder_name
 from evalkit.fileio.schemacheck import schema_problem
 from evalkit.generation.manifest import ManifestRow, read_manifest_rows
 from evalkit.generation.record import GENERATION_SCHEMA, GenerationRecord, schema_path
@@ -132,10 +133,12 @@ class StepDir:
     @staticmethod
     def image_file(prompt_set: str, prompt_id: str, k: int) -> str:
         """An image's path relative to the step folder, as manifests record it."""
-        return f"{IMAGES_DIR}/{prompt_set}/{_file_stem(prompt_id)}_{k}.png"
+        folder = require_folder_name("prompt set", prompt_set, "rename the prompt set")
+        return f"{IMAGES_DIR}/{folder}/{_file_stem(prompt_id)}_{k}.png"
 
     def scores(self, metric: str, fingerprint: str) -> ScoreFiles:
-        stem = self.path / SCORES_DIR / metric / fingerprint[:FINGERPRINT_CHARS]
+        folder = require_folder_name("metric", metric, "rename the metric in its card")
+        stem = self.path / SCORES_DIR / folder / fingerprint[:FINGERPRINT_CHARS]
         return ScoreFiles(stem.with_name(stem.name + ".jsonl"), stem.with_name(stem.name + ".summary.json"),
                           stem.with_name(stem.name + ".units.json"))
 

@@ -16,6 +16,7 @@ import yaml
 
 from evalkit.errors import EvalkitError
 from evalkit.fileio.hashing import sha256_json
+from evalkit.fileio.safenames import require_folder_name
 from evalkit.runtime.datafiles import shipped_dir
 
 REQUIRED = ("name", "implementation", "prompt_set", "higher_is_better")
@@ -73,6 +74,7 @@ def read_card(path: Path) -> MetricCard:
     missing = [k for k in REQUIRED if k not in raw]
     if missing:
         raise EvalkitError(f"metric card {path} lacks {', '.join(missing)}", "see metrics/clip.yaml for the layout")
+    require_folder_name(f"metric card {path}: metric", str(raw["name"]), "give the metric a plain name in its card")
     models = tuple(
         ModelRef(role=str(role), source=str(spec["source"]), revision=str(spec.get("revision", "main")))
         for role, spec in (raw.get("models") or {}).items()

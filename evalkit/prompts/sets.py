@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 
 from evalkit.errors import EvalkitError, did_you_mean
 from evalkit.fileio.hashing import sha256_bytes, sha256_file, sha256_json
+from evalkit.fileio.safenames import require_folder_name
 from evalkit.runtime.datafiles import shipped_dir
 
 MANIFEST_NAME = "manifest.json"
@@ -237,6 +238,7 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         _fail(f"{path} lacks the field(s) {', '.join(missing)}", REINSTALL_HINT)
     if DATA_FILE_NAME not in manifest["files"]:
         _fail(f"{path} does not list {DATA_FILE_NAME} under files", REINSTALL_HINT)
+    require_folder_name(f"{path}: prompt set", str(manifest["name"]), "give the set a plain name in its manifest")
     return manifest
 
 
