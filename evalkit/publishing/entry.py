@@ -60,7 +60,7 @@ class EntryMetric:
     @classmethod
     def from_run(cls, metric: MetricEntry) -> EntryMetric:
         low, high = metric.ci95
-        return cls(_number(metric.value), (_number(low), _number(high)), metric.n, metric.higher_is_better,
+        return cls(finite(metric.value), (finite(low), finite(high)), metric.n, metric.higher_is_better,
                    metric.prompt_set, metric.prompt_set_fingerprint, metric.fingerprint, finite(metric.by_category),
                    metric.records, metric.bootstrap, metric.display_name, metric.version)
 

@@ -26,7 +26,7 @@ from evalkit.errors import EvalkitError
 from evalkit.fileio.jsonfile import read_json_document
 from evalkit.fileio.pngio import write_atomic
 from evalkit.fileio.schemacheck import schema_problem
-from evalkit.publishing.entry import Entry, EntryKey, schema_path
+from evalkit.publishing.entry import Entry, schema_path
 from evalkit.results.run import schema_path as run_schema_path
 from evalkit.stepdir import walk_run_files
 
@@ -101,12 +101,9 @@ def load_entries(folder: Path) -> list[Entry]:
 
 
 def entries_text(entries: list[Entry]) -> str:
-    document = {"schema_version": ENTRIES_SCHEMA, "entries": [e.to_json() for e in sorted(entries, key=_key)]}
+    ordered = sorted(entries, key=lambda e: e.key)
+    document = {"schema_version": ENTRIES_SCHEMA, "entries": [e.to_json() for e in ordered]}
     return dumps(document)
-
-
-def _key(entry: Entry) -> EntryKey:
-    return entry.key
 
 
 def dumps(document: Any) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from evalkit.fileio.hashing import sha256_bytes
-from evalkit.publishing.entry import Entry, EntryMetric
+from evalkit.publishing.entry import Entry
 from evalkit.publishing.site.charts import CostPoint, CurvePoint, Series, curve_chart, pareto_chart
 from evalkit.results.comparability import ComparabilityKey
 from evalkit.results.curves import Series as StoredSeries
@@ -54,9 +54,9 @@ def fmt_seconds(value: Any) -> str:
     return f"{value:.3g} s" if isinstance(value, (int, float)) else DASH
 
 
-def metric_cell(metric: EntryMetric | dict[str, Any] | None) -> dict[str, str]:
-    """A value, its interval and n as shown; from an entry's metric or a board row's cell."""
-    metric = metric.cell() if isinstance(metric, EntryMetric) else metric or {}
+def metric_cell(metric: dict[str, Any] | None) -> dict[str, str]:
+    """A value, its interval and n as shown (a board row's cell, `EntryMetric.cell()`, a category)."""
+    metric = metric or {}
     n = metric.get("n")
     return {"value": fmt_value(metric.get("value")), "ci": fmt_ci(metric.get("ci95")),
             "n": f"n={n:,}" if isinstance(n, int) else ""}
@@ -107,7 +107,7 @@ def model_view(name: str, entries: list[Entry], boards: list[dict[str, Any]],
     display = {m: next(e.metrics[m].display_name or m for e in entries if m in e.metrics) for m in names}
     steps = [{"step_label": e.step_label, "protocol": _protocol_text(e.protocol.to_json()),
               "checkpoint": short(e.checkpoint_fingerprint), "run": e.run,
-              "cells": [metric_cell(e.metrics.get(m)) for m in names],
+              "cells": [metric_cell(e.metrics[m].cell() if m in e.metrics else None) for m in names],
               "efficiency": efficiency_cells(e.efficiency.to_json())} for e in entries]
     placements = [{"board_id": b["id"], "title": b["title"], "rank": r["rank"], "step_label": r["step_label"],
                    "of": len(b["rows"])} for b in boards for r in b["rows"] if r["model"] == name]
