@@ -11,6 +11,7 @@ it as that flag (`--limit must be >= 0`) before printing.
 from __future__ import annotations
 
 import difflib
+import errno
 from collections.abc import Iterable
 
 # Exit codes shared by every command (`check` adds 1 for a regression in a later issue).
@@ -47,3 +48,25 @@ def did_you_mean(word: str, candidates: Iterable[str], *, n: int = 1, cutoff: fl
     """
     close = difflib.get_close_matches(word, list(candidates), n=n, cutoff=cutoff)
     return ("did you mean " + " or ".join(repr(c) for c in close) + "?") if close else ""
+
+
+# Failures of the machine rather than of evalkit: the disk, quotas and permissions. Named in one
+# line (with the file) like a user error; anything else an OSError says is a bug and keeps its traceback.
+_FREE_SPACE = "free space (or pass another --out) and re-run: finished work is kept"
+_ENVIRONMENT_ERRNOS = {
+    errno.ENOSPC: ("no space left on the device", _FREE_SPACE),
+    errno.EDQUOT: ("disk quota exceeded", _FREE_SPACE),
+    errno.EROFS: ("read-only file system", "pass a writable --out"),
+    errno.EACCES: ("permission denied", "fix the permissions, or pass a writable --out"),
+    errno.EPERM: ("operation not permitted", "fix the permissions, or pass a writable --out"),
+}
+
+
+def environment_error(error: OSError) -> EvalkitError | None:
+    """The one-line form of a disk-full, quota or permission failure, or None for any other OSError."""
+    known = _ENVIRONMENT_ERRNOS.get(error.errno or 0)
+    if known is None:
+        return None
+    problem, hint = known
+    where = f" ({error.filename})" if error.filename else ""
+    return EvalkitError(f"{problem}{where}", hint, exit_code=EXIT_FAILED)

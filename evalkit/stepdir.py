@@ -20,6 +20,7 @@ import json
 import os
 import re
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,8 @@ from typing import Any
 from evalkit.errors import EvalkitError
 from evalkit.fileio.hashing import sha256_bytes
 from evalkit.fileio.jsonfile import read_json_document, read_json_object
-from evalkit.fileio.pngio import write_atomic
+from evalkit.fileio.lockfile import exclusive
+from evalkit.fileio.pngio import remove_orphaned_temporaries, write_atomic
 from evalkit.fileio.safenames import require_folder_name
 from evalkit.fileio.schemacheck import schema_problem
 from evalkit.generation.manifest import ManifestRow, read_manifest_rows
@@ -41,7 +43,7 @@ SCORES_DIR = "scores"
 CURVES_DIR = "curves"
 COMPUTE_FILE = "compute.json"
 MANIFEST_GLOB = "manifest*.jsonl"
-TEMPORARY_GLOB = ".*.tmp"  # fileio.pngio.write_atomic's temporaries
+LOCK_FILE = ".{stage}{shard}.lock"  # held by the one process writing a stage of this folder (fileio.lockfile)
 FINGERPRINT_CHARS = 16  # score files are named by the metric fingerprint's first characters
 FINAL = "final"  # the step label of a checkpoint that is not a training step
 REGENERATE = "delete it and re-run `evalkit generate` with the same --out (finished images are kept)"
@@ -146,9 +148,19 @@ class StepDir:
         """`path` as recorded inside the step folder's own files (POSIX, relative)."""
         return path.relative_to(self.path).as_posix()
 
-    def temporaries(self) -> Iterator[Path]:
-        """Half-written files of a killed writer (never trusted)."""
-        return self.path.rglob(TEMPORARY_GLOB) if self.path.is_dir() else iter(())
+    def remove_orphaned_temporaries(self) -> int:
+        """Drop the half-written files of killed writers (never trusted); a live writer's are kept."""
+        return remove_orphaned_temporaries([self.path], recursive=True)
+
+    def lock(self, stage: str, shard_index: int = 0, shard_count: int = 1,
+             wait: bool = False) -> AbstractContextManager[None]:
+        """Exclusive use of one stage of this folder ("generate" per shard, "score" for records and
+        run.json): a second process waits (`wait`) or is refused with a line naming the holder; a
+        dead process's lock is free."""
+        shard = "" if shard_count == 1 else f".shard-{shard_index}-of-{shard_count}"
+        return exclusive(self.path / LOCK_FILE.format(stage=stage, shard=shard), wait=wait,
+                         what=f"{self.path} ({stage})",
+                         hint="wait for that process to finish, or pass another --out")
 
     def is_generated(self) -> bool:
         return self.generation_json.is_file()

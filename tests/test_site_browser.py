@@ -228,3 +228,24 @@ def test_html_and_script_in_names_render_as_text(site: Site, page: tuple[Any, Wa
     assert tab.get_by_text(XSS_PROMPT, exact=True).first.is_visible()
     assert tab.get_by_text('a <b>bold</b> & "quoted" cat', exact=True).first.is_visible()
     assert watch.dialogs == [] and watch.errors == []
+
+
+def test_content_security_policy_allows_only_the_sites_own_files(site: Site, page: tuple[Any, Watch]) -> None:
+    """Every page carries the policy; the site's own script and styles run under it (no console
+    error anywhere: test_every_page_loads_cleanly…), while an inline script that got into a page
+    is refused by the browser."""
+    from evalkit.publishing.site.builder import CONTENT_SECURITY_POLICY
+
+    tab, watch = page
+    for relative in ("index.html", "gallery.html", "efficiency.html", f"models/{model_slug('tiny-train')}.html"):
+        tab.goto(site.url(relative))
+        policy = tab.eval_on_selector("meta[http-equiv='Content-Security-Policy']", "m => m.content")
+        assert policy == CONTENT_SECURITY_POLICY, relative
+        assert tab.evaluate("() => getComputedStyle(document.body).fontFamily") != "", relative
+    tab.goto(site.url("index.html"))
+    tab.locator("th button.sort").first.click()  # site.js runs under the policy: sorting works
+    assert tab.locator("th[aria-sort]").count() >= 1
+    tab.evaluate("""() => { const s = document.createElement('script');
+                          s.textContent = 'window.inlineRan = true'; document.body.appendChild(s); }""")
+    assert tab.evaluate("() => window.inlineRan === true") is False
+    assert any("Content Security Policy" in e for e in watch.errors), watch.errors

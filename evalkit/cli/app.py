@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from evalkit.cli.options import GENERATE, RUN, run_options
-from evalkit.errors import EXIT_FAILED, EvalkitError
+from evalkit.errors import EXIT_FAILED, EvalkitError, environment_error
 
 if TYPE_CHECKING:
     from evalkit.generation.checkpoints import ResolveOptions
@@ -166,11 +166,13 @@ def _score_and_print(step_dir: Path, metrics: list[Any], options: RunOptions) ->
     from evalkit.results.assemble import write_run_json
     from evalkit.results.run import read_run
     from evalkit.scoring.engine import score_step
+    from evalkit.stepdir import StepDir
 
     torch_device = GenerationRequest.of(options).torch_device()
     started = datetime.now(timezone.utc)
-    results = score_step(step_dir, metrics, torch_device, options.score_batch_size, options.quiet)
-    run_json = write_run_json(step_dir, results, metrics, started, device=str(torch_device))
+    with StepDir(step_dir).lock("score"):
+        results = score_step(step_dir, metrics, torch_device, options.score_batch_size, options.quiet)
+        run_json = write_run_json(step_dir, results, metrics, started, device=str(torch_device))
     entries = read_run(run_json).metrics
     for result in results:
         click.echo(metric_line(step_dir, result, entries[result.metric]))
@@ -262,6 +264,12 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("interrupted; finished images are kept and a re-run resumes", err=True)
         sys.exit(130)
+    except OSError as e:
+        known = environment_error(e)
+        if known is None:
+            raise
+        click.echo(known.one_line(), err=True)
+        sys.exit(known.exit_code)
 
 
 # Commands that live in their own modules (registered before `python -m evalkit.cli` runs main).

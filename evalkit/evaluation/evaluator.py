@@ -20,8 +20,9 @@ import torch
 
 from evalkit.errors import EvalkitError
 from evalkit.evaluation.watch import CheckpointWatcher, WatchOptions, watch
+from evalkit.fileio.pngio import png_is_complete
 from evalkit.generation.checkpoints import CheckpointRef, PipelineDir, ResolveOptions, resolve
-from evalkit.generation.generator import GenerateOptions, Generator, StepResult
+from evalkit.generation.generator import GenerateOptions, Generator, StepResult, plan_samples
 from evalkit.generation.inmemory import native_resolution_of, pipeline_spec, restored, wrap_pipeline
 from evalkit.generation.loading import LoadedCheckpoint
 from evalkit.generation.protocol import DTYPES, SCHEDULERS, GenerationRequest
@@ -126,7 +127,16 @@ class Evaluator:
         generated = {name: s.fingerprint for name, s in generation.prompt_sets.items()}
         if any(generated.get(s.name) != s.fingerprint for s in self.prompt_sets):
             return False
+        if not self._images_intact(folder):
+            return False
         return all(self._metric_covered(step_dir, run, m, generation.protocol_fingerprint) for m in self.metrics)
+
+    def _images_intact(self, folder: StepDir) -> bool:
+        """Every image this request plans is in the manifest and still a whole PNG on disk (an image
+        deleted or truncated since run.json was written makes the step evaluated again)."""
+        rows = folder.read_manifest()
+        planned = plan_samples(self.prompt_sets, self.request)
+        return all(s.file in rows and png_is_complete(folder.path / s.file) for s in planned)
 
     def _metric_covered(self, step_dir: Path, run: RunResult, metric: Metric, protocol_fingerprint: str) -> bool:
         """The run holds the metric under the key this request would give it, and its records still exist."""
@@ -166,11 +176,14 @@ class Evaluator:
         from evalkit.results.assemble import write_run_json
         from evalkit.scoring.engine import score_step
 
-        scores = score_step(result.step_dir, self.metrics, self.device, self.score_batch_size, self.options.quiet)
-        run_json = None
-        if self.options.shard_count == 1:  # a shard's images are not the checkpoint's result
-            seconds = result.seconds if result.reused == 0 else None  # else: the manifest's own timings
-            run_json = write_run_json(result.step_dir, scores, self.metrics, started, seconds, device=str(self.device))
+        sharded = self.options.shard_count > 1  # shards of one step take turns at its records
+        with StepDir(result.step_dir).lock("score", wait=sharded):
+            scores = score_step(result.step_dir, self.metrics, self.device, self.score_batch_size, self.options.quiet)
+            run_json = None
+            if not sharded:  # a shard's images are not the checkpoint's result
+                seconds = result.seconds if result.reused == 0 else None  # else: the manifest's own timings
+                run_json = write_run_json(result.step_dir, scores, self.metrics, started, seconds,
+                                          device=str(self.device))
         return StepOutcome(result.ref, result.step_dir, False, result, tuple(scores), run_json)
 
 

@@ -36,10 +36,14 @@ def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
     path.parent.mkdir(parents=True, exist_ok=True)
     torn = path.is_file() and path.stat().st_size > 0 and not _ends_with_newline(path)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(("\n" if torn else "") + text)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(("\n" if torn else "") + text)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:  # a full disk may leave a torn last line, which readers skip and the next append seals
+        e.filename = e.filename or str(path)
+        raise
 
 
 def _ends_with_newline(path: Path) -> bool:

@@ -216,14 +216,15 @@ class Generator:
         t_load = time.perf_counter()
         protocol = configure(loaded, self.request)
         step_dir = StepDir.of(self.options.out, ref.name, ref.step_label)
-        _remove_stale_temporaries(step_dir)
-        _write_generation_record(step_dir, loaded, protocol, prompt_sets)
-        planned = plan_samples(prompt_sets, self.request, self.options.shard_index, self.options.shard_count)
-        todo = pending_samples(step_dir, planned)
-        t_plan = time.perf_counter()
-        by_name = {s.name: s for s in prompt_sets}
-        batch_size = self._write_images(loaded, protocol, step_dir, todo, by_name)
-        t_end = time.perf_counter()
+        with step_dir.lock("generate", self.options.shard_index, self.options.shard_count):
+            step_dir.remove_orphaned_temporaries()
+            _write_generation_record(step_dir, loaded, protocol, prompt_sets)
+            planned = plan_samples(prompt_sets, self.request, self.options.shard_index, self.options.shard_count)
+            todo = pending_samples(step_dir, planned)
+            t_plan = time.perf_counter()
+            by_name = {s.name: s for s in prompt_sets}
+            batch_size = self._write_images(loaded, protocol, step_dir, todo, by_name)
+            t_end = time.perf_counter()
         return StepResult(ref, step_dir.path, protocol, len(planned), len(planned) - len(todo), len(todo),
                           t_end - t_plan, batch_size,
                           {"load": load_seconds, "plan": t_plan - t_load, "generate": t_end - t_plan})
@@ -336,7 +337,3 @@ def _write_generation_record(step_dir: StepDir, loaded: LoadedCheckpoint, protoc
     step_dir.write_generation(GenerationRecord(checkpoint, protocol.as_record(), sets, provenance(loaded.pipe.device)))
 
 
-def _remove_stale_temporaries(step_dir: StepDir) -> None:
-    """Half-written files of a killed run (see pngio.write_atomic); never trusted, so drop them."""
-    for tmp in step_dir.temporaries():
-        tmp.unlink(missing_ok=True)

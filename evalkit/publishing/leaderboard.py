@@ -14,8 +14,6 @@ above any number; `best`: the step with the best value of the board's primary me
 
 from __future__ import annotations
 
-import csv
-import io
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.errors import EvalkitError
+from evalkit.fileio.csvtext import csv_text
 from evalkit.fileio.hashing import sha256_json
 from evalkit.fileio.jsonfile import read_json_object
 from evalkit.publishing.entry import Entry, EntryMetric
@@ -269,9 +268,7 @@ def board_csv(board: dict[str, Any]) -> str:
         header += [name, f"{name}_ci95_low", f"{name}_ci95_high", f"{name}_n"]
     efficiency = [c for c in EFFICIENCY_COLUMNS if any(c in r.get("efficiency", {}) for r in board["rows"])]
     header += [*efficiency, "run"]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
+    lines = []
     for row in board["rows"]:
         line = [_cell(row["rank"]), row["model"], row["step_label"], row["checkpoint_fingerprint"]]
         for name in names:
@@ -280,8 +277,8 @@ def board_csv(board: dict[str, Any]) -> str:
             ci = ci95 if isinstance(ci95, list) else [None, None]
             line += [_cell(metric.get("value")), _cell(ci[0]), _cell(ci[1]), _cell(metric.get("n"))]
         line += [_cell(row.get("efficiency", {}).get(c)) for c in efficiency]
-        writer.writerow([*line, row["run"]])
-    return buffer.getvalue()
+        lines.append([*line, row["run"]])
+    return csv_text(header, lines)
 
 
 def _cell(value: Any) -> str:

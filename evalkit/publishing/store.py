@@ -15,7 +15,6 @@ a half-written file and neither merge loses the other's entries. Output is canon
 
 from __future__ import annotations
 
-import fcntl
 import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -24,7 +23,8 @@ from typing import Any
 
 from evalkit.errors import EvalkitError
 from evalkit.fileio.jsonfile import read_json_document
-from evalkit.fileio.pngio import write_atomic
+from evalkit.fileio.lockfile import exclusive
+from evalkit.fileio.pngio import remove_orphaned_temporaries, write_atomic
 from evalkit.fileio.schemacheck import schema_problem
 from evalkit.publishing.entry import Entry, schema_path
 from evalkit.results.run import schema_path as run_schema_path
@@ -113,19 +113,16 @@ def dumps(document: Any) -> str:
 
 @contextmanager
 def locked(folder: Path) -> Iterator[None]:
-    """Hold the store's exclusive lock (blocking) for a read-merge-write."""
+    """Hold the store's exclusive lock (waiting for it) for a read-merge-write.
+
+    Every writer of the folder holds this lock, so temporaries found under it belong to a writer
+    that was killed or ran out of space: they are removed before anything is written.
+    """
     folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        handle = open(folder / LOCK_FILE, "a")  # noqa: SIM115 - held across the yield
-    except OSError as e:
-        raise EvalkitError(f"cannot write to {folder} ({e.strerror})", "pass a writable folder with --into") from e
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    with exclusive(folder / LOCK_FILE, wait=True, what=f"the leaderboard {folder}", hint="",
+                   unwritable="pass a writable folder with --into"):
+        remove_orphaned_temporaries([folder, *(d for d in folder.iterdir() if d.is_dir())])
         yield
-    finally:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-        handle.close()
 
 
 def write_text_atomic(path: Path, text: str) -> bool:

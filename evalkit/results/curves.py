@@ -11,8 +11,6 @@ bytes. The site draws its curves from the JSON written here (`read_curve`), so t
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.errors import EvalkitError
+from evalkit.fileio.csvtext import csv_text
 from evalkit.fileio.jsonfile import read_json_document, read_json_object
 from evalkit.fileio.pngio import write_atomic
 from evalkit.results.comparability import ComparabilityKey, metric_key
@@ -152,14 +151,8 @@ def curve_record(curve: Curve, compute: TrainingCompute | None) -> dict[str, Any
 
 def curve_csv(curve: Curve, compute: TrainingCompute | None) -> str:
     columns = (*COLUMNS, "compute") if compute else COLUMNS
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    for series in curve.series:
-        for point in series.points:
-            row = _row(series.label, point, compute)
-            writer.writerow(["" if row[c] is None else _text(row[c]) for c in columns])
-    return buffer.getvalue()
+    rows = [_row(series.label, point, compute) for series in curve.series for point in series.points]
+    return csv_text(columns, (["" if row[c] is None else _text(row[c]) for c in columns] for row in rows))
 
 
 def _row(label: str, point: Point, compute: TrainingCompute | None) -> dict[str, Any]:

@@ -30,6 +30,10 @@ from evalkit.stepdir import StepDir
 
 PACKAGE_DIR = Path(__file__).parent
 MARKER = ".evalkit-site"
+# The site loads only its own files: no inline or foreign script, style, frame or form target, so
+# a user-supplied string that escaped rendering still could not run. Images may be data: URIs.
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                           "object-src 'none'; frame-src 'none'; base-uri 'none'; form-action 'none'")
 STEP_GALLERY_COLUMNS = 6
 
 
@@ -106,6 +110,7 @@ def _environment() -> Environment:
     env = Environment(loader=FileSystemLoader(PACKAGE_DIR / "templates"), autoescape=select_autoescape(["html"]),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.globals["version"] = __version__
+    env.globals["content_security_policy"] = CONTENT_SECURITY_POLICY
     return env
 
 

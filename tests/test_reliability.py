@@ -1,0 +1,316 @@
+"""Faults a long run on a shared machine meets: a second process on the same folder, a full disk,
+temporaries of killed writers, images deleted after run.json, hostile text bound for a spreadsheet.
+
+docs/reliability.md lists each case with the test here that proves it.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from support import image_files, manifest_hashes
+
+from evalkit.errors import EXIT_FAILED
+from evalkit.fileio.csvtext import csv_text, neutral
+from evalkit.fileio.lockfile import exclusive
+from evalkit.fileio.pngio import is_orphaned, remove_orphaned_temporaries, write_atomic
+from evalkit.stepdir import StepDir
+from evalkit.tiny.clip import build_tiny_clip, write_card
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture
+def prompts_file(tmp_path: Path) -> Path:
+    path = tmp_path / "prompts.txt"
+    path.write_text("".join(f"a photo of thing number {i}\n" for i in range(6)), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip_card(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("clip")
+    return write_card(root / "clip-tiny.yaml", "clip-tiny", "clip_score", "coco-10k",
+                      {"clip": build_tiny_clip(root / "tiny-clip")})
+
+
+def _generate_args(sd_dir: Path, out: Path, prompts_file: Path, *extra: str) -> list[str]:
+    return ["generate", str(sd_dir), "--out", str(out), "--prompts", str(prompts_file), "--steps", "2",
+            "--batch-size", "2", "--quiet", *extra]
+
+
+def _safe_host() -> str:
+    """The host as temporaries spell it (fileio.pngio.write_atomic)."""
+    return "".join(c if c.isalnum() or c == "-" else "-" for c in socket.gethostname())[:40]
+
+
+def _no_temporaries(folder: Path) -> bool:
+    return not list(folder.rglob("*.tmp"))
+
+
+# -- two processes, one folder -----------------------------------------------------------------------
+
+
+def test_a_second_process_on_a_busy_step_folder_is_refused_naming_the_holder(cli, sd_dir, tmp_path, prompts_file):
+    out = tmp_path / "out"
+    step = StepDir(out / "tiny-sd" / "final")
+    with step.lock("generate"):
+        code, _, err = cli(*_generate_args(sd_dir, out, prompts_file))
+    assert code == EXIT_FAILED
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"{step.path} (generate) is in use by pid {os.getpid()} on {socket.gethostname()}" in err
+    assert "wait for that process to finish, or pass another --out" in err
+    assert not step.read_manifest() and not list(step.path.rglob("*.png"))  # nothing written
+    code, _, err = cli(*_generate_args(sd_dir, out, prompts_file))  # released: the same command now runs
+    assert code == 0, err
+    assert len(step.read_manifest()) == 6
+
+
+@pytest.mark.slow
+def test_two_real_processes_never_both_generate_one_folder(sd_dir, tmp_path):
+    """The case found open: two identical runs on one folder both made every image (64 rows for 32
+    files). Now the second exits at once naming the first; the first, killed -9 while holding the
+    lock, leaves a lock the re-run takes over, and the manifest ends with one row per image."""
+    out = tmp_path / "out"
+    many = tmp_path / "many.txt"
+    many.write_text("".join(f"a photo of thing number {i}\n" for i in range(60)), encoding="utf-8")
+    slow = ["generate", str(sd_dir), "--out", str(out), "--prompts", str(many), "--steps", "40",
+            "--batch-size", "1", "--quiet"]
+    command = [sys.executable, "-m", "evalkit.cli", *slow]
+    first = subprocess.Popen(command, env=ENV)
+    step = StepDir(out / "tiny-sd" / "final")
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and first.poll() is None and not step.read_manifest():
+            time.sleep(0.05)
+        assert first.poll() is None, "the first run finished before the second could start"
+        second = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+        assert first.poll() is None, "the first run finished while the second started: make it slower"
+    finally:
+        first.kill()
+        first.wait()
+    assert second.returncode == EXIT_FAILED, second.stderr
+    assert f"is in use by pid {first.pid} on {socket.gethostname()}" in second.stderr
+    assert second.stderr.count("\n") == 1
+    subprocess.run([*command[:-5], "--steps", "40", "--batch-size", "4", "--quiet"], env=ENV, check=True,
+                   timeout=600)
+    rows = [line for p in step.manifests() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert len({json.loads(r)["file"] for r in rows}) == 60 == len(image_files(step.path))
+    assert _no_temporaries(step.path)
+
+
+def test_a_lock_left_by_a_dead_process_is_recovered(cli, sd_dir, tmp_path, prompts_file):
+    out = tmp_path / "out"
+    step = StepDir(out / "tiny-sd" / "final")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    step.path.mkdir(parents=True)
+    lock = step.path / ".generate.lock"
+    lock.write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(), "command": "evalkit run x",
+                                "since": "2026-01-01T00:00:00+00:00"}) + "\n", encoding="utf-8")
+    code, _, err = cli(*_generate_args(sd_dir, out, prompts_file))
+    assert code == 0, err
+    assert lock.read_text(encoding="utf-8") == ""  # taken over, then released: a finished run leaves it empty
+
+
+def test_score_and_run_json_are_locked_too(cli, sd_dir, tmp_path, prompts_file, clip_card):
+    out = tmp_path / "out"
+    assert cli(*_generate_args(sd_dir, out, prompts_file, "--prompts", "coco-10k", "--limit", "2"))[0] == 0
+    step = StepDir(out / "tiny-sd" / "final")
+    with step.lock("score"):
+        code, _, err = cli("score", str(step.path), "--metrics", str(clip_card), "--quiet")
+    assert code == EXIT_FAILED and "(score) is in use by pid" in err
+    assert not step.run_json.exists() and not (step.path / "scores").exists()
+
+
+def test_a_waiting_lock_waits_its_turn(tmp_path):
+    path = tmp_path / ".lock"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from evalkit.fileio.lockfile import exclusive\n"
+        f"with exclusive(Path({str(path)!r}), wait=True, what='x', hint=''):\n"
+        "    print('held', flush=True); time.sleep(1.0)\n")], stdout=subprocess.PIPE, text=True, env=ENV)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    started = time.monotonic()
+    with exclusive(path, wait=True, what="x", hint=""):
+        waited = time.monotonic() - started
+    assert holder.wait(timeout=30) == 0
+    assert waited > 0.3  # it blocked until the holder let go (not a timing assertion on speed)
+
+
+# -- temporaries -------------------------------------------------------------------------------------
+
+
+def test_only_temporaries_without_a_live_writer_are_removed(tmp_path):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    safe_host = _safe_host()
+    files = {
+        "live": tmp_path / f".a.png.{safe_host}-{sleeper.pid}.tmp",
+        "mine": tmp_path / f".b.png.{safe_host}-{os.getpid()}.tmp",
+        "dead": tmp_path / f".c.png.{safe_host}-{int(dead.stdout)}.tmp",
+        "old format": tmp_path / ".d.png.1234.tmp",
+        "other host, recent": tmp_path / ".e.png.elsewhere-1.tmp",
+        "other host, old": tmp_path / ".f.png.elsewhere-2.tmp",
+    }
+    try:
+        for path in files.values():
+            path.write_bytes(b"partial")
+        two_days_ago = time.time() - 2 * 24 * 3600
+        os.utime(files["other host, old"], (two_days_ago, two_days_ago))
+        assert {k for k, p in files.items() if is_orphaned(p)} == {"dead", "old format", "other host, old"}
+        assert remove_orphaned_temporaries([tmp_path]) == 3
+        assert {k for k, p in files.items() if p.exists()} == {"live", "mine", "other host, recent"}
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_a_failed_atomic_write_leaves_no_temporary_and_keeps_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "run.json"
+    target.write_text("old\n", encoding="utf-8")
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as caught:
+        write_atomic(target, b"new\n")
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(target)
+    assert target.read_text(encoding="utf-8") == "old\n" and _no_temporaries(tmp_path)
+
+
+# -- a full disk -------------------------------------------------------------------------------------
+
+
+class FullDisk:
+    """os.fsync that fails with ENOSPC from its `after`-th call on (every write evalkit makes durable
+    goes through it: PNGs, manifests, records, run.json, the leaderboard)."""
+
+    def __init__(self, after: int) -> None:
+        self.after, self.calls, self.real = after, 0, os.fsync
+
+    def __call__(self, fd: int) -> None:
+        self.calls += 1
+        if self.calls >= self.after:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.real(fd)
+
+
+@pytest.mark.parametrize("after", [1, 4, 7])
+def test_a_full_disk_during_generation_is_one_line_and_the_rerun_completes(cli, sd_dir, tmp_path, prompts_file,
+                                                                           monkeypatch, after):
+    reference = tmp_path / "reference"
+    assert cli(*_generate_args(sd_dir, reference, prompts_file))[0] == 0
+    out = tmp_path / "out"
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "fsync", FullDisk(after))
+        code, _, err = cli(*_generate_args(sd_dir, out, prompts_file))
+    assert code == EXIT_FAILED, err
+    assert err.startswith("error: no space left on the device (") and err.count("\n") == 1
+    assert "free space (or pass another --out) and re-run: finished work is kept" in err
+    step = StepDir(out / "tiny-sd" / "final")
+    assert _no_temporaries(out)
+    for file, sha in manifest_hashes(step.path).items():  # every row the manifest kept is a whole image
+        from evalkit.fileio.hashing import sha256_file
+
+        assert sha256_file(step.path / file) == sha
+    code, _, err = cli(*_generate_args(sd_dir, out, prompts_file))
+    assert code == 0, err
+    assert manifest_hashes(step.path) == manifest_hashes(reference / "tiny-sd" / "final")
+
+
+def test_a_full_disk_while_scoring_keeps_no_half_result(cli, sd_dir, tmp_path, clip_card, monkeypatch):
+    out = tmp_path / "out"
+    args = ("run", str(sd_dir), "--metrics", str(clip_card), "--out", str(out), "--limit", "3", "--steps", "2",
+            "--quiet")
+    assert cli(*args)[0] == 0
+    step = StepDir(out / "tiny-sd" / "final")
+    expected = json.loads(step.run_json.read_text(encoding="utf-8"))["metrics"]["clip-tiny"]["value"]
+    step.run_json.unlink()
+    for records in (step.path / "scores").rglob("*"):
+        if records.is_file():
+            records.unlink()
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "fsync", FullDisk(1))
+        code, _, err = cli(*args)
+    assert code == EXIT_FAILED and err.startswith("error: no space left on the device (")
+    assert not step.run_json.exists() and _no_temporaries(out)
+    code, _, err = cli(*args)
+    assert code == 0, err
+    assert json.loads(step.run_json.read_text(encoding="utf-8"))["metrics"]["clip-tiny"]["value"] == expected
+
+
+def test_a_full_disk_in_the_leaderboard_keeps_the_old_store(cli, tmp_path, monkeypatch):
+    from sitefixtures import write_runs
+
+    runs = write_runs(tmp_path)
+    into = tmp_path / "lb"
+    assert cli("leaderboard", str(runs.out / "tiny-train"), "--into", str(into))[0] == 0
+    before = (into / "entries.json").read_bytes()
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "fsync", FullDisk(1))
+        code, _, err = cli("leaderboard", str(runs.out), "--into", str(into))
+    assert code == EXIT_FAILED and err.startswith("error: no space left on the device (")
+    assert (into / "entries.json").read_bytes() == before and _no_temporaries(into)
+    # a kill just before a rename leaves a temporary; the next merge (under the store's lock) drops it
+    leftover = into / f".entries.json.{_safe_host()}-999999999.tmp"
+    leftover.write_text("{", encoding="utf-8")
+    (into / "boards" / ".x.csv.old-format.tmp").write_text("partial", encoding="utf-8")
+    assert cli("leaderboard", str(runs.out), "--into", str(into))[0] == 0
+    assert _no_temporaries(into)
+
+
+# -- the skip check ----------------------------------------------------------------------------------
+
+
+def test_a_step_whose_images_were_deleted_or_truncated_is_evaluated_again(cli, sd_dir, tmp_path, clip_card):
+    out = tmp_path / "out"
+    args = ("run", str(sd_dir), "--metrics", str(clip_card), "--out", str(out), "--limit", "3", "--steps", "2",
+            "--quiet")
+    assert cli(*args)[0] == 0
+    code, stdout, _ = cli(*args)
+    assert code == 0 and "already evaluated" in stdout
+    step = StepDir(out / "tiny-sd" / "final")
+    images = sorted(image_files(step.path).values())
+    hashes = manifest_hashes(step.path)
+    images[0].unlink()
+    images[1].write_bytes(images[1].read_bytes()[:-20])
+    code, stdout, err = cli(*args)
+    assert code == 0, err
+    assert "already evaluated" not in stdout and "2 generated, 1 reused of 3" in stdout
+    assert manifest_hashes(step.path) == hashes  # the same bytes again: the records are reused
+    assert "(n=3; 0 scored, 3 reused)" in stdout
+
+
+# -- CSV ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("cell", "shown"), [
+    ("=HYPERLINK(\"http://x\",\"y\")", "'=HYPERLINK(\"http://x\",\"y\")"), ("+1+1", "'+1+1"), ("-2+3", "'-2+3"),
+    ("@SUM(A1)", "'@SUM(A1)"), ("\tcmd", "'\tcmd"), ("\rcmd", "'\rcmd"),
+    ("-0.25", "-0.25"), ("+3", "+3"), ("-inf", "-inf"), ("tiny-sd", "tiny-sd"), ("", ""),
+])
+def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised(cell, shown):
+    assert neutral(cell) == shown
+    assert csv_text(["h"], [[cell]]).splitlines()[0] == "h"
+
+
+def test_board_and_curve_csvs_neutralise_hostile_names(tmp_path):
+    import csv
+    import io
+
+    from evalkit.publishing.leaderboard import board_csv
+
+    board = {"metrics": [{"name": "clip"}], "rows": [
+        {"rank": 1, "model": "=cmd|' /C calc'!A0", "step_label": "@final", "checkpoint_fingerprint": "ab",
+         "metrics": {"clip": {"value": -0.5, "ci95": [-0.6, -0.4], "n": 3}}, "run": "-runs/x/run.json"}]}
+    rows = list(csv.reader(io.StringIO(board_csv(board))))
+    assert rows[1][:4] == ["1", "'=cmd|' /C calc'!A0", "'@final", "ab"]
+    assert rows[1][4:8] == ["-0.5", "-0.6", "-0.4", "3"] and rows[1][-1] == "'-runs/x/run.json"
