@@ -9,23 +9,34 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
 
-def read_rows(path: Path) -> Iterator[dict[str, Any]]:
-    """Complete, parseable JSON objects in `path`, in order; nothing if it does not exist."""
+def read_rows(path: Path, mentioning: Collection[str] = ()) -> Iterator[dict[str, Any]]:
+    """Complete, parseable JSON objects in `path`, in order; nothing if it does not exist.
+
+    A line that is not UTF-8 or not a JSON object is a row we cannot trust, so a row we do not
+    have. `mentioning` skips, before parsing, every line that contains none of these strings
+    (record files can be large: FID stores features per image).
+    """
     if not path.is_file():
         return
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.endswith("\n"):
+    with open(path, "rb") as f:
+        for raw in f:
+            if not raw.endswith(b"\n"):
                 return  # torn final line from a killed writer
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            if mentioning and not any(text in line for text in mentioning):
+                continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
-                continue  # a sealed torn line: a row we cannot trust is a row we do not have
+                continue  # a sealed torn line
             if isinstance(row, dict):
                 yield row
 

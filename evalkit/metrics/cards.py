@@ -17,9 +17,11 @@ import yaml
 from evalkit.errors import EvalkitError
 from evalkit.fileio.hashing import sha256_json
 from evalkit.fileio.safenames import require_folder_name
+from evalkit.fileio.schemacheck import schema_problem
 from evalkit.runtime.datafiles import shipped_dir
 
 REQUIRED = ("name", "implementation", "prompt_set", "higher_is_better")
+CARD_SCHEMA = Path(__file__).parent / "schemas" / "card.schema.json"  # the types of every field a card may set
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,9 @@ def read_card(path: Path) -> MetricCard:
     if missing:
         raise EvalkitError(f"metric card {path} lacks {', '.join(missing)}", "see metrics/clip.yaml for the layout")
     require_folder_name(f"metric card {path}: metric", str(raw["name"]), "give the metric a plain name in its card")
+    problem = schema_problem(raw, CARD_SCHEMA)
+    if problem is not None:
+        raise EvalkitError(f"metric card {path} is garbled: {problem}", "see metrics/clip.yaml for the layout")
     models = tuple(
         ModelRef(role=str(role), source=str(spec["source"]), revision=str(spec.get("revision", "main")))
         for role, spec in (raw.get("models") or {}).items()

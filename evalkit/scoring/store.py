@@ -23,9 +23,10 @@ class ScoreStore:
         self.path = self.files.records
 
     def scored(self) -> dict[tuple[str, str], list[Record]]:
-        """(file, image sha256) → records; the latest line wins."""
+        """(file, image sha256) → records; the latest line wins (a line of the wrong shape is not a record)."""
         return {(row["file"], row["image_sha256"]): row["records"] for row in read_rows(self.path)
-                if "file" in row and "image_sha256" in row and "records" in row}
+                if isinstance(row.get("file"), str) and isinstance(row.get("image_sha256"), str)
+                and isinstance(row.get("records"), list)}
 
     def append(self, items: Iterable[ImageItem], records: Iterable[list[Record]]) -> None:
         append_rows(self.path, [

@@ -13,7 +13,6 @@ their sha256 equals the manifest's `prompt_sha256`, i.e. when it is provably the
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 
 from evalkit.errors import EvalkitError
 from evalkit.fileio.hashing import sha256_bytes
+from evalkit.fileio.jsonl import read_rows
 from evalkit.generation.manifest import ManifestRow
 from evalkit.publishing.entry import Entry
 from evalkit.stepdir import StepDir
@@ -132,25 +132,19 @@ def image_scores(records_path: Path, files: set[str]) -> dict[str, tuple[float, 
     a wanted file are skipped before parsing; the latest line for a file wins, as in ScoreStore.
     """
     out: dict[str, tuple[float, int]] = {}
-    if not files or not records_path.is_file():
+    if not files:
         return out
-    with open(records_path, encoding="utf-8") as f:
-        for line in f:
-            if not line.endswith("\n") or not any(name in line for name in files):
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(row, dict) or row.get("file") not in files:
-                continue
-            values = [r["value"] for r in row.get("records") or [] if isinstance(r, dict)
-                      and isinstance(r.get("value"), (int, float)) and not isinstance(r.get("value"), bool)
-                      and math.isfinite(r["value"])]
-            if values:
-                out[row["file"]] = (sum(values) / len(values), len(values))
-            else:
-                out.pop(row["file"], None)
+    for row in read_rows(records_path, mentioning=files):
+        file, records = row.get("file"), row.get("records")
+        if not isinstance(file, str) or file not in files:
+            continue
+        values = [r["value"] for r in records if isinstance(r, dict) and isinstance(r.get("value"), (int, float))
+                  and not isinstance(r.get("value"), bool) and math.isfinite(r["value"])] \
+            if isinstance(records, list) else []
+        if values:
+            out[file] = (sum(values) / len(values), len(values))
+        else:
+            out.pop(file, None)
     return out
 
 
