@@ -314,3 +314,63 @@ def test_board_and_curve_csvs_neutralise_hostile_names(tmp_path):
     rows = list(csv.reader(io.StringIO(board_csv(board))))
     assert rows[1][:4] == ["1", "'=cmd|' /C calc'!A0", "'@final", "ab"]
     assert rows[1][4:8] == ["-0.5", "-0.6", "-0.4", "3"] and rows[1][-1] == "'-runs/x/run.json"
+
+
+# -- a metric's inputs are checked before the first image -------------------------------------------
+
+
+@pytest.fixture
+def fid_card(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    from evalkit.tiny.fid import write_random_inception
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no cached COCO reference features
+    weights = write_random_inception(tmp_path / "inception-random.pth")
+    return write_card(tmp_path / "fid-tiny.yaml", "fid-tiny", "fid", "coco-10k", {},
+                      params={"weights": str(weights), "n": 2, "kid_subsets": 2, "kid_subset_size": 2},
+                      higher_is_better=False)
+
+
+def _nothing_generated(out: Path) -> bool:
+    return not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
+
+
+def test_fid_without_its_coco_images_is_refused_before_any_image(cli, sd_dir, tmp_path, fid_card):
+    out = tmp_path / "out"
+    base = ("run", str(sd_dir), "--metrics", str(fid_card), "--out", str(out), "--limit", "2", "--steps", "2",
+            "--quiet")
+    code, _, err = cli(*base)
+    assert code == 2 and err.count("\n") == 1
+    assert "FID needs the COCO val2014 images" in err and "--coco-images" in err
+    assert _nothing_generated(out)
+    empty = tmp_path / "coco"
+    empty.mkdir()
+    code, _, err = cli(*base, "--coco-images", str(empty))
+    assert code == 2 and "is missing from --coco-images" in err and _nothing_generated(out)
+
+
+def test_fid_with_its_coco_images_runs_and_a_later_run_uses_the_cached_reference(cli, sd_dir, tmp_path, fid_card):
+    from evalkit.prompts.sets import load_prompt_set
+    from evalkit.tiny.fid import write_synthetic_coco
+
+    coco = write_synthetic_coco(tmp_path / "coco", load_prompt_set("coco-10k").head(2))
+    out = tmp_path / "out"
+    base = ("run", str(sd_dir), "--metrics", str(fid_card), "--out", str(out), "--limit", "2", "--steps", "2",
+            "--quiet")
+    code, stdout, err = cli(*base, "--coco-images", str(coco))
+    assert code == 0, err
+    assert "fid-tiny = " in stdout
+    code, _, err = cli(*base, "--out", str(tmp_path / "again"))  # no --coco-images: the cached reference serves
+    assert code == 0, err
+
+
+def test_missing_weights_or_question_files_are_refused_before_any_image(cli, sd_dir, tmp_path, clip_card):
+    out = tmp_path / "out"
+    broken = write_card(tmp_path / "clip-broken.yaml", "clip-broken", "clip_score", "coco-10k",
+                        {"clip": tmp_path / "no-such-folder"})
+    code, _, err = cli("run", str(sd_dir), "--metrics", f"{clip_card},{broken}", "--out", str(out), "--limit", "2",
+                       "--steps", "2", "--quiet")
+    assert code == 2 and "model folder" in err and "does not exist" in err and _nothing_generated(out)
+    code, _, err = cli("run", str(sd_dir), "--metrics", "tifa", "--tifa-qa", str(tmp_path / "nowhere.json"),
+                       "--out", str(out), "--limit", "2", "--steps", "2", "--quiet")
+    assert code == 2 and err.count("\n") == 1 and _nothing_generated(out)
+    assert "the TIFA question file" in err and "nowhere.json does not exist" in err

@@ -80,6 +80,7 @@ class Evaluator:
         self.metrics = list(metrics)
         self.prompt_sets = list(prompt_sets)
         self.score_batch_size = score_batch_size
+        self._inputs_checked = False
 
     @property
     def device(self) -> torch.device:
@@ -89,6 +90,7 @@ class Evaluator:
         step_dir = StepDir.of(self.options.out, ref.name, ref.step_label).path
         if self.covered(step_dir, self._expected_for_ref(ref)):
             return StepOutcome(ref, step_dir, skipped=True)
+        self.check_inputs()
         started = datetime.now(timezone.utc)
         return self._finish(self.generator.run_one(ref, self.prompt_sets), started)
 
@@ -102,10 +104,19 @@ class Evaluator:
                                   native_resolution_of(loaded), str(denoiser.dtype).removeprefix("torch."))
         if self.covered(step_dir, expected, loaded.fingerprint):
             return StepOutcome(ref, step_dir, skipped=True)
+        self.check_inputs()
         started = datetime.now(timezone.utc)
         with restored(pipe):
             result = self.generator.run_loaded(loaded, self.prompt_sets)
         return self._finish(result, started)
+
+    def check_inputs(self) -> None:
+        """What every metric needs, checked before the first image is made (once per Evaluator)."""
+        if not self._inputs_checked:
+            from evalkit.scoring.engine import check_inputs
+
+            check_inputs(self.metrics, self.prompt_sets)
+            self._inputs_checked = True
 
     def update_curves(self, model: str, compute: TrainingCompute | None = None) -> list[Path]:
         return write_curves(ModelDir.of(self.options.out, model).path, compute)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from evalkit.prompts.sets import Prompt
+from evalkit.prompts.sets import Prompt, PromptSet
 
 Record = dict[str, Any]
 
@@ -68,6 +68,19 @@ class Metric(Protocol):
 
     def aggregate(self, records: Sequence[Record]) -> dict[str, Any]:
         """The metric's values from stored records (at least `value` and `n`)."""
+        ...
+
+
+# --- optional: inputs checked before any image is made ---------------------------------------------------------
+
+
+@runtime_checkable
+class Preflighted(Protocol):
+    """A metric whose inputs go beyond its weights (FID's COCO reference images): `preflight` refuses
+    now, with one EvalkitError line, what scoring `prompts` would refuse after hours of generation.
+    Every metric's weights and data files are already checked by resolving its `fingerprint()`."""
+
+    def preflight(self, prompts: PromptSet) -> None:
         ...
 
 

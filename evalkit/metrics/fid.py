@@ -34,6 +34,7 @@ from evalkit.metrics.api import ImageItem, MetricInfo, Record
 from evalkit.metrics.cards import MetricCard
 from evalkit.metrics.context import MetricContext
 from evalkit.metrics.registry import BUILTINS
+from evalkit.prompts.sets import PromptSet
 
 VERSION = "1"
 RESIZE_POLICIES = ("tf1-bilinear",)
@@ -168,6 +169,22 @@ class FID:
         return records
 
     # -- reference statistics ------------------------------------------------------------
+    def preflight(self, prompts: PromptSet) -> None:
+        """Before generation: every prompt names its COCO image, and those images are in
+        --coco-images (a stat each), or, without it, their reference features are cached."""
+        files = []
+        for prompt in prompts:
+            coco_file = prompt.data.get("coco_file") if prompt.data else None
+            if not coco_file:
+                raise EvalkitError(f"FID needs prompts that name their COCO image; {prompts.name} prompt {prompt.id} "
+                                   "names none", "score FID on coco-10k")
+            files.append(str(coco_file))
+        coco_files = sorted(set(files))
+        if self.coco_images is not None:
+            self._files_identity(coco_files)
+        elif not fid_stats.has_reference(sha256_json(coco_files), self._weights_hash()):
+            raise self._missing(coco_files[0])
+
     def _missing(self, coco_file: str) -> EvalkitError:
         if self.coco_images is None:
             return EvalkitError(f"FID needs the COCO val2014 images (first: {coco_file}); --coco-images is not given",

@@ -133,6 +133,17 @@ def load_reference_meta(key: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def has_reference(images: str, weights: str) -> bool:
+    """Whether reference features of these images (`reference_description`'s `images` hash) with
+    these Inception weights are cached at any resolution (what a run without --coco-images needs)."""
+    root = cache_root()
+    for meta in root.glob("*.json") if root.is_dir() else []:
+        value = load_reference_meta(meta.stem)
+        if value.get("images") == images and value.get("weights") == weights and meta.with_suffix(".npz").is_file():
+            return True
+    return False
+
+
 def save_reference(key: str, description: dict[str, Any], features: np.ndarray) -> dict[str, np.ndarray]:
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)

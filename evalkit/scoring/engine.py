@@ -25,8 +25,9 @@ from evalkit.fileio.hashing import sha256_bytes
 from evalkit.fileio.pngio import write_atomic
 from evalkit.generation.manifest import ManifestRow
 from evalkit.generation.record import GenerationRecord
-from evalkit.metrics.api import ImageItem, Metric
+from evalkit.metrics.api import ImageItem, Metric, Preflighted
 from evalkit.options import DEFAULTS
+from evalkit.prompts.sets import PromptSet
 from evalkit.scoring.store import ScoreStore
 from evalkit.stepdir import StepDir
 
@@ -44,6 +45,17 @@ class MetricResult:
     reused: int  # images whose records were already stored
     seconds: float
     summary_path: Path
+
+
+def check_inputs(metrics: Sequence[Metric], prompt_sets: Sequence[PromptSet]) -> None:
+    """Refuse, before the first image is generated, what scoring would refuse after the last: each
+    metric's weights and data files (resolving its fingerprint hashes them; one line when one is
+    missing or offline) and any further input it declares (`Preflighted`: FID's COCO images)."""
+    by_name = {s.name: s for s in prompt_sets}
+    for metric in metrics:
+        metric.fingerprint()
+        if isinstance(metric, Preflighted) and metric.info.prompt_set in by_name:
+            metric.preflight(by_name[metric.info.prompt_set])
 
 
 def score_step(step_dir: Path, metrics: Sequence[Metric], device: torch.device,
