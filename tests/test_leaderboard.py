@@ -68,7 +68,7 @@ def test_cli_merges_into_separate_boards_with_one_row_per_model(runs: Runs, tmp_
     train = _row(main, "tiny-train")
     assert (train["step"], train["step_label"]) == (300, "300")  # latest, not best
     assert train["metrics"]["clip"] == {"value": 0.25, "ci95": [0.23, 0.27], "n": 4}
-    assert train["run"] == str(runs.run("tiny-train", "300"))
+    assert train["run"] == "../out/tiny-train/300/run.json"  # relative to the leaderboard folder
     assert "fid" not in _row(main, XSS_MODEL)["metrics"]  # it has no FID: blank, never borrowed from elsewhere
     assert _row(main, "sd-final")["efficiency"]["parameters"] == 1_300_000_000
 
@@ -95,12 +95,13 @@ def test_store_keeps_aggregates_and_the_run_path_not_records(runs: Runs, tmp_pat
     merge_runs([runs.out], tmp_path / "lb")
     entries = load_entries(tmp_path / "lb")
     assert len(entries) == 8
-    entry = next(e.to_json() for e in entries if e.model == "tiny-train" and e.step_label == "200")
-    assert entry["run"] == str(runs.run("tiny-train", "200"))
-    assert Path(entry["run"]).is_absolute()
-    clip = entry["metrics"]["clip"]
+    entry = next(e for e in entries if e.model == "tiny-train" and e.step_label == "200")
+    assert entry.run == str(runs.run("tiny-train", "200"))  # absolute in memory
+    stored = entry.to_json(tmp_path / "lb")
+    assert stored["run"] == "../out/tiny-train/200/run.json"  # relative to the store on disk
+    clip = stored["metrics"]["clip"]
     assert clip["records"].startswith("scores/clip/")  # with `run`, enough for `check` to find the records
-    assert (Path(entry["run"]).parent / clip["records"]).is_file()
+    assert (Path(entry.run).parent / clip["records"]).is_file()
     assert "values" not in clip and "card" not in clip
     assert clip["by_category"]["category"]["animals"]["n"] == 2
     size = (tmp_path / "lb" / "entries.json").stat().st_size
@@ -216,7 +217,7 @@ def test_the_same_checkpoint_from_two_folders_keeps_the_later_run(runs: Runs, tm
     result = merge_runs([runs.out], two)
     assert result.counts["kept"] == 1
     assert _snapshot(one) == _snapshot(two)
-    assert _row(_document(one)["boards"][0], "sd-final")["run"] == str(copied.resolve())
+    assert _row(_document(one)["boards"][0], "sd-final")["run"] == "../copy/sd-final/final/run.json"
 
 
 def test_same_checkpoint_under_two_protocols_keeps_both(runs: Runs, tmp_path: Path) -> None:
@@ -257,13 +258,13 @@ def test_entries_hold_finite_numbers_and_a_cost_summary(runs: Runs) -> None:
     run = read_run(runs.run("sd-final", "final"))
     run = replace(run, metrics={**run.metrics, "clip": replace(run.metrics["clip"], value=float("nan"))})
     entry = Entry.from_run(run, runs.run("sd-final", "final"))
-    assert entry.to_json()["metrics"]["clip"]["value"] is None
-    assert entry.to_json()["efficiency"] == {"parameters": 1_300_000_000, "gmacs_per_image": 41_000.0,
+    assert entry.to_json(runs.out)["metrics"]["clip"]["value"] is None
+    assert entry.to_json(runs.out)["efficiency"] == {"parameters": 1_300_000_000, "gmacs_per_image": 41_000.0,
                                    "denoiser_gmacs": 410.0, "resolution": 64, "seconds_per_image": 2.5,
                                    "images_per_second": 0.4, "peak_memory_bytes": 3 * 2**30,
                                    "device": "NVIDIA H100"}
     assert Efficiency.from_profile(None).to_json() == {} and Efficiency.from_profile({"latency": None}).to_json() == {}
-    document = leaderboard_document(merge_entries([], [entry])[0])
+    document = leaderboard_document(merge_entries([], [entry])[0], runs.out)
     assert document["boards"][0]["rows"][0]["rank"] is None
     json.dumps(document, allow_nan=False)
 
@@ -290,10 +291,10 @@ def test_the_store_reads_back_to_the_same_bytes(runs: Runs, tmp_path: Path) -> N
     into = tmp_path / "lb"
     merge_runs([runs.out], into)
     text = (into / "entries.json").read_text(encoding="utf-8")
-    assert entries_text(load_entries(into)) == text
+    assert entries_text(load_entries(into), into) == text
     entries = load_entries(into)
     assert all(isinstance(e, Entry) for e in entries)
-    assert [Entry.from_json(e.to_json()) for e in entries] == entries
+    assert [Entry.from_json(e.to_json(into), into) for e in entries] == entries
 
 
 @pytest.mark.parametrize(("edit", "field"), [
@@ -316,3 +317,34 @@ def test_a_garbled_store_is_one_line_naming_the_field(runs: Runs, tmp_path: Path
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert f"{path} is garbled: {field}" in err and "merge the runs again" in err
     assert path.read_bytes() == before
+
+
+def test_a_published_leaderboard_names_no_local_path_and_moves_with_its_runs(runs: Runs, tmp_path: Path,
+                                                                            cli) -> None:
+    into = tmp_path / "lb"
+    merge_runs([runs.out], into)
+    for path in into.rglob("*"):
+        if path.is_file():
+            assert str(tmp_path) not in path.read_text(encoding="utf-8"), path
+    moved = tmp_path.parent / f"{tmp_path.name}-moved"
+    tmp_path.rename(moved)
+    try:
+        entries = load_entries(moved / "lb")
+        assert {Path(e.run) for e in entries} == {moved / "out" / p.relative_to(tmp_path / "out")
+                                                  for p in runs.run_files.values()}
+        assert all(Path(e.run).is_file() for e in entries)
+    finally:
+        moved.rename(tmp_path)
+
+
+def test_an_older_store_with_absolute_run_paths_is_still_read(runs: Runs, tmp_path: Path) -> None:
+    into = tmp_path / "lb"
+    merge_runs([runs.out], into)
+    document = json.loads((into / "entries.json").read_text(encoding="utf-8"))
+    for entry in document["entries"]:
+        entry["run"] = str((into / entry["run"]).resolve())
+    (into / "entries.json").write_text(json.dumps(document), encoding="utf-8")
+    assert {e.run for e in load_entries(into)} == {str(p) for p in runs.run_files.values()}
+    merge_runs([], into)  # rewriting migrates it to relative paths
+    assert all(not Path(e["run"]).is_absolute()
+               for e in json.loads((into / "entries.json").read_text(encoding="utf-8"))["entries"])

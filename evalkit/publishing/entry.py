@@ -14,6 +14,7 @@ becomes null, as run.json writes it.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -158,7 +159,7 @@ class Entry:
     protocol: Protocol
     prompt_sets: dict[str, PromptSetRecord]
     metrics: dict[str, EntryMetric]
-    run: str  # absolute path of the run.json it was merged from
+    run: str  # absolute path of the run.json it was merged from (stored relative to the leaderboard folder)
     finished: str | None
     efficiency: Efficiency
 
@@ -173,22 +174,26 @@ class Entry:
                    run.provenance.finished, Efficiency.from_profile(run.efficiency, list(protocol.resolution)))
 
     @classmethod
-    def from_json(cls, doc: JsonObject) -> Entry:
-        """`doc` must have passed the schema (`publishing.store.load_entries` checks it first)."""
+    def from_json(cls, doc: JsonObject, folder: Path) -> Entry:
+        """`doc` must have passed the schema (`publishing.store.load_entries` checks it first); its
+        `run` is relative to the leaderboard `folder` (an older store's absolute path is kept)."""
         return cls(doc["model"], doc["step"], doc["step_label"], doc["checkpoint_fingerprint"], doc["pipeline_class"],
                    Protocol.from_json(doc["protocol"]),
                    {name: PromptSetRecord.from_json(s) for name, s in doc["prompt_sets"].items()},
-                   {name: EntryMetric.from_json(m) for name, m in doc["metrics"].items()}, doc["run"],
-                   doc.get("finished"), Efficiency.from_json(doc.get("efficiency") or {}))
+                   {name: EntryMetric.from_json(m) for name, m in doc["metrics"].items()},
+                   str(Path(folder, doc["run"]).resolve()), doc.get("finished"),
+                   Efficiency.from_json(doc.get("efficiency") or {}))
 
-    def to_json(self) -> JsonObject:
+    def to_json(self, folder: Path) -> JsonObject:
+        """The stored form: `run` relative to the leaderboard `folder`, so a published leaderboard
+        names no local path and still finds its runs when moved together with them."""
         doc: JsonObject = {
             "model": self.model, "step": self.step, "step_label": self.step_label,
             "checkpoint_fingerprint": self.checkpoint_fingerprint, "pipeline_class": self.pipeline_class,
             "protocol": self.protocol.to_json(),
             "prompt_sets": {name: s.to_json() for name, s in self.prompt_sets.items()},
             "metrics": {name: m.to_json() for name, m in self.metrics.items()},
-            "run": self.run, "finished": self.finished,
+            "run": self.run_relative_to(folder), "finished": self.finished,
         }
         if self.efficiency:
             doc["efficiency"] = self.efficiency.to_json()
@@ -217,6 +222,10 @@ class Entry:
     def recency(self) -> tuple[str, str]:
         """Which of two runs of one key is newer: the later finish, then the larger path."""
         return (self.finished or "", self.run)
+
+    def run_relative_to(self, folder: Path) -> str:
+        """The run.json's path relative to `folder` (POSIX), as the store and the published files write it."""
+        return Path(os.path.relpath(self.run, Path(folder).resolve())).as_posix()
 
     @property
     def step_dir(self) -> Path:

@@ -73,7 +73,7 @@ def merge_runs(paths: Sequence[Path], into: Path, select: str = "latest", by: st
         entries, counts = merge_entries(load_entries(into), incoming)
         if not entries:
             raise EvalkitError(f"{into} holds no results yet", "give run folders or run.json files to merge")
-        document = leaderboard_document(entries, select, by)
+        document = leaderboard_document(entries, into, select, by)
         written = write_outputs(into, entries, document)
     return MergeResult(into, len(incoming), counts, document, written)
 
@@ -86,7 +86,7 @@ def check_selection(select: str) -> None:
 def write_outputs(folder: Path, entries: list[Entry], document: dict[str, Any]) -> list[Path]:
     """entries.json, leaderboard.json and one CSV per board; stale board CSVs are removed."""
     folder = Path(folder)
-    files = {folder / ENTRIES_FILE: entries_text(entries), folder / LEADERBOARD_FILE: dumps(document)}
+    files = {folder / ENTRIES_FILE: entries_text(entries, folder), folder / LEADERBOARD_FILE: dumps(document)}
     for board in document["boards"]:
         files[folder / board["csv"]] = board_csv(board)
     written = [path for path, text in files.items() if write_text_atomic(path, text)]
@@ -100,14 +100,16 @@ def write_outputs(folder: Path, entries: list[Entry], document: dict[str, Any]) 
 # -- boards ----------------------------------------------------------------------------------------
 
 
-def leaderboard_document(entries: Iterable[Entry], select: str = "latest", by: str = "") -> dict[str, Any]:
-    """leaderboard.json: the boards, their comparability keys and one row per model."""
+def leaderboard_document(entries: Iterable[Entry], folder: Path, select: str = "latest",
+                         by: str = "") -> dict[str, Any]:
+    """leaderboard.json: the boards, their comparability keys and one row per model; rows name their
+    run.json relative to `folder` (where the document is published)."""
     check_selection(select)
-    boards = build_boards(entries, select, by)
+    boards = build_boards(entries, folder, select, by)
     return {"schema_version": LEADERBOARD_SCHEMA, "select": select, "by": by or None, "boards": boards}
 
 
-def build_boards(entries: Iterable[Entry], select: str = "latest", by: str = "") -> list[dict[str, Any]]:
+def build_boards(entries: Iterable[Entry], folder: Path, select: str = "latest", by: str = "") -> list[dict[str, Any]]:
     by_protocol: dict[str, list[Entry]] = defaultdict(list)
     for entry in sorted(entries, key=lambda e: e.key):
         by_protocol[entry.protocol.fingerprint].append(entry)
@@ -118,7 +120,7 @@ def build_boards(entries: Iterable[Entry], select: str = "latest", by: str = "")
         depth = max((len(v) for v in ranked.values()), default=0)
         for level in range(depth):
             variants = {m: v[level] for m, v in sorted(ranked.items()) if len(v) > level}
-            boards.append(_board(protocol_fp, variants, group, select, by, level))
+            boards.append(_board(protocol_fp, variants, group, select, by, level, folder))
     if by and not any(by in b["key"]["metrics"] for b in boards):
         metrics = sorted({m for b in boards for m in b["key"]["metrics"]})
         raise EvalkitError(f"no board has the metric {by!r}", f"use --by with one of: {', '.join(metrics)}")
@@ -143,7 +145,7 @@ def _ranked_variants(group: list[Entry]) -> dict[str, list[ComparabilityKey]]:
 
 
 def _board(protocol_fp: str, variants: dict[str, ComparabilityKey], group: list[Entry], select: str, by: str,
-           level: int) -> dict[str, Any]:
+           level: int, folder: Path) -> dict[str, Any]:
     key = {"protocol_fingerprint": protocol_fp,
            "metrics": {m: {"fingerprint": k.metric_fingerprint, "prompt_set_fingerprint": k.prompt_set_fingerprint}
                        for m, k in variants.items()}}
@@ -159,7 +161,7 @@ def _board(protocol_fp: str, variants: dict[str, ComparabilityKey], group: list[
     per_model: dict[str, list[tuple[Entry, Cells]]] = defaultdict(list)
     for entry, entry_cells in cells:
         per_model[entry.model].append((entry, entry_cells))
-    rows = [_row(*_choose(candidates, select, primary, primary_info["higher_is_better"]))
+    rows = [_row(*_choose(candidates, select, primary, primary_info["higher_is_better"]), folder)
             for _, candidates in sorted(per_model.items())]
     _rank(rows, primary, primary_info["higher_is_better"])
     protocol = cells[0][0].protocol.to_json() if cells else {}
@@ -203,10 +205,10 @@ def _value(cells: dict[str, Any], name: str) -> float | None:
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _row(entry: Entry, cells: Cells) -> dict[str, Any]:
+def _row(entry: Entry, cells: Cells, folder: Path) -> dict[str, Any]:
     row: dict[str, Any] = {
         "rank": None, "model": entry.model, "step": entry.step, "step_label": entry.step_label,
-        "checkpoint_fingerprint": entry.checkpoint_fingerprint, "run": entry.run,
+        "checkpoint_fingerprint": entry.checkpoint_fingerprint, "run": entry.run_relative_to(folder),
         "metrics": {name: m.cell() for name, m in sorted(cells.items())},
     }
     if entry.efficiency:

@@ -2,9 +2,10 @@
 
 `leaderboard/entries.json` holds, for every (model, step label, checkpoint fingerprint,
 protocol fingerprint), the aggregates of its run.json (value, ci95, n, by_category) plus the
-absolute path of that run.json, so `evalkit check` and the site can reach the per-image
-records without the store carrying them. Every derived output (leaderboard.json, the CSVs,
-the site's tables) is computed from this file alone.
+path of that run.json relative to the leaderboard folder (a published leaderboard names no
+local path, and moving it together with the runs keeps it working), so `evalkit check` and the
+site can reach the per-image records without the store carrying them. Every derived output
+(leaderboard.json, the CSVs, the site's tables) is computed from this file alone.
 
 Merging must survive two `evalkit leaderboard` processes at once (two training jobs finishing
 together): the whole read-merge-write runs under an exclusive `flock` on `leaderboard/.lock`,
@@ -97,12 +98,13 @@ def load_entries(folder: Path) -> list[Entry]:
     problem = schema_problem(document, schema_path(), [run_schema_path()])
     if problem is not None:
         raise EvalkitError(f"{path} is garbled: {problem}", REBUILD)
-    return [Entry.from_json(e) for e in document["entries"]]
+    return [Entry.from_json(e, Path(folder)) for e in document["entries"]]
 
 
-def entries_text(entries: list[Entry]) -> str:
+def entries_text(entries: list[Entry], folder: Path) -> str:
+    """entries.json of the leaderboard `folder` (run paths relative to it)."""
     ordered = sorted(entries, key=lambda e: e.key)
-    document = {"schema_version": ENTRIES_SCHEMA, "entries": [e.to_json() for e in ordered]}
+    document = {"schema_version": ENTRIES_SCHEMA, "entries": [e.to_json(folder) for e in ordered]}
     return dumps(document)
 
 

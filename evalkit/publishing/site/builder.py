@@ -78,8 +78,8 @@ def build_site(out: Path, leaderboard: Path | None, runs: Sequence[Path], option
     # Without --select, the site shows what `evalkit leaderboard` chose (select and --by together).
     select = options.select or previous.get("select") or "latest"
     by = options.by or ("" if options.select else previous.get("by") or "")
-    document = leaderboard_document(entries, select, by)
     out = Path(out)
+    document = leaderboard_document(entries, out, select, by)  # rows name runs relative to the site
     _check_target(out)
     staging = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -144,7 +144,7 @@ def _write(site: Path, entries: list[Entry], document: dict[str, Any], options: 
     for board in document["boards"]:
         rows = board["rows"][:options.gallery_columns]
         columns = [Column(f"{r['model']}@{r['step_label']}", f"models/{slugs[r['model']]}.html",
-                          _entry_for(models[r["model"]], r)) for r in rows]
+                          _entry_for(models[r["model"]], r, board)) for r in rows]
         gallery = build_gallery(columns, [m["name"] for m in board["metrics"]], options.gallery_prompts, copier, texts)
         galleries.append({"board": board, "gallery": gallery})
     render("gallery.html", "gallery.html", "", page="gallery", galleries=galleries)
@@ -177,8 +177,10 @@ def stored_curves(entries: list[Entry]) -> dict[str, list[Series]]:
     return found
 
 
-def _entry_for(entries: list[Entry], row: dict[str, Any]) -> Entry:
-    return next(e for e in entries if e.run == row["run"])
+def _entry_for(entries: list[Entry], row: dict[str, Any], board: dict[str, Any]) -> Entry:
+    """The entry behind a board's row: its key (model, step, weights, the board's protocol)."""
+    key = (row["model"], row["step_label"], row["checkpoint_fingerprint"], board["key"]["protocol_fingerprint"])
+    return next(e for e in entries if e.key == key)
 
 
 def _spread(entries: list[Entry], count: int) -> list[Entry]:

@@ -106,7 +106,7 @@ def model_view(name: str, entries: list[Entry], boards: list[dict[str, Any]],
     names = sorted({m for e in entries for m in e.metrics})
     display = {m: next(e.metrics[m].display_name or m for e in entries if m in e.metrics) for m in names}
     steps = [{"step_label": e.step_label, "protocol": _protocol_text(e.protocol.to_json()),
-              "checkpoint": short(e.checkpoint_fingerprint), "run": e.run,
+              "checkpoint": short(e.checkpoint_fingerprint), "checkpoint_fingerprint": e.checkpoint_fingerprint,
               "cells": [metric_cell(e.metrics[m].cell() if m in e.metrics else None) for m in names],
               "efficiency": efficiency_cells(e.efficiency.to_json())} for e in entries]
     placements = [{"board_id": b["id"], "title": b["title"], "rank": r["rank"], "step_label": r["step_label"],
