@@ -161,3 +161,34 @@ def test_unreadable_model_index(tmp_path, sd_dir):
 def test_generation_record_is_json(sd_dir, small_sets, generate):
     result = generate(sd_dir, small_sets[:1])[0]
     json.loads((result.step_dir / "generation.json").read_text())
+
+
+@pytest.mark.parametrize(("edit", "needle"), [
+    (lambda index, folder: index.update(_class_name=["my_pipeline", "MyPipeline"]),
+     "names a custom pipeline class ['my_pipeline', 'MyPipeline']"),
+    (lambda index, folder: index.update(unet=["my_unets", "FastUNet"]),
+     "takes its unet from custom code (my_unets.FastUNet)"),
+    (lambda index, folder: _add_auto_map(folder / "unet" / "config.json"),
+     "maps its classes to custom code (auto_map)"),
+])
+def test_checkpoint_code_is_never_run(edit, needle, tmp_path, sd_dir, cli):
+    """A pipeline that ships code of its own is refused by name before diffusers could import it."""
+    folder = tmp_path / "custom"
+    shutil.copytree(sd_dir, folder)
+    index_path = folder / "model_index.json"
+    index = json.loads(index_path.read_text(encoding="utf-8"))
+    edit(index, folder)
+    index_path.write_text(json.dumps(index), encoding="utf-8")
+    out = tmp_path / "out"
+    code, _, err = cli("generate", str(folder), "--out", str(out), "--prompts", "coco-10k", "--limit", "1",
+                       "--steps", "2", "--quiet")
+    assert code == 2 and err.count("\n") == 1, err
+    assert needle in err and "evalkit never runs code shipped with a checkpoint" in err
+    assert "folder is broken" not in err
+    assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
+
+
+def _add_auto_map(config) -> None:
+    document = json.loads(config.read_text(encoding="utf-8"))
+    document["auto_map"] = {"AutoModel": "modeling_fast.FastUNet"}
+    config.write_text(json.dumps(document), encoding="utf-8")

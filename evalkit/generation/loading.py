@@ -182,6 +182,7 @@ def _from_pretrained(folder: Path, dtype: torch.dtype, allow_pickle: bool) -> An
     from diffusers import DiffusionPipeline
 
     index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    refuse_custom_code(folder, index)
     adapter_for(str(index.get("_class_name", "?")))  # refuse unsupported pipelines before loading
     # Components saved as [null, null] (e.g. SD3 without its T5) must be passed as None again.
     absent = {k: None for k, v in index.items() if isinstance(v, list) and not any(v)}
@@ -194,6 +195,37 @@ def _from_pretrained(folder: Path, dtype: torch.dtype, allow_pickle: bool) -> An
     except (OSError, ValueError, json.JSONDecodeError, RuntimeError) as e:
         raise EvalkitError(f"could not load the pipeline in {folder}: {_first_line(e)}",
                            "the folder is broken or incomplete; re-save or re-download it") from e
+
+
+TRUSTED_LIBRARIES = ("diffusers", "transformers")
+NO_REMOTE_CODE = ("re-save it with diffusers' own classes (evalkit never runs code shipped with a checkpoint: "
+                  "no custom_pipeline, trust_remote_code or auto_map)")
+
+
+def refuse_custom_code(folder: Path, index: dict[str, Any]) -> None:
+    """A pipeline folder that names code of its own (a custom pipeline class, a component from a
+    module other than diffusers/transformers, an `auto_map` in a config) is refused by name before
+    diffusers could import anything from it."""
+    name = index.get("_class_name")
+    if not isinstance(name, str):
+        raise EvalkitError(f"{folder}/model_index.json names a custom pipeline class {name!r}", NO_REMOTE_CODE)
+    for component, spec in index.items():
+        if component.startswith("_") or not isinstance(spec, list) or not spec or spec[0] is None:
+            continue
+        if spec[0] not in TRUSTED_LIBRARIES:
+            raise EvalkitError(f"{folder}/model_index.json takes its {component} from custom code "
+                               f"({spec[0]}.{spec[1] if len(spec) > 1 else '?'})", NO_REMOTE_CODE)
+        config = folder / component / "config.json"
+        if config.is_file() and "auto_map" in _json_or_empty(config):
+            raise EvalkitError(f"{config} maps its classes to custom code (auto_map)", NO_REMOTE_CODE)
+
+
+def _json_or_empty(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}  # an unreadable config is diffusers' to report (the folder is broken)
+    return value if isinstance(value, dict) else {}
 
 
 def _load_denoiser(folder: Path, dtype: torch.dtype, allow_pickle: bool) -> torch.nn.Module:
