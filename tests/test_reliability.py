@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from support import image_files, manifest_hashes
 
 from evalkit.errors import EXIT_FAILED
@@ -374,3 +375,54 @@ def test_missing_weights_or_question_files_are_refused_before_any_image(cli, sd_
                        "--out", str(out), "--limit", "2", "--steps", "2", "--quiet")
     assert code == 2 and err.count("\n") == 1 and _nothing_generated(out)
     assert "the TIFA question file" in err and "nowhere.json does not exist" in err
+
+
+# -- non-finite output ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def nan_sd(tmp_path: Path, sd_dir: Path) -> Path:
+    """The tiny pipeline with NaN in its UNet's output layer: every image comes out NaN (black PNGs)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "nan-sd"
+    shutil.copytree(sd_dir, folder)
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    state = load_file(weights)
+    state["conv_out.bias"] = torch.full_like(state["conv_out.bias"], float("nan"))
+    save_file(state, weights)
+    return folder
+
+
+def test_nan_output_is_counted_reported_and_fails_check_unless_allowed(cli, sd_dir, nan_sd, tmp_path, clip_card):
+    args = ("--metrics", str(clip_card), "--limit", "3", "--steps", "2", "--quiet", "--name", "m")
+    assert cli("run", str(sd_dir), "--out", str(tmp_path / "clean"), *args)[0] == 0
+    code, stdout, err = cli("run", str(nan_sd), "--out", str(tmp_path / "nan"), *args)
+    assert code == 0, err
+    assert "warning: 3 image(s) with NaN/inf output (e.g. images/coco-10k/" in stdout
+    step = StepDir(tmp_path / "nan" / "m" / "final")
+    assert all(row.nonfinite for row in step.read_manifest().values())
+    run = json.loads(step.run_json.read_text(encoding="utf-8"))
+    assert run["nonfinite"]["images"] == 3 and len(run["nonfinite"]["examples"]) == 3
+    clean = StepDir(tmp_path / "clean" / "m" / "final")
+    assert "nonfinite" not in json.loads(clean.run_json.read_text(encoding="utf-8"))  # clean runs: no field
+    assert all("nonfinite" not in line for line in (clean.path / "manifest.jsonl").read_text().splitlines())
+
+    code, stdout, _ = cli("check", str(step.run_json), "--baseline", str(clean.run_json))
+    assert code == 1
+    assert "NaN/inf output" in stdout and "pass --allow-nonfinite to accept it" in stdout
+    junit = tmp_path / "junit.xml"
+    code, stdout, _ = cli("check", str(step.run_json), "--baseline", str(clean.run_json), "--allow-nonfinite",
+                          "--junit", str(junit))
+    assert code == 0 and "reported, not failing (--allow-nonfinite)" in stdout
+    assert 'name="finite output"' in junit.read_text(encoding="utf-8")
+
+
+def test_quantised_nan_output_looks_like_an_ordinary_black_png():
+    """Why NaN output must be flagged: quantised, it is an ordinary-looking black PNG."""
+    from evalkit.generation.generator import quantize
+
+    pixels = quantize(torch.full((1, 3, 2, 2), float("nan")))
+    assert int(pixels.max()) == 0

@@ -161,7 +161,7 @@ def score(run_dir: Path, metric_specs: str, tifa_qa: str, coco_images: str, opti
 def _score_and_print(step_dir: Path, metrics: list[Any], options: RunOptions) -> None:
     from datetime import datetime, timezone
 
-    from evalkit.evaluation.evaluator import metric_line
+    from evalkit.evaluation.evaluator import metric_line, nonfinite_lines
     from evalkit.generation.protocol import GenerationRequest
     from evalkit.results.assemble import write_run_json
     from evalkit.results.run import read_run
@@ -173,10 +173,12 @@ def _score_and_print(step_dir: Path, metrics: list[Any], options: RunOptions) ->
     with StepDir(step_dir).lock("score"):
         results = score_step(step_dir, metrics, torch_device, options.score_batch_size, options.quiet)
         run_json = write_run_json(step_dir, results, metrics, started, device=str(torch_device))
-    entries = read_run(run_json).metrics
+    run = read_run(run_json)
     for result in results:
-        click.echo(metric_line(step_dir, result, entries[result.metric]))
+        click.echo(metric_line(step_dir, result, run.metrics[result.metric]))
     click.echo(f"{step_dir}: results -> {run_json}")
+    for line in nonfinite_lines(step_dir, run):
+        click.echo(line, err=True)
 
 
 @cli.group()

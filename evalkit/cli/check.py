@@ -43,9 +43,11 @@ from evalkit.results.bootstrap import BootstrapSpec
               help="Also write the Markdown summary (a pull-request comment) here.")
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path), default=None,
               help="Write JUnit XML here (one testcase per metric).")
+@click.option("--allow-nonfinite", is_flag=True,
+              help="Report NaN/inf images or metric values (run.json's nonfinite) without failing.")
 def check(new: str, baseline: str, leaderboard_dir: Path, thresholds_path: Path | None, max_drop: tuple[str, ...],
           max_rise: tuple[str, ...], confidence: float | None, only: str, resamples: int, seed: int, coco_images: str,
-          markdown_path: Path | None, junit_path: Path | None) -> None:
+          markdown_path: Path | None, junit_path: Path | None, allow_nonfinite: bool) -> None:
     """Compare NEW against --baseline on the same prompts and seeds; fail on a demonstrated regression.
 
     NEW and --baseline are run.json files, step folders holding one, or leaderboard:MODEL[@STEP].
@@ -56,7 +58,7 @@ def check(new: str, baseline: str, leaderboard_dir: Path, thresholds_path: Path 
     """
     try:
         code = _check(new, baseline, leaderboard_dir, thresholds_path, max_drop, max_rise, confidence, only,
-                      resamples, seed, coco_images, markdown_path, junit_path)
+                      resamples, seed, coco_images, markdown_path, junit_path, allow_nonfinite)
     except EvalkitError as e:
         error = e.spelled("--" + e.param.replace("_", "-"))
         error.exit_code = EXIT_USAGE
@@ -70,7 +72,7 @@ def check(new: str, baseline: str, leaderboard_dir: Path, thresholds_path: Path 
 
 def _check(new: str, baseline: str, leaderboard_dir: Path, thresholds_path: Path | None, max_drop: tuple[str, ...],
            max_rise: tuple[str, ...], confidence: float | None, only: str, resamples: int, seed: int,
-           coco_images: str, markdown_path: Path | None, junit_path: Path | None) -> int:
+           coco_images: str, markdown_path: Path | None, junit_path: Path | None, allow_nonfinite: bool) -> int:
     from evalkit.gate.check import LEADERBOARD_PREFIX, compare, load_run
     from evalkit.gate.report import junit_xml, markdown
     from evalkit.gate.thresholds import load_thresholds, with_overrides
@@ -86,7 +88,7 @@ def _check(new: str, baseline: str, leaderboard_dir: Path, thresholds_path: Path
         base_run = load_run(baseline, leaderboard_dir, new_run.run.protocol.fingerprint)
     names = [m.strip() for m in only.split(",") if m.strip()]
     context = MetricContext.from_flags(coco_images=coco_images)
-    report = compare(base_run, new_run, thresholds, names, resamples, seed, context)
+    report = compare(base_run, new_run, thresholds, names, resamples, seed, context, allow_nonfinite)
     text = markdown(report)
     click.echo(text)
     if markdown_path is not None:

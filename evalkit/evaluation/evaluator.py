@@ -262,11 +262,20 @@ def describe(outcome: StepOutcome) -> str:
     if gen is not None:
         lines.append(f"{label}: {gen.generated} generated, {gen.reused} reused of {gen.planned} "
                      f"({gen.images_per_second:.2f} img/s) -> {gen.step_dir}")
-    entries = read_run(outcome.run_json).metrics if outcome.run_json is not None else {}
+    run = read_run(outcome.run_json) if outcome.run_json is not None else None
+    entries = run.metrics if run is not None else {}
     lines += [metric_line(outcome.step_dir, score, entries.get(score.metric)) for score in outcome.scores]
-    if outcome.run_json is not None:
-        lines.append(f"{outcome.step_dir}: results -> {outcome.run_json}")
+    if run is not None:
+        lines += [f"{outcome.step_dir}: results -> {outcome.run_json}", *nonfinite_lines(outcome.step_dir, run)]
     return "\n".join(lines)
+
+
+def nonfinite_lines(step_dir: Path, run: RunResult) -> list[str]:
+    """The warning `run` and `score` print when run.json records NaN/inf output (empty when clean)."""
+    if not run.nonfinite:
+        return []
+    return [f"{step_dir}: warning: {run.nonfinite.describe()} — recorded in run.json; `evalkit check` fails on it "
+            "unless --allow-nonfinite"]
 
 
 def metric_line(step_dir: Path, score: MetricResult, entry: MetricEntry | None) -> str:

@@ -31,5 +31,5 @@ def read_json_document(path: Path, field: str, schema: str, hint: str) -> dict[s
     tool or another evalkit version is refused by name, before any of its fields is trusted)."""
     value = read_json_object(path, hint)
     if value.get(field) != schema:
-        raise EvalkitError(f"{path} is not a {schema} file: {field} is {value.get(field)!r}", hint)
+        raise EvalkitError(f"{path} is not an {schema} file: {field} is {value.get(field)!r}", hint)
     return value

@@ -105,14 +105,25 @@ class CheckReport:
     seed: int
     comparisons: list[MetricComparison]
     not_compared: dict[str, str] = field(default_factory=dict)  # metric -> why
+    allow_nonfinite: bool = False  # --allow-nonfinite: NaN/inf output is reported but does not fail
 
     @property
     def regressions(self) -> list[MetricComparison]:
         return [c for c in self.comparisons if c.verdict == REGRESSION]
 
     @property
+    def nonfinite(self) -> dict[str, str]:
+        """"new"/"baseline" -> what came out NaN or inf in that run (run.json's `nonfinite`)."""
+        return {role: run.run.nonfinite.describe() for role, run in (("new", self.new), ("baseline", self.base))
+                if run.run.nonfinite}
+
+    @property
+    def fails_on_nonfinite(self) -> bool:
+        return bool(self.nonfinite) and not self.allow_nonfinite
+
+    @property
     def exit_code(self) -> int:
-        return EXIT_REGRESSION if self.regressions else EXIT_PASS
+        return EXIT_REGRESSION if self.regressions or self.fails_on_nonfinite else EXIT_PASS
 
 
 # -- finding the runs ---------------------------------------------------------------------------------------
@@ -224,7 +235,7 @@ def _known_metrics() -> list[str]:
 
 def compare(base: LoadedRun, new: LoadedRun, thresholds: Thresholds, only: Sequence[str] = (),
             resamples: int = BootstrapSpec.resamples, seed: int = BootstrapSpec.seed,
-            context: MetricContext = NO_INPUTS) -> CheckReport:
+            context: MetricContext = NO_INPUTS, allow_nonfinite: bool = False) -> CheckReport:
     """Every common metric compared with a paired bootstrap and judged by the decision rule."""
     if resamples < 2:
         raise EvalkitError(f"resamples must be at least 2 (got {resamples})",
@@ -233,7 +244,8 @@ def compare(base: LoadedRun, new: LoadedRun, thresholds: Thresholds, only: Seque
     margins = gate(names, base, new, thresholds)
     comparisons = [compare_metric(name, base, new, margins.get(name), thresholds.confidence, resamples, seed,
                                   context) for name in names]
-    return CheckReport(base, new, thresholds.confidence, thresholds.source, seed, comparisons, skipped)
+    return CheckReport(base, new, thresholds.confidence, thresholds.source, seed, comparisons, skipped,
+                       allow_nonfinite)
 
 
 def compare_metric(name: str, base: LoadedRun, new: LoadedRun, threshold: Threshold | None, confidence: float,

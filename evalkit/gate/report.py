@@ -24,6 +24,8 @@ def markdown(report: CheckReport) -> str:
     gated = [m for m in report.comparisons if m.verdict != NOT_GATED]
     if regressions:
         head = f"❌ regression in {', '.join(f'`{m.name}`' for m in regressions)}"
+    elif report.fails_on_nonfinite:
+        head = "❌ NaN/inf output (" + "; ".join(f"{role}: {what}" for role, what in report.nonfinite.items()) + ")"
     elif not gated:
         head = "➖ nothing gated (no threshold covers the compared metrics)"
     else:
@@ -58,6 +60,12 @@ def markdown(report: CheckReport) -> str:
     if inconclusive:
         lines += ["", f"⚠️ Inconclusive: {', '.join(f'`{n}`' for n in inconclusive)} — the smoke subset cannot tell; "
                       "a full evaluation can."]
+    if report.nonfinite:
+        verdict = "reported, not failing (--allow-nonfinite)" if report.allow_nonfinite else \
+            "fails the check (pass --allow-nonfinite to accept it)"
+        labels = {"new": report.new.label, "baseline": report.base.label}
+        lines += ["", "❌ Not finite — " + "; ".join(f"{role} `{labels[role]}`: {what}"
+                                                    for role, what in report.nonfinite.items()) + f". This {verdict}."]
     if report.not_compared:
         lines += ["", "Not compared: " + "; ".join(f"`{name}` ({why})" for name, why in report.not_compared.items())
                   + "."]
@@ -68,10 +76,11 @@ def markdown(report: CheckReport) -> str:
 
 def junit_xml(report: CheckReport) -> str:
     """JUnit XML (one testsuite, one testcase per compared metric), built with xml.etree so it is well-formed."""
-    failures = len(report.regressions)
+    failures = len(report.regressions) + (1 if report.fails_on_nonfinite else 0)
     skipped = sum(m.verdict == NOT_GATED for m in report.comparisons)
     total_time = sum(m.seconds for m in report.comparisons)
-    counts = {"tests": str(len(report.comparisons)), "failures": str(failures), "errors": "0",
+    tests = len(report.comparisons) + (1 if report.nonfinite else 0)
+    counts = {"tests": str(tests), "failures": str(failures), "errors": "0",
               "skipped": str(skipped), "time": f"{total_time:.3f}"}
     suites = ET.Element("testsuites", {"name": "evalkit check", **counts})
     suite = ET.SubElement(suites, "testsuite", {"name": f"evalkit check {report.new.label}", **counts})
@@ -91,6 +100,14 @@ def junit_xml(report: CheckReport) -> str:
             ET.SubElement(case, "skipped", {"message": f"{m.name} has no threshold: {summary}"})
         else:
             ET.SubElement(case, "system-out").text = f"{m.verdict}: {summary}\n{_detail(m)}"
+    if report.nonfinite:
+        case = ET.SubElement(suite, "testcase", {"classname": "evalkit.gate.check", "name": "finite output",
+                                                 "time": "0.000"})
+        what = "; ".join(f"{role}: {text}" for role, text in report.nonfinite.items())
+        if report.fails_on_nonfinite:
+            ET.SubElement(case, "failure", {"type": "nonfinite", "message": what})
+        else:
+            ET.SubElement(case, "system-out").text = f"allowed (--allow-nonfinite): {what}"
     ET.indent(suites)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
 

@@ -184,6 +184,11 @@ def _check_honoured(pipe: Any, protocol: EffectiveProtocol) -> None:
                            f"scale {protocol.guidance_scale}", "choose a --cfg this pipeline honours")
 
 
+# A batch whose PNGs are being written: futures of their hashes, the samples, the batch's seconds,
+# its size, and per sample whether the float output was finite.
+_InFlight = tuple[list[Future[str]], list[Sample], float, int, list[bool]]
+
+
 def quantize(images: torch.Tensor) -> np.ndarray:
     """[0,1] floats → uint8 HWC, rounding exactly as diffusers' numpy_to_pil does."""
     return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
@@ -237,7 +242,7 @@ class Generator:
         manifest = step_dir.manifest(self.options.shard_index, self.options.shard_count)
         label = f"{loaded.ref.name}@{loaded.ref.step_label}"
         with ThreadPoolExecutor(max_workers=2) as pool, _ProgressBar(label, len(todo), self.options.quiet) as advance:
-            in_flight: deque[tuple[list[Future[str]], list[Sample], float, int]] = deque()
+            in_flight: deque[_InFlight] = deque()
             position = 0
             while position < len(todo):
                 batch = todo[position:position + batch_size]
@@ -247,10 +252,11 @@ class Generator:
                 except torch.OutOfMemoryError as e:
                     batch_size = self._back_off(batch_size, e)
                     continue
+                finite = torch.isfinite(images).flatten(1).all(dim=1).tolist()
                 pixels = quantize(images)
                 elapsed = time.perf_counter() - started
                 futures = [pool.submit(save_png, step_dir.path / s.file, pixels[i]) for i, s in enumerate(batch)]
-                in_flight.append((futures, batch, elapsed, len(batch)))
+                in_flight.append((futures, batch, elapsed, len(batch), finite))
                 while len(in_flight) > MAX_BATCHES_IN_FLIGHT:
                     advance(_commit(manifest, in_flight.popleft()))
                 position += len(batch)
@@ -267,11 +273,11 @@ class Generator:
         return max(1, batch_size // 2)
 
 
-def _commit(manifest: Path, item: tuple[list[Future[str]], list[Sample], float, int]) -> int:
-    futures, batch, elapsed, size = item
+def _commit(manifest: Path, item: _InFlight) -> int:
+    futures, batch, elapsed, size, finite = item
     rows = [ManifestRow(prompt_set=s.prompt_set, prompt_id=s.prompt_id, prompt_sha256=s.prompt_sha256, k=s.k,
                         seed=s.seed, file=s.file, sha256=f.result(), seconds=round(elapsed / size, 6),
-                        batch_size=size) for f, s in zip(futures, batch, strict=True)]
+                        batch_size=size, nonfinite=not ok) for f, s, ok in zip(futures, batch, finite, strict=True)]
     append_manifest(manifest, rows)
     return len(rows)
 

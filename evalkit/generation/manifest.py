@@ -25,9 +25,13 @@ class ManifestRow:
     sha256: str
     seconds: float  # this sample's share of its batch's wall time
     batch_size: int
+    # The pipeline's float output held NaN or ±inf (fp16 overflow, broken weights): the PNG is what
+    # quantising it gives (often all black). Written only when true, so clean manifests stay as they were.
+    nonfinite: bool = False
 
 
 _FIELDS = {f.name for f in fields(ManifestRow)}
+_OPTIONAL = {"nonfinite"}
 
 
 def read_manifest_rows(paths: Iterable[Path]) -> dict[str, ManifestRow]:
@@ -35,11 +39,11 @@ def read_manifest_rows(paths: Iterable[Path]) -> dict[str, ManifestRow]:
     rows: dict[str, ManifestRow] = {}
     for path in paths:
         for raw in read_rows(path):
-            if set(raw) == _FIELDS:
+            if _FIELDS - _OPTIONAL <= set(raw) <= _FIELDS:
                 row = ManifestRow(**raw)
                 rows[row.file] = row
     return rows
 
 
 def append_manifest(path: Path, rows: Iterable[ManifestRow]) -> None:
-    append_rows(path, [asdict(r) for r in rows])
+    append_rows(path, [{k: v for k, v in asdict(r).items() if k not in _OPTIONAL or v} for r in rows])

@@ -8,6 +8,7 @@ numbers); intervals and breakdowns come from a seeded bootstrap over prompts, re
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,7 +22,16 @@ from evalkit.generation.manifest import ManifestRow
 from evalkit.generation.record import GenerationRecord
 from evalkit.metrics.api import Metric, PromptDecomposable, Ratio
 from evalkit.results.bootstrap import BootstrapSpec, function_samples, interval, ratio_interval, ratio_value
-from evalkit.results.model import Card, Checkpoint, MetricEntry, PromptSetRecord, Protocol, Provenance, RunResult
+from evalkit.results.model import (
+    Card,
+    Checkpoint,
+    MetricEntry,
+    NonFinite,
+    PromptSetRecord,
+    Protocol,
+    Provenance,
+    RunResult,
+)
 from evalkit.results.resampling import BootstrapKind, bootstrap_kind, prompt_statistic
 from evalkit.results.run import read_run, write_run
 from evalkit.results.units import PromptGroups, group_records, tag_categories, write_units
@@ -52,8 +62,17 @@ def write_run_json(step_dir: Path, metric_results: Sequence[MetricResult], metri
         provenance=_provenance(list(manifest.values()), generation, metric_results, started, generate_seconds,
                                device),
         efficiency=folder.read_profile(),
+        nonfinite=_nonfinite(manifest, entries),
     )
     return write_run(folder.run_json, run)
+
+
+def _nonfinite(manifest: dict[str, ManifestRow], entries: dict[str, MetricEntry]) -> NonFinite:
+    """Images whose float output was NaN/inf (the manifest marks them) and metrics without a finite value."""
+    files = sorted(row.file for row in manifest.values() if row.nonfinite)
+    metrics = sorted(name for name, entry in entries.items()
+                     if not (isinstance(entry.value, int | float) and math.isfinite(entry.value)))
+    return NonFinite(len(files), tuple(files[:NonFinite.EXAMPLES]), tuple(metrics))
 
 
 def metric_entry(step_dir: Path, generation: GenerationRecord, manifest: dict[str, ManifestRow], metric: Metric,

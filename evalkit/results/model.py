@@ -181,6 +181,39 @@ class Provenance:
 
 
 @dataclass(frozen=True)
+class NonFinite:
+    """What came out NaN or ±inf at this step: generated images (their PNGs are what quantising NaN
+    gives, often all black) and metric values. Recorded so a broken checkpoint never looks merely
+    bad; `evalkit check` fails on it unless --allow-nonfinite."""
+
+    images: int = 0
+    examples: tuple[str, ...] = ()  # the first few such images, relative to the step folder
+    metrics: tuple[str, ...] = ()  # metrics whose value is not finite (run.json writes null)
+
+    EXAMPLES = 10
+
+    def __bool__(self) -> bool:
+        return bool(self.images or self.metrics)
+
+    @classmethod
+    def from_json(cls, doc: JsonObject | None) -> NonFinite:
+        doc = doc or {}
+        return cls(int(doc.get("images", 0)), tuple(doc.get("examples", ())), tuple(doc.get("metrics", ())))
+
+    def to_json(self) -> JsonObject:
+        return {"images": self.images, "examples": list(self.examples), "metrics": list(self.metrics)}
+
+    def describe(self) -> str:
+        parts = []
+        if self.images:
+            first = f" (e.g. {self.examples[0]})" if self.examples else ""
+            parts.append(f"{self.images} image(s) with NaN/inf output{first}")
+        if self.metrics:
+            parts.append(f"non-finite value of {', '.join(self.metrics)}")
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
 class RunResult:
     """One checkpoint's run.json (`schema_version` evalkit.run/1; docs/results.md)."""
 
@@ -190,6 +223,7 @@ class RunResult:
     metrics: dict[str, MetricEntry]
     provenance: Provenance
     efficiency: JsonObject | None = None  # profile.json's content, when the step folder has one
+    nonfinite: NonFinite = NonFinite()  # written only when something was not finite
 
     @property
     def label(self) -> str:
@@ -201,14 +235,16 @@ class RunResult:
         return cls(Checkpoint.from_json(doc["checkpoint"]), Protocol.from_json(doc["protocol"]),
                    {name: PromptSetRecord.from_json(s) for name, s in doc["prompt_sets"].items()},
                    {name: MetricEntry.from_json(m) for name, m in doc["metrics"].items()},
-                   Provenance.from_json(doc["provenance"]), doc.get("efficiency"))
+                   Provenance.from_json(doc["provenance"]), doc.get("efficiency"),
+                   NonFinite.from_json(doc.get("nonfinite")))
 
     def to_json(self) -> JsonObject:
         return {"schema_version": RUN_SCHEMA, "checkpoint": self.checkpoint.to_json(),
                 "protocol": self.protocol.to_json(),
                 "prompt_sets": {name: s.to_json() for name, s in self.prompt_sets.items()},
                 "metrics": {name: m.to_json() for name, m in self.metrics.items()},
-                **_present(efficiency=self.efficiency), "provenance": self.provenance.to_json()}
+                **_present(efficiency=self.efficiency), "provenance": self.provenance.to_json(),
+                **_present(nonfinite=self.nonfinite.to_json() if self.nonfinite else None)}
 
 
 def as_float(value: object) -> float | None:
