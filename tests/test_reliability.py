@@ -426,3 +426,85 @@ def test_quantised_nan_output_looks_like_an_ordinary_black_png():
 
     pixels = quantize(torch.full((1, 3, 2, 2), float("nan")))
     assert int(pixels.max()) == 0
+
+
+# -- kill -9 at seeded points of a whole run -------------------------------------------------------
+
+KILL_CHILD = """
+import os, signal, sys, threading
+from evalkit.cli.app import cli
+kill_at, before = int(sys.argv[1]), sys.argv[2] == "before"
+real, calls, counting = os.fsync, [0], threading.Lock()  # PNGs are written from two threads
+def fsync(fd):
+    with counting:
+        calls[0] += 1
+        mine = calls[0]
+    if mine == kill_at and before:
+        os.kill(os.getpid(), signal.SIGKILL)  # the bytes are written but not yet durable or renamed
+    real(fd)
+    if mine == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)  # durable, not yet renamed or followed by its manifest row
+os.fsync = fsync
+args = sys.argv[3:]
+split = args.index("--then")
+cli.main(args[:split], standalone_mode=False)
+cli.main(args[split + 1:], standalone_mode=False)
+print("fsyncs", calls[0])
+"""
+
+
+def _scrubbed(value):
+    """run.json / entries.json without what records when and how fast something ran."""
+    volatile = {"provenance", "finished", "started", "seconds", "images_per_second"}
+    if isinstance(value, dict):
+        return {k: _scrubbed(v) for k, v in value.items() if k not in volatile}
+    if isinstance(value, list):
+        return [_scrubbed(v) for v in value]
+    return value
+
+
+def _run_and_merge(sd_dir: Path, root: Path, card: Path, kill_at: int, before: bool) -> subprocess.CompletedProcess:
+    out = root / "out"
+    command = [sys.executable, "-c", KILL_CHILD, str(kill_at), "before" if before else "after",
+               "run", str(sd_dir), "--metrics", str(card), "--out", str(out), "--limit", "4", "--steps", "2",
+               "--batch-size", "2", "--quiet", "--then", "leaderboard", str(out), "--into", str(root / "lb")]
+    return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+
+
+def _outcome(root: Path) -> dict[str, object]:
+    step = StepDir(root / "out" / "tiny-sd" / "final")
+    rows = [json.loads(line) for p in step.manifests() for line in p.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+    return {"images": manifest_hashes(step.path), "rows": len(rows),
+            "files": sorted(image_files(step.path)),
+            "run": _scrubbed(json.loads(step.run_json.read_text(encoding="utf-8"))),
+            "entries": _scrubbed(json.loads((root / "lb" / "entries.json").read_text(encoding="utf-8"))),
+            "temporaries": [str(p) for p in root.rglob("*.tmp")]}
+
+
+@pytest.mark.slow
+def test_kill_9_at_seeded_points_then_rerun_gives_the_uninterrupted_result(sd_dir, tmp_path, clip_card):
+    """Kill points are the durable writes themselves (every PNG, manifest append, score record,
+    units, summary, run.json and leaderboard file goes through os.fsync): the child kills itself
+    just before or just after the N-th one. A seeded sample of N over the whole run, then a re-run
+    of the same commands, must give exactly the uninterrupted images, rows, run.json and entries."""
+    import random
+
+    reference = _run_and_merge(sd_dir, tmp_path / "reference", clip_card, 0, False)
+    assert reference.returncode == 0, reference.stderr
+    total = int(reference.stdout.split("fsyncs")[-1])
+    expected = _outcome(tmp_path / "reference")
+    assert expected["rows"] == 4 and expected["temporaries"] == []
+    rng = random.Random(20261206)
+    points = sorted(rng.sample(range(1, total + 1), k=min(8, total)))
+    tried = []
+    for index, point in enumerate(points):
+        before = bool(index % 2)
+        root = tmp_path / f"kill-{point}-{'before' if before else 'after'}"
+        killed = _run_and_merge(sd_dir, root, clip_card, point, before)
+        assert killed.returncode == -9, (point, killed.stderr[-2000:])
+        rerun = _run_and_merge(sd_dir, root, clip_card, 0, False)
+        assert rerun.returncode == 0, (point, rerun.stderr[-2000:])
+        assert _outcome(root) == expected, f"kill point {point} ({'before' if before else 'after'} fsync)"
+        tried.append(point)
+    assert len(tried) == len(points) == 8 and total >= 12  # 14 durable writes in this run today
