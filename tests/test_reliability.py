@@ -508,3 +508,23 @@ def test_kill_9_at_seeded_points_then_rerun_gives_the_uninterrupted_result(sd_di
         assert _outcome(root) == expected, f"kill point {point} ({'before' if before else 'after'} fsync)"
         tried.append(point)
     assert len(tried) == len(points) == 8 and total >= 12  # 14 durable writes in this run today
+
+
+def test_a_checkpoint_overwritten_in_place_is_noticed_before_any_image_is_reused(cli, sd_dir, tmp_path,
+                                                                                  prompts_file):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(sd_dir, checkpoint)
+    out = tmp_path / "out"
+    assert cli(*_generate_args(checkpoint, out, prompts_file))[0] == 0
+    before = manifest_hashes(out / "tiny-sd" / "final")
+    weights = checkpoint / "unet" / "diffusion_pytorch_model.safetensors"
+    state = load_file(weights)
+    state["conv_out.bias"] = state["conv_out.bias"] + 0.5  # retrained in place: same file name, other bytes
+    save_file(state, weights)
+    code, _, err = cli(*_generate_args(checkpoint, out, prompts_file))
+    assert code == 2 and "holds images of different weights (checkpoint fingerprint changed)" in err
+    assert manifest_hashes(out / "tiny-sd" / "final") == before  # nothing reused, nothing overwritten
