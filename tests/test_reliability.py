@@ -528,3 +528,80 @@ def test_a_checkpoint_overwritten_in_place_is_noticed_before_any_image_is_reused
     code, _, err = cli(*_generate_args(checkpoint, out, prompts_file))
     assert code == 2 and "holds images of different weights (checkpoint fingerprint changed)" in err
     assert manifest_hashes(out / "tiny-sd" / "final") == before  # nothing reused, nothing overwritten
+
+
+# -- out of memory (simulated on CPU) ----------------------------------------------------------------
+
+
+class _Limited:
+    """A metric whose score_batch runs out of memory above `fits` images (as `error` says it)."""
+
+    def __init__(self, metric, fits: int, error: type[BaseException] | None, message: str) -> None:
+        self.metric, self.fits, self.error, self.message, self.sizes = metric, fits, error, message, []
+
+    def __getattr__(self, name):
+        return getattr(self.metric, name)
+
+    def score_batch(self, items, prepared):
+        self.sizes.append(len(items))
+        if self.error is not None and len(items) > self.fits:
+            raise self.error(self.message)
+        return self.metric.score_batch(items, prepared)
+
+
+@pytest.fixture
+def scored_step(cli, sd_dir, tmp_path, clip_card):
+    out = tmp_path / "out"
+    assert cli(*_generate_args(sd_dir, out, tmp_path / "unused", "--prompts", "coco-10k", "--limit", "6"))[0] == 0
+    return out / "tiny-sd" / "final"
+
+
+@pytest.mark.parametrize(("error", "message"), [
+    (torch.OutOfMemoryError, "CUDA out of memory. Tried to allocate 2.00 GiB"),
+    (RuntimeError, "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
+    (RuntimeError, "cuDNN error: CUDNN_STATUS_ALLOC_FAILED"),
+])
+def test_scoring_backs_off_on_out_of_memory_with_the_same_records(scored_step, clip_card, error, message):
+    from evalkit.metrics.registry import create
+    from evalkit.scoring.engine import score_step
+    from evalkit.scoring.store import ScoreStore
+
+    reference = create(str(clip_card))
+    plain = score_step(scored_step, [reference], torch.device("cpu"), batch_size=6, quiet=True)[0]
+    expected = ScoreStore(scored_step, plain.metric, plain.fingerprint).scored()
+    ScoreStore(scored_step, plain.metric, plain.fingerprint).path.unlink()
+    limited = _Limited(create(str(clip_card)), fits=2, error=error, message=message)
+    result = score_step(scored_step, [limited], torch.device("cpu"), batch_size=6, quiet=True)[0]
+    assert limited.sizes == [6, 3, 2, 2, 2]  # halved until it fitted, then kept at what fitted
+    assert result.values == plain.values
+    assert ScoreStore(scored_step, plain.metric, plain.fingerprint).scored() == expected
+
+
+def test_scoring_out_of_memory_at_one_image_is_one_line_and_other_errors_are_not_swallowed(scored_step, clip_card):
+    from evalkit.errors import EvalkitError
+    from evalkit.metrics.registry import create
+    from evalkit.scoring.engine import score_step
+
+    never = _Limited(create(str(clip_card)), fits=0, error=torch.OutOfMemoryError, message="CUDA out of memory")
+    with pytest.raises(EvalkitError) as caught:
+        score_step(scored_step, [never], torch.device("cpu"), batch_size=4, quiet=True)
+    assert "out of memory scoring one image with clip-tiny on cpu (batch size 1)" in caught.value.one_line()
+    broken = _Limited(create(str(clip_card)), fits=0, error=RuntimeError, message="shape mismatch: a bug")
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        score_step(scored_step, [broken], torch.device("cpu"), batch_size=4, quiet=True)
+    assert broken.sizes == [4]  # a bug is not retried smaller
+
+
+def test_generation_backs_off_on_a_cublas_allocation_failure(sd_dir, small_sets, generate, tmp_path, monkeypatch):
+    from diffusers import UNet2DConditionModel
+
+    original = UNet2DConditionModel.forward
+
+    def forward(self, sample, *args, **kwargs):
+        if sample.shape[0] > 4:
+            raise RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`")
+        return original(self, sample, *args, **kwargs)
+
+    monkeypatch.setattr(UNet2DConditionModel, "forward", forward)
+    result = generate(sd_dir, small_sets, out=tmp_path / "auto", auto_batch=True)[0]
+    assert result.batch_size == 2 and result.generated == len(small_sets[0]) + len(small_sets[1])

@@ -34,6 +34,7 @@ from evalkit.generation.record import GeneratedCheckpoint, GeneratedPromptSet, G
 from evalkit.generation.seeding import initial_noise, sample_generator, sample_seed
 from evalkit.options import DEFAULTS, RunOptions, shard_position
 from evalkit.prompts.sets import PromptSet
+from evalkit.runtime.memory import is_out_of_memory, release_cached_memory
 from evalkit.runtime.provenance import provenance
 from evalkit.stepdir import StepDir
 
@@ -249,7 +250,9 @@ class Generator:
                 started = time.perf_counter()
                 try:
                     images = render(loaded, protocol, batch, prompt_sets, self.store)
-                except torch.OutOfMemoryError as e:
+                except RuntimeError as e:  # torch.OutOfMemoryError is one; so are cuBLAS/cuDNN alloc failures
+                    if not is_out_of_memory(e):
+                        raise
                     batch_size = self._back_off(batch_size, e)
                     continue
                 finite = torch.isfinite(images).flatten(1).all(dim=1).tolist()
@@ -265,8 +268,7 @@ class Generator:
         return batch_size
 
     def _back_off(self, batch_size: int, error: BaseException) -> int:
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+        release_cached_memory(self.device)
         if not self.options.auto_batch or batch_size == 1:
             raise EvalkitError(f"out of memory at batch size {batch_size} ({_short(error)})",
                                "use --batch-size auto, a smaller --batch-size, or --dtype float16") from error

@@ -25,9 +25,10 @@ from evalkit.fileio.hashing import sha256_bytes
 from evalkit.fileio.pngio import write_atomic
 from evalkit.generation.manifest import ManifestRow
 from evalkit.generation.record import GenerationRecord
-from evalkit.metrics.api import ImageItem, Metric, Preflighted
+from evalkit.metrics.api import ImageItem, Metric, Preflighted, Record
 from evalkit.options import DEFAULTS
 from evalkit.prompts.sets import PromptSet
+from evalkit.runtime.memory import is_out_of_memory, release_cached_memory
 from evalkit.scoring.store import ScoreStore
 from evalkit.stepdir import StepDir
 
@@ -75,7 +76,8 @@ def _score_metric(step_dir: Path, record: GenerationRecord, manifest: dict[str, 
     pending = [it for it in items if (it.file, it.sha256) not in done]
     if pending:
         metric.setup(device)
-        _score_pending(metric, store, pending, batch_size, quiet, label=f"{metric.info.name} {step_dir}")
+        fitting = FittingBatches(metric, batch_size, device)
+        _score_pending(fitting, store, pending, batch_size, quiet, label=f"{metric.info.name} {step_dir}")
         done = store.scored()
     records = [r for it in items for r in done[(it.file, it.sha256)]]
     values = metric.aggregate(records)
@@ -89,9 +91,40 @@ def _score_metric(step_dir: Path, record: GenerationRecord, manifest: dict[str, 
                         time.perf_counter() - started, summary)
 
 
-def _score_pending(metric: Metric, store: ScoreStore, pending: list[ImageItem], batch_size: int, quiet: bool,
-                   label: str) -> None:
+class FittingBatches:
+    """`metric.score_batch` that backs off on out-of-memory: a batch that does not fit is split in
+    halves (and later batches are cut to the size that fitted), so a long scoring run survives a
+    memory spike; records do not depend on the batch size (the plugin contract), so the numbers
+    are the same. Only one image that does not fit is an error, naming the metric and batch size."""
+
+    def __init__(self, metric: Metric, batch_size: int, device: torch.device) -> None:
+        self.metric, self.limit, self.device = metric, batch_size, device
+
+    def score(self, items: Sequence[ImageItem], prepared: Sequence[Any]) -> list[list[Record]]:
+        records: list[list[Record]] = []
+        start = 0
+        while start < len(items):
+            size = min(self.limit, len(items) - start)
+            try:
+                records += self.metric.score_batch(items[start:start + size], prepared[start:start + size])
+            except RuntimeError as e:  # torch.OutOfMemoryError is one; so are cuBLAS/cuDNN alloc failures
+                if not is_out_of_memory(e):
+                    raise
+                release_cached_memory(self.device)
+                if size == 1:
+                    raise EvalkitError(f"out of memory scoring one image with {self.metric.info.name} on "
+                                       f"{self.device} (batch size 1)",
+                                       "free the device's memory, or score with --device cpu") from e
+                self.limit = (size + 1) // 2
+                continue
+            start += size
+        return records
+
+
+def _score_pending(fitting: FittingBatches, store: ScoreStore, pending: list[ImageItem], batch_size: int,
+                   quiet: bool, label: str) -> None:
     """Prepare the next batch in worker threads while the current one is scored."""
+    metric = fitting.metric
     batches = [pending[i:i + batch_size] for i in range(0, len(pending), batch_size)]
     with ThreadPoolExecutor(max_workers=PREPARE_WORKERS) as pool:
         upcoming: list[Future[Any]] = [pool.submit(_prepare, metric, it) for it in batches[0]]
@@ -99,7 +132,7 @@ def _score_pending(metric: Metric, store: ScoreStore, pending: list[ImageItem], 
             prepared = [f.result() for f in upcoming]
             if index + 1 < len(batches):
                 upcoming = [pool.submit(_prepare, metric, it) for it in batches[index + 1]]
-            store.append(batch, metric.score_batch(batch, prepared))
+            store.append(batch, fitting.score(batch, prepared))
             if not quiet:
                 print(f"  {label}: {min((index + 1) * batch_size, len(pending))}/{len(pending)} images", flush=True)
 
