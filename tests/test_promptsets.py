@@ -327,6 +327,8 @@ def test_csv_file(tmp_path: Path) -> None:
         ("a.csv", 'text\nfine\n""\n', "a.csv:3: empty prompt"),
         ("a.csv", "text,id\nx,1,extra\n", "a.csv:2: row has 3 fields"),
         ("a.csv", "text\nx\n\ny\n", "a.csv:3: empty line"),
+        ("a.txt", "ok\n" + "x" * 1_000_001 + "\n", "a.txt:2: prompt is 1,000,001 characters long (at most 20,000)"),
+        ("a.jsonl", '{"text": "' + "y" * 20_001 + '"}\n', "a.jsonl:1: prompt is 20,001 characters long"),
     ],
 )
 def test_user_file_errors_name_file_and_line(tmp_path: Path, name: str, content: str, message: str) -> None:
@@ -390,3 +392,12 @@ def test_cli_errors_propagate_as_evalkit_error() -> None:
     assert "unknown prompt set 'tifa-v1'" in result.exception.problem
     result = CliRunner().invoke(prompts_cli, ["show", "tifa-v1.0", "--limit", "-1"])
     assert result.exit_code == 2 and "-1" in result.output
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".jsonl", ".csv"])
+def test_a_prompt_file_that_is_not_utf8_is_one_line(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"prompts{suffix}"
+    path.write_bytes(b"text\nok\n\xff\xfe bad\n" if suffix == ".csv" else b"ok\n\xff\xfe bad\n")
+    with pytest.raises(EvalkitError, match=r"is not UTF-8 text \(invalid start byte at byte \d+\)") as caught:
+        load_prompt_set(str(path))
+    assert "save the file as UTF-8" in caught.value.hint and "\n" not in caught.value.one_line()

@@ -459,6 +459,11 @@ def _tags_of(value: Any, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+# Far beyond any text encoder's context (CLIP reads 77 tokens, T5 in SD3/PixArt 512 at most): a longer
+# "prompt" is a file whose line breaks were lost, and would only make every record huge.
+MAX_PROMPT_CHARS = 20_000
+
+
 def generated_id(text: str) -> str:
     """An id derived from the text, so inserting or reordering lines renumbers nothing."""
     return "p" + sha256_bytes(text.encode("utf-8"))[:GENERATED_ID_HEX]
@@ -471,6 +476,9 @@ def _assemble_user_set(path: Path, raws: list[_RawPrompt]) -> PromptSet:
     for raw in raws:
         if not raw.text.strip():
             _fail(f"{raw.where}: empty prompt", "write the prompt text or delete the entry")
+        if len(raw.text) > MAX_PROMPT_CHARS:
+            _fail(f"{raw.where}: prompt is {len(raw.text):,} characters long (at most {MAX_PROMPT_CHARS:,})",
+                  "a prompt is one caption; check that the file's lines are not run together")
         prompt_id = raw.id if raw.id is not None else generated_id(raw.text)
         if raw.id is not None and not ID_PATTERN.fullmatch(prompt_id):
             _fail(
