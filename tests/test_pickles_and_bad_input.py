@@ -192,3 +192,17 @@ def _add_auto_map(config) -> None:
     document = json.loads(config.read_text(encoding="utf-8"))
     document["auto_map"] = {"AutoModel": "modeling_fast.FastUNet"}
     config.write_text(json.dumps(document), encoding="utf-8")
+
+
+def test_a_single_file_that_does_not_fit_its_base_is_one_line(tmp_path, sd_dir, cli):
+    """A file holding only some components (or another architecture's) for this --base."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "partial.safetensors"
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(7, 3, 3, 3)}, str(path))
+    out = tmp_path / "out"
+    code, _, err = cli("generate", str(path), "--base", str(sd_dir), "--out", str(out), "--prompts", "coco-10k",
+                       "--limit", "1", "--steps", "2", "--quiet")
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "could not load single-file checkpoint" in err and "check that --base is the pipeline" in err
+    assert not out.exists()

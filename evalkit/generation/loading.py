@@ -266,6 +266,7 @@ def _read_state_dict(path: Path, pickled: bool) -> dict[str, torch.Tensor]:
 
 def _from_single_file(path: Path, base_folder: Path, dtype: torch.dtype) -> Any:
     import diffusers
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
 
     index = json.loads((base_folder / "model_index.json").read_text(encoding="utf-8"))
     class_name = str(index.get("_class_name", ""))
@@ -276,7 +277,7 @@ def _from_single_file(path: Path, base_folder: Path, dtype: torch.dtype) -> Any:
         with quiet_loading():
             pipe = cls.from_single_file(str(path), config=str(base_folder), torch_dtype=dtype,
                                         local_files_only=True)
-    except (OSError, ValueError, KeyError, RuntimeError, NotImplementedError) as e:
+    except (OSError, ValueError, KeyError, RuntimeError, NotImplementedError, SingleFileComponentError) as e:
         raise EvalkitError(f"could not load single-file checkpoint {path} with configs from {base_folder}: "
                            f"{_first_line(e)}", hint) from e
     # A key missing from the file can leave a parameter on the meta device without an error.
