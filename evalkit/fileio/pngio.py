@@ -17,6 +17,9 @@ from evalkit.fileio.hashing import sha256_bytes
 
 # zlib level 4: a quarter of level 6's encode time on SD-sized images, ~5% larger files.
 PNG_COMPRESS_LEVEL = 4
+TEMPORARY_SUFFIX = ".tmp"  # write_atomic's temporaries are .NAME.HOST-PID.tmp
+TEMPORARY_GLOB = ".*" + TEMPORARY_SUFFIX
+ORPHAN_AFTER_SECONDS = 24 * 3600  # another host's temporary this old is orphaned (its pid cannot be asked)
 
 
 def encode_png(pixels: np.ndarray) -> bytes:
@@ -46,9 +49,6 @@ def write_atomic(path: Path, data: bytes) -> None:
             e.filename = e.filename or str(path)
         raise
 
-
-TEMPORARY_SUFFIX = ".tmp"
-ORPHAN_AFTER_SECONDS = 24 * 3600  # another host's temporary this old is orphaned (its pid cannot be asked)
 
 
 def _host() -> str:
@@ -94,8 +94,6 @@ def remove_orphaned_temporaries(folders: Iterable[Path], recursive: bool = False
                 removed += 1
     return removed
 
-
-TEMPORARY_GLOB = ".*" + TEMPORARY_SUFFIX
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
