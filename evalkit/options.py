@@ -45,7 +45,7 @@ SCHEDULER_CLASSES = MappingProxyType({
 DTYPE_NAMES = ("float32", "float16", "bfloat16")  # torch dtypes by name; AUTO picks one per device
 _OUT = Path("evalkit-out")
 
-Group = Literal["source", "protocol", "output", "prompts", "scoring", "compute"]
+Group = Literal["source", "protocol", "output", "prompts", "scoring", "compute", "scale"]
 Rule = Callable[[str, Any, Any], None]  # (name, value, default): raises EvalkitError when the value is unusable
 T = TypeVar("T", bound="DataclassInstance")
 
@@ -148,6 +148,20 @@ def shard_position(text: str) -> tuple[int, int]:
     return index, count
 
 
+SPLITS = ("auto", "checkpoints", "samples")
+
+
+def _split(name: str, value: str, default: Any) -> None:
+    if value not in SPLITS:
+        raise EvalkitError(f"{name} {value!r} is not one of {', '.join(SPLITS)}", f"e.g. {default}", param=name)
+
+
+def _positive(name: str, value: float, default: Any) -> None:
+    if not value > 0 or value != value or value == float("inf"):
+        raise EvalkitError(f"{name} must be a positive number of seconds (got {value})", f"e.g. {default}",
+                           param=name)
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """How to generate and score: everything but which checkpoint, metrics and prompt sets.
@@ -185,13 +199,20 @@ class RunOptions:
                         rule=_not_negative("0 means all prompts"))
     subset: str = option("", "prompts", "A named prompt subset (prompts/subsets/), e.g. smoke for CI; its results "
                          "compare only with runs on the same subset.")
-    shard: str = option("", "output", "i/N: generate every N-th sample starting at i (default: torchrun's).",
+    shard: str = option("", "output", "i/N: this process takes every N-th sample starting at i (SLURM arrays; "
+                        "`evalkit merge` combines the shards). Under torchrun each rank takes its own.",
                         rule=_shard, cli_only="a shard is one of several processes and writes no run.json; "
                         "evaluate() returns a checkpoint's results")
+    rendezvous_timeout: float = option(300.0, "output", "Under torchrun/accelerate: seconds to wait for every "
+                                       "process WORLD_SIZE announces to join.", rule=_positive, show_default=True,
+                                       cli_only="evaluate() runs in its caller's process")
     allow_pickle: bool = option(False, "source", "Allow pickled weights, loaded with weights_only=True.")
     quiet: bool = option(False, "output", "No progress bar (for CI logs).", in_process=True)  # a training loop logs
     score_batch_size: int = option(32, "scoring", "Images per metric batch.", rule=_at_least(1, "e.g. {default}"),
                                    show_default=True)
+    split: str = option("auto", "scale", "With several processes on a training folder: give each one whole "
+                        "checkpoints, or a share of every checkpoint's samples; auto picks the faster.",
+                        rule=_split, show_default=True, cli_only="evaluate() evaluates one checkpoint")
     flops_per_step: float = option(0.0, "compute", "Training FLOPs per step: adds a compute axis.")
     train_batch_size: int = option(0, "compute", "Training batch size: FLOPs per step = 3 x 2 x denoiser MACs x "
                                    "batch (evalkit.profile).")

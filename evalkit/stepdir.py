@@ -7,8 +7,9 @@ else; every stage asks a `StepDir` (or `ModelDir`) for a path or a reader:
     OUT/<model>/<step>/generation.json                   what the images are (checkpoint, protocol, prompt sets)
     OUT/<model>/<step>/manifest[.shard-i-of-N].jsonl     one row per written image (append-only, per shard)
     OUT/<model>/<step>/images/<set>/<prompt-id>_<k>.png
-    OUT/<model>/<step>/scores/<metric>/<fp16>.jsonl      per-image records of one metric fingerprint
+    OUT/<model>/<step>/scores/<metric>/<fp16>[.shard-i-of-N].jsonl   per-image records of one metric fingerprint
     OUT/<model>/<step>/scores/<metric>/<fp16>.summary.json, <fp16>.units.json
+    OUT/<model>/<step>/shard-i-of-N.json                 a finished shard's report (until `merge` consumes it)
     OUT/<model>/<step>/profile.json                      `evalkit profile --out` (costs)
     OUT/<model>/<step>/run.json                          the step's results, written last
     OUT/<model>/curves/<metric>.csv|json|png|svg, compute.json
@@ -43,6 +44,9 @@ SCORES_DIR = "scores"
 CURVES_DIR = "curves"
 COMPUTE_FILE = "compute.json"
 MANIFEST_GLOB = "manifest*.jsonl"
+SHARD_SUFFIX = ".shard-{index}-of-{count}"  # the per-shard files of manifests and score records
+SHARD_REPORT = "shard-{index}-of-{count}.json"
+SHARD_REPORT_PATTERN = re.compile(r"shard-(\d+)-of-(\d+)\.json")
 LOCK_FILE = ".{stage}{shard}.lock"  # held by the one process writing a stage of this folder (fileio.lockfile)
 FINGERPRINT_CHARS = 16  # score files are named by the metric fingerprint's first characters
 FINAL = "final"  # the step label of a checkpoint that is not a training step
@@ -62,6 +66,10 @@ def _file_stem(prompt_id: str) -> str:
         return prompt_id
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", prompt_id)[:80].strip("._") or "prompt"
     return f"{readable}-{sha256_bytes(prompt_id.encode('utf-8'))[:10]}"
+
+
+def _shard_suffix(shard_index: int, shard_count: int) -> str:
+    return "" if shard_count == 1 else SHARD_SUFFIX.format(index=shard_index, count=shard_count)
 
 
 def step_label(step: int | None) -> str:
@@ -120,9 +128,7 @@ class StepDir:
 
     def manifest(self, shard_index: int = 0, shard_count: int = 1) -> Path:
         """The manifest one writer appends to: one file per shard, so no two processes share a file."""
-        if shard_count == 1:
-            return self.path / "manifest.jsonl"
-        return self.path / f"manifest.shard-{shard_index}-of-{shard_count}.jsonl"
+        return self.path / f"manifest{_shard_suffix(shard_index, shard_count)}.jsonl"
 
     def manifests(self) -> list[Path]:
         """Every shard's manifest, in name order (readers take the union)."""
@@ -144,6 +150,29 @@ class StepDir:
         return ScoreFiles(stem.with_name(stem.name + ".jsonl"), stem.with_name(stem.name + ".summary.json"),
                           stem.with_name(stem.name + ".units.json"))
 
+    def score_records(self, metric: str, fingerprint: str, shard_index: int = 0, shard_count: int = 1) -> Path:
+        """The record file one writer appends to: the step's own, or one per shard (merged by `merge`)."""
+        records = self.scores(metric, fingerprint).records
+        return records.with_name(records.name.removesuffix(".jsonl") + _shard_suffix(shard_index, shard_count)
+                                 + ".jsonl")
+
+    def score_shard_records(self, metric: str, fingerprint: str) -> list[Path]:
+        """Every shard's record file of one metric fingerprint, in name order (not the step's own)."""
+        records = self.scores(metric, fingerprint).records
+        return sorted(records.parent.glob(records.name.removesuffix(".jsonl") + ".shard-*-of-*.jsonl"))
+
+    def shard_report(self, shard_index: int, shard_count: int) -> Path:
+        return self.path / SHARD_REPORT.format(index=shard_index, count=shard_count)
+
+    def shard_reports(self) -> list[tuple[int, int, Path]]:
+        """(index, count, path) of every finished shard's report here, by count then index."""
+        found = []
+        for path in self.path.glob("shard-*-of-*.json") if self.path.is_dir() else []:
+            match = SHARD_REPORT_PATTERN.fullmatch(path.name)
+            if match:
+                found.append((int(match[1]), int(match[2]), path))
+        return sorted(found, key=lambda t: (t[1], t[0]))
+
     def relative(self, path: Path) -> str:
         """`path` as recorded inside the step folder's own files (POSIX, relative)."""
         return path.relative_to(self.path).as_posix()
@@ -157,8 +186,8 @@ class StepDir:
         """Exclusive use of one stage of this folder ("generate" per shard, "score" for records and
         run.json): a second process waits (`wait`) or is refused with a line naming the holder; a
         dead process's lock is free."""
-        shard = "" if shard_count == 1 else f".shard-{shard_index}-of-{shard_count}"
-        return exclusive(self.path / LOCK_FILE.format(stage=stage, shard=shard), wait=wait,
+        return exclusive(self.path / LOCK_FILE.format(stage=stage, shard=_shard_suffix(shard_index, shard_count)),
+                         wait=wait,
                          what=f"{self.path} ({stage})",
                          hint="wait for that process to finish, or pass another --out")
 

@@ -266,3 +266,41 @@ def test_threshold_files_load_or_are_refused_in_one_line(tmp_path, text):
         load_thresholds(path)
     except EvalkitError as e:
         assert "\n" not in e.one_line()
+
+
+@pytest.fixture(scope="module")
+def sharded_step(sd_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A step folder of two finished `--shard` jobs, not yet merged (what `evalkit merge` reads)."""
+    from evalkit.tiny.clip import build_tiny_clip, write_card
+
+    root = tmp_path_factory.mktemp("fuzz-shards")
+    card = write_card(root / "clip-tiny.yaml", "clip-tiny", "clip_score", "coco-10k",
+                      {"clip": build_tiny_clip(root / "tiny-clip")})
+    for index in (0, 1):
+        code, err = _evalkit("run", str(sd_dir), "--metrics", str(card), "--out", str(root / "out"), "--limit", "4",
+                             "--steps", "2", "--batch-size", "2", "--score-batch-size", "2", "--quiet", "--shard",
+                             f"{index}/2")
+        assert code == 0, err
+    return root / "out" / "tiny-sd" / "final"
+
+
+@pytest.mark.slow
+@FUZZ
+@given(data=st.data())
+def test_merge_survives_any_shard_report(sharded_step, tmp_path, data):
+    """One shard's report replaced by a mutated one: `evalkit merge` merges or refuses in one line, and
+    a refusal writes no run.json and consumes no report."""
+    step = tmp_path / "step"
+    if step.exists():
+        shutil.rmtree(step)
+    shutil.copytree(sharded_step, step)
+    report = step / "shard-1-of-2.json"
+    report.write_bytes(data.draw(mutated(json.loads(report.read_text(encoding="utf-8")))))
+    code, err = _evalkit("merge", str(step), "--quiet")
+    event(f"merge exit {code}")
+    _one_line_refusal(code, err)
+    if code != 0:
+        assert not (step / "run.json").exists()
+        assert sorted(p.name for p in step.glob("shard-*.json")) == ["shard-0-of-2.json", "shard-1-of-2.json"]
+    else:
+        assert (step / "run.json").is_file() and not list(step.glob("shard-*.json"))

@@ -128,7 +128,8 @@ def _generate_shards(sd_dir: Path, out: Path, sets: list[PromptSet], images_per_
     ref = resolve(str(sd_dir), ResolveOptions())[0]
     step_dirs = set()
     for index in range(SHARDS):
-        options = GenerateOptions(out=out, batch_size=8, shard_index=index, shard_count=SHARDS, quiet=True)
+        options = GenerateOptions(out=out, batch_size=8, shard_index=index, shard_count=SHARDS, quiet=True,
+                                  shard_block=1)  # sample by sample, so both halves hold every set
         step_dirs.add(Generator(request, options).run_one(ref, sets).step_dir)
     (step_dir,) = step_dirs
     return step_dir

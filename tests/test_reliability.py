@@ -573,8 +573,13 @@ def test_scoring_backs_off_on_out_of_memory_with_the_same_records(scored_step, c
     limited = _Limited(create(str(clip_card)), fits=2, error=error, message=message)
     result = score_step(scored_step, [limited], torch.device("cpu"), batch_size=6, quiet=True)[0]
     assert limited.sizes == [6, 3, 2, 2, 2]  # halved until it fitted, then kept at what fitted
-    assert result.values == plain.values
-    assert ScoreStore(scored_step, plain.metric, plain.fingerprint).scored() == expected
+    # the same records, up to the float rounding of batched matmuls (a batch's other members change it)
+    assert result.values.keys() == plain.values.keys()
+    assert result.values["value"] == pytest.approx(plain.values["value"], rel=1e-6)
+    backed_off = ScoreStore(scored_step, plain.metric, plain.fingerprint).scored()
+    assert backed_off.keys() == expected.keys()
+    for key, records in expected.items():
+        assert [r["value"] for r in backed_off[key]] == pytest.approx([r["value"] for r in records], rel=1e-5)
 
 
 def test_scoring_out_of_memory_at_one_image_is_one_line_and_other_errors_are_not_swallowed(scored_step, clip_card):

@@ -79,9 +79,10 @@ def test_two_identical_runs_are_bit_identical(generate, sd_dir, small_sets, tmp_
 
 @pytest.mark.slow
 def test_torchrun_ranks_shard_the_work(sd_dir, small_sets, generate, tmp_path):
-    """Under torchrun each rank takes its shard from RANK/WORLD_SIZE; the union is one run."""
+    """Under torchrun each rank takes its shard from RANK/WORLD_SIZE; the union is one run. (Shards
+    take whole blocks of 32 samples, `evalkit score`'s batch: 40 prompts give both ranks work.)"""
     prompts = tmp_path / "p.txt"
-    prompts.write_text("".join(f"{p.text.strip()}\n" for p in small_sets[0]))
+    prompts.write_text("".join(f"a photo of thing number {i}\n" for i in range(40)))
     out = tmp_path / "torchrun"
     torchrun = Path(sys.executable).with_name("torchrun")
     cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "evalkit.cli", "generate", str(sd_dir),

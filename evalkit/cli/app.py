@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,11 +16,12 @@ from evalkit.cli.options import GENERATE, RUN, run_options
 from evalkit.errors import EXIT_FAILED, EvalkitError, environment_error
 
 if TYPE_CHECKING:
-    from evalkit.generation.checkpoints import ResolveOptions
+    from evalkit.generation.checkpoints import CheckpointRef, ResolveOptions
     from evalkit.generation.generator import GenerateOptions, StepResult
     from evalkit.generation.protocol import GenerationRequest
     from evalkit.options import RunOptions
     from evalkit.prompts.sets import PromptSet
+    from evalkit.runtime.distributed import Workers
 
 DEFAULT_PROMPT_SETS = "tifa-v1.0,coco-10k"
 
@@ -54,10 +57,28 @@ class _Plan:
     generate_options: GenerateOptions
 
 
+@contextmanager
+def _launched(options: RunOptions) -> Iterator[Workers]:
+    """This launch's processes, verified over torch.distributed before any work (Alone without one)."""
+    from evalkit.runtime.distributed import announced, joined
+
+    if options.shard and announced(os.environ) > 1:
+        raise EvalkitError("--shard is for processes started without a launcher; under torchrun or accelerate each "
+                           "rank takes its own shard", "drop --shard (or start the processes without a launcher)")
+    with joined(os.environ, options.rendezvous_timeout, " ".join(sys.argv[1:])) as workers:
+        yield workers
+
+
 def _generate(checkpoint: str, prompt_sets: str, options: RunOptions) -> list[StepResult]:
     from evalkit.generation.checkpoints import ResolveOptions, resolve
 
     refs = resolve(checkpoint, ResolveOptions.of(options))  # a wrong path is refused before torch is imported
+    with _launched(options):
+        return _generate_refs(refs, checkpoint, prompt_sets, options)
+
+
+def _generate_refs(refs: list[CheckpointRef], checkpoint: str, prompt_sets: str,
+                   options: RunOptions) -> list[StepResult]:
     from evalkit.generation.generator import Generator
 
     plan = _plan(checkpoint, prompt_sets, options)
@@ -123,13 +144,18 @@ def run(checkpoint: str, metric_specs: str, prompt_sets: str, tifa_qa: str, coco
 
     metrics = create_many(metric_specs, MetricContext.from_flags(tifa_qa, coco_images))
     needed = ",".join(dict.fromkeys(m.info.prompt_set for m in metrics))
+    if not watch:
+        with _launched(options) as workers:
+            plan = _plan(checkpoint, prompt_sets or needed, options)
+            evaluator = Evaluator(plan.request, plan.generate_options, metrics, plan.sets, options.score_batch_size,
+                                  options.allow_pickle, workers)
+            run_spec(evaluator, plan.checkpoint, plan.resolve_options, echo=click.echo,
+                     flops_per_step=options.flops_per_step, train_batch_size=options.train_batch_size,
+                     split=options.split)
+        return
     plan = _plan(checkpoint, prompt_sets or needed, options)
     evaluator = Evaluator(plan.request, plan.generate_options, metrics, plan.sets, options.score_batch_size,
                           options.allow_pickle)
-    if not watch:
-        run_spec(evaluator, plan.checkpoint, plan.resolve_options, echo=click.echo,
-                 flops_per_step=options.flops_per_step, train_batch_size=options.train_batch_size)
-        return
     watch_options = WatchOptions(poll_seconds=poll_seconds, max_polls=max_polls, stop_file=stop_file)
     click.echo(f"watching {plan.checkpoint} every {poll_seconds:g}s (stop: create "
                f"{stop_file or Path(plan.checkpoint) / 'STOP'} or press Ctrl-C)")
@@ -277,8 +303,10 @@ def main() -> None:
 # Commands that live in their own modules (registered before `python -m evalkit.cli` runs main).
 from evalkit.cli.check import check  # noqa: E402
 from evalkit.cli.leaderboard import leaderboard  # noqa: E402
+from evalkit.cli.merge import merge  # noqa: E402
 from evalkit.cli.site import site  # noqa: E402
 
 cli.add_command(check)
 cli.add_command(leaderboard)
+cli.add_command(merge)
 cli.add_command(site)

@@ -20,7 +20,7 @@ from evalkit.errors import EvalkitError
 from evalkit.options import OPTION_FIELDS, RunOptions, flag_of, names_in, spec_of
 
 GENERATE = names_in("source", "protocol", "output", "prompts")  # `evalkit generate`
-RUN = names_in("source", "protocol", "output", "prompts", "scoring", "compute")  # `evalkit run`
+RUN = names_in("source", "protocol", "output", "prompts", "scoring", "scale", "compute")  # `evalkit run`
 _NONE: Mapping[str, str] = MappingProxyType({})
 
 

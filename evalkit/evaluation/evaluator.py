@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from evalkit.errors import EvalkitError
+from evalkit.evaluation.merge import Merged
 from evalkit.evaluation.watch import CheckpointWatcher, WatchOptions, watch
 from evalkit.fileio.pngio import png_is_complete
 from evalkit.generation.checkpoints import CheckpointRef, PipelineDir, ResolveOptions, resolve
@@ -31,13 +32,15 @@ from evalkit.metrics.api import Metric
 from evalkit.options import AUTO, DEFAULTS, IN_PROCESS, NATIVE, RunOptions, check, names_in
 from evalkit.prompts.sets import PromptSet
 from evalkit.results.comparability import ComparabilityKey, metric_key
-from evalkit.results.curves import TrainingCompute, compute_for, write_curves
+from evalkit.results.curves import TrainingCompute, compute_for, save_compute, write_curves
 from evalkit.results.model import MetricEntry, RunResult
 from evalkit.results.run import read_run
+from evalkit.runtime.distributed import Alone, Workers
 from evalkit.scoring.engine import MetricResult
 from evalkit.stepdir import ModelDir, StepDir, safe_name
 
 PROTOCOL_FIELDS = names_in("protocol")  # what evaluate() takes as **protocol
+SOLO = Alone()
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class StepOutcome:
     generation: StepResult | None = None
     scores: tuple[MetricResult, ...] = ()
     run_json: Path | None = None
+    shard_report: Path | None = None  # a shard's: written when its images and records are done
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,7 @@ class Evaluator:
 
     def __init__(self, request: GenerationRequest, options: GenerateOptions, metrics: Sequence[Metric],
                  prompt_sets: Sequence[PromptSet], score_batch_size: int = DEFAULTS.score_batch_size,
-                 allow_pickle: bool = DEFAULTS.allow_pickle) -> None:
+                 allow_pickle: bool = DEFAULTS.allow_pickle, workers: Workers = SOLO) -> None:
         check("score_batch_size", score_batch_size)
         self.generator = Generator(request, options, allow_pickle=allow_pickle)
         self.request = request
@@ -80,7 +84,17 @@ class Evaluator:
         self.metrics = list(metrics)
         self.prompt_sets = list(prompt_sets)
         self.score_batch_size = score_batch_size
+        self.allow_pickle = allow_pickle
+        self.workers = workers  # a launch's processes: rank 0 merges each step once all shards are done
         self._inputs_checked = False
+
+    def unsharded(self) -> Evaluator:
+        """The same request and metric objects (models stay loaded) evaluating whole checkpoints alone."""
+        options = replace(self.options, shard_index=0, shard_count=1)
+        whole = Evaluator(self.request, options, self.metrics, self.prompt_sets, self.score_batch_size,
+                          self.allow_pickle)
+        whole._inputs_checked = self._inputs_checked
+        return whole
 
     @property
     def device(self) -> torch.device:
@@ -184,35 +198,89 @@ class Evaluator:
                 "images_per_prompt": r.images_per_prompt}
 
     def _finish(self, result: StepResult, started: datetime) -> StepOutcome:
+        if self.options.shard_count > 1:
+            return self._finish_shard(result)
         from evalkit.results.assemble import write_run_json
         from evalkit.scoring.engine import score_step
 
-        sharded = self.options.shard_count > 1  # shards of one step take turns at its records
-        with StepDir(result.step_dir).lock("score", wait=sharded):
+        with StepDir(result.step_dir).lock("score"):
             scores = score_step(result.step_dir, self.metrics, self.device, self.score_batch_size, self.options.quiet)
-            run_json = None
-            if not sharded:  # a shard's images are not the checkpoint's result
-                seconds = result.seconds if result.reused == 0 else None  # else: the manifest's own timings
-                run_json = write_run_json(result.step_dir, scores, self.metrics, started, seconds,
-                                          device=str(self.device))
+            seconds = result.seconds if result.reused == 0 else None  # else: the manifest's own timings
+            run_json = write_run_json(result.step_dir, scores, self.metrics, started, seconds, device=str(self.device))
         return StepOutcome(result.ref, result.step_dir, False, result, tuple(scores), run_json)
+
+    def _finish_shard(self, result: StepResult) -> StepOutcome:
+        """Score this shard's images into its own record files and report it finished; under a launcher,
+        rank 0 then merges the step once every rank has reported."""
+        from evalkit.metrics.registry import card_file
+        from evalkit.results.shards import ShardMetric, ShardReport, write_report
+        from evalkit.scoring.engine import score_shard
+
+        index, count = self.options.shard_index, self.options.shard_count
+        folder = StepDir(result.step_dir)
+        files = [s.file for s in plan_samples(self.prompt_sets, self.request, index, count,
+                                              self.options.shard_block)]
+        with folder.lock("score", index, count):
+            scored = score_shard(result.step_dir, self.metrics, self.device, files, index, count,
+                                 self.score_batch_size, self.options.quiet)
+            report = ShardReport(index, count, result.checkpoint_fingerprint, result.protocol.fingerprint(),
+                                 {s.name: s.fingerprint for s in self.prompt_sets},
+                                 {s.metric: ShardMetric(s.fingerprint, s.n_images, card_file(m))
+                                  for s, m in zip(scored, self.metrics, strict=True)}, tuple(files),
+                                 seconds={"generate": round(result.seconds, 3),
+                                          "score": {s.metric: round(s.seconds, 3) for s in scored}})
+            report_path = write_report(folder, report)
+        if self.workers.count == 1:  # --shard: `evalkit merge` runs once the array has finished
+            return StepOutcome(result.ref, result.step_dir, False, result, shard_report=report_path)
+        self.workers.barrier()
+        if self.workers.rank != 0:
+            return StepOutcome(result.ref, result.step_dir, False, result, shard_report=report_path)
+        from evalkit.evaluation.merge import merge_step
+
+        merged = merge_step(result.step_dir, self.metrics, self.device, self.options.quiet)
+        return StepOutcome(result.ref, result.step_dir, False, result, merged.scores, merged.run_json)
 
 
 # -- spec / training-folder glue shared by `evalkit run` ------------------------------------------------
 def run_spec(evaluator: Evaluator, spec: str, resolve_options: ResolveOptions, *,
              flops_per_step: float = DEFAULTS.flops_per_step, train_batch_size: int = DEFAULTS.train_batch_size,
-             echo: Callable[[str], None] = print) -> list[StepOutcome]:
-    """Evaluate every checkpoint `spec` names (skipping covered ones), then rewrite the curves."""
+             split: str = DEFAULTS.split, echo: Callable[[str], None] = print) -> list[StepOutcome]:
+    """Evaluate every checkpoint `spec` names (skipping covered ones), then rewrite the curves.
+
+    As one of several processes (a launch's rank, or `--shard i/N`) the checkpoints are shared out
+    as `split` says (evaluation.split); the curves are written once, by rank 0 after the last
+    barrier, or by `evalkit merge` after an array of `--shard` jobs (shard 0 stores the compute axis).
+    """
     refs = resolve(spec, resolve_options)
+    index, count = evaluator.options.shard_index, evaluator.options.shard_count
+    mine, worker = refs, evaluator
+    if count > 1:
+        from evalkit.evaluation.split import CHECKPOINTS, choose
+
+        plan = choose(split, len(refs), len(plan_samples(evaluator.prompt_sets, evaluator.request)), count)
+        if plan.mode == CHECKPOINTS:
+            mine, worker = refs[index::count], evaluator.unsharded()
+        if index == 0 and len(refs) > 1:
+            echo(f"{len(refs)} checkpoints over {count} processes: split by {plan.mode} (estimated cost "
+                 f"{plan.checkpoints_cost:g} by checkpoints, {plan.samples_cost:g} by samples, in images)")
     outcomes = []
-    for ref in refs:
-        outcomes.append(evaluator.evaluate_ref(ref))
+    for ref in mine:
+        outcomes.append(worker.evaluate_ref(ref))
         echo(describe(outcomes[-1]))
     stepped = [r for r in refs if r.step is not None]
-    if stepped and evaluator.options.shard_count == 1:
-        compute = compute_for(lambda: _ref_spec(stepped[-1]), flops_per_step, train_batch_size)
-        for model in dict.fromkeys(r.name for r in stepped):
-            _echo_curves(evaluator.update_curves(model, compute), echo)
+    if not stepped:
+        return outcomes
+    evaluator.workers.barrier()  # every rank's checkpoints are done before the curves read them
+    if index != 0:
+        return outcomes
+    compute = compute_for(lambda: _ref_spec(stepped[-1]), flops_per_step, train_batch_size)
+    if count > 1 and evaluator.workers.count == 1:  # an array of --shard jobs: `evalkit merge` draws the curves
+        if compute is not None:
+            for model in dict.fromkeys(r.name for r in stepped):
+                save_compute(ModelDir.of(evaluator.options.out, model), compute)
+        return outcomes
+    for model in dict.fromkeys(r.name for r in stepped):
+        echo_curves(evaluator.update_curves(model, compute), echo)
     return outcomes
 
 
@@ -241,7 +309,7 @@ def watch_folder(evaluator: Evaluator, folder: Path, resolve_options: ResolveOpt
         echo(describe(outcome))
         if not computed:
             computed.append(compute_for(lambda: _ref_spec(ref), flops_per_step, train_batch_size))
-        _echo_curves(evaluator.update_curves(ref.name, computed[0]), echo)
+        echo_curves(evaluator.update_curves(ref.name, computed[0]), echo)
 
     return watch(watcher, evaluate_one, options, warn)
 
@@ -262,6 +330,9 @@ def describe(outcome: StepOutcome) -> str:
     if gen is not None:
         lines.append(f"{label}: {gen.generated} generated, {gen.reused} reused of {gen.planned} "
                      f"({gen.images_per_second:.2f} img/s) -> {gen.step_dir}")
+    if outcome.shard_report is not None:
+        lines.append(f"{label}: shard finished -> {outcome.shard_report} (merged into run.json once every shard "
+                     "has finished)")
     run = read_run(outcome.run_json) if outcome.run_json is not None else None
     entries = run.metrics if run is not None else {}
     lines += [metric_line(outcome.step_dir, score, entries.get(score.metric)) for score in outcome.scores]
@@ -291,7 +362,15 @@ def _number(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def _echo_curves(paths: list[Path], echo: Callable[[str], None]) -> None:
+def describe_merge(merged: Merged) -> list[str]:
+    """What `evalkit merge` prints for one step folder (the `run` command's format)."""
+    run = read_run(merged.run_json)
+    return [f"{merged.step_dir}: merged {merged.shards} shards",
+            *(metric_line(merged.step_dir, s, run.metrics.get(s.metric)) for s in merged.scores),
+            f"{merged.step_dir}: results -> {merged.run_json}", *nonfinite_lines(merged.step_dir, run)]
+
+
+def echo_curves(paths: list[Path], echo: Callable[[str], None]) -> None:
     if paths:
         metrics = sorted({p.stem for p in paths})
         echo(f"curves: {paths[0].parent} ({', '.join(metrics)})")

@@ -67,12 +67,13 @@ class GenerateOptions:
     shard_index: int = 0
     shard_count: int = 1
     quiet: bool = DEFAULTS.quiet
+    shard_block: int = DEFAULTS.score_batch_size  # a shard takes whole scoring batches (plan_samples)
 
     @classmethod
     def of(cls, options: RunOptions) -> GenerateOptions:
         index, count = shard_position(options.shard)
         size = 1 if options.auto_batch else int(options.batch_size)
-        return cls(options.out, size, options.auto_batch, index, count, options.quiet)
+        return cls(options.out, size, options.auto_batch, index, count, options.quiet, options.score_batch_size)
 
 
 @dataclass
@@ -86,6 +87,7 @@ class StepResult:
     seconds: float
     batch_size: int
     timings: dict[str, float] = field(default_factory=dict)
+    checkpoint_fingerprint: str = ""
 
     @property
     def images_per_second(self) -> float:
@@ -93,18 +95,26 @@ class StepResult:
 
 
 def plan_samples(prompt_sets: Sequence[PromptSet], request: GenerationRequest,
-                 shard_index: int = 0, shard_count: int = 1) -> list[Sample]:
-    """Every sample of every set, in a fixed order; shard i takes every shard_count-th."""
-    samples = []
+                 shard_index: int = 0, shard_count: int = 1, block: int = 1) -> list[Sample]:
+    """Every sample of every set, in prompt-set order; shard i of N takes every N-th block.
+
+    Each set is cut into blocks of `block` samples from its start and the blocks are dealt out in
+    turn: with `block` = the scoring batch size (what the evaluator passes), a shard's images are
+    exactly whole batches of the ones one process would score — and, when the generation batch
+    size divides it, generate — so a sharded run computes the same batches as one process and
+    its run.json is the same to the bit (float results do depend on a batch's other members).
+    """
+    samples, dealt = [], 0
     for prompt_set in prompt_sets:
-        for index, prompt in enumerate(prompt_set.prompts):
-            for k in range(request.images_per_prompt):
-                samples.append(Sample(
-                    prompt_set=prompt_set.name, prompt_index=index, prompt_id=prompt.id, text=prompt.text,
-                    k=k, seed=sample_seed(request.seed, prompt_set.name, prompt.id, k),
-                    file=StepDir.image_file(prompt_set.name, prompt.id, k),
-                ))
-    return samples[shard_index::shard_count]
+        in_set = [Sample(prompt_set=prompt_set.name, prompt_index=index, prompt_id=prompt.id, text=prompt.text,
+                         k=k, seed=sample_seed(request.seed, prompt_set.name, prompt.id, k),
+                         file=StepDir.image_file(prompt_set.name, prompt.id, k))
+                  for index, prompt in enumerate(prompt_set.prompts) for k in range(request.images_per_prompt)]
+        for start in range(0, len(in_set), block):
+            if dealt % shard_count == shard_index:
+                samples += in_set[start:start + block]
+            dealt += 1
+    return samples
 
 
 def pending_samples(step_dir: StepDir, samples: Sequence[Sample]) -> list[Sample]:
@@ -224,8 +234,10 @@ class Generator:
         step_dir = StepDir.of(self.options.out, ref.name, ref.step_label)
         with step_dir.lock("generate", self.options.shard_index, self.options.shard_count):
             step_dir.remove_orphaned_temporaries()
-            _write_generation_record(step_dir, loaded, protocol, prompt_sets)
-            planned = plan_samples(prompt_sets, self.request, self.options.shard_index, self.options.shard_count)
+            with step_dir.lock("record", wait=True):  # every shard of the step reads, extends and rewrites it
+                _write_generation_record(step_dir, loaded, protocol, prompt_sets)
+            planned = plan_samples(prompt_sets, self.request, self.options.shard_index, self.options.shard_count,
+                                   self.options.shard_block)
             todo = pending_samples(step_dir, planned)
             t_plan = time.perf_counter()
             by_name = {s.name: s for s in prompt_sets}
@@ -233,7 +245,8 @@ class Generator:
             t_end = time.perf_counter()
         return StepResult(ref, step_dir.path, protocol, len(planned), len(planned) - len(todo), len(todo),
                           t_end - t_plan, batch_size,
-                          {"load": load_seconds, "plan": t_plan - t_load, "generate": t_end - t_plan})
+                          {"load": load_seconds, "plan": t_plan - t_load, "generate": t_end - t_plan},
+                          loaded.fingerprint)
 
     def _write_images(self, loaded: LoadedCheckpoint, protocol: EffectiveProtocol, step_dir: StepDir,
                       todo: list[Sample], prompt_sets: dict[str, PromptSet]) -> int:
@@ -246,7 +259,7 @@ class Generator:
             in_flight: deque[_InFlight] = deque()
             position = 0
             while position < len(todo):
-                batch = todo[position:position + batch_size]
+                batch = _one_set(todo[position:position + batch_size])
                 started = time.perf_counter()
                 try:
                     images = render(loaded, protocol, batch, prompt_sets, self.store)
@@ -273,6 +286,11 @@ class Generator:
             raise EvalkitError(f"out of memory at batch size {batch_size} ({_short(error)})",
                                "use --batch-size auto, a smaller --batch-size, or --dtype float16") from error
         return max(1, batch_size // 2)
+
+
+def _one_set(batch: list[Sample]) -> list[Sample]:
+    """A batch never spans two prompt sets, so its members are the same however the plan is sharded."""
+    return [s for s in batch if s.prompt_set == batch[0].prompt_set] if batch else batch
 
 
 def _commit(manifest: Path, item: _InFlight) -> int:

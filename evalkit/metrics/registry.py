@@ -167,6 +167,14 @@ def create(spec: str, context: MetricContext = NO_INPUTS) -> Metric:
     return from_card(card_of(spec), context)
 
 
+def card_file(metric: Metric) -> str:
+    """The card file a metric was made from, as given ("" when made from a shipped name): what
+    re-creates the same metric in another process (`evalkit merge`, from the same working folder),
+    and what run.json records as the card's path."""
+    card = getattr(metric, "card", None)
+    return card.path if isinstance(card, MetricCard) else ""
+
+
 def preflight(specs: str) -> None:
     """Refuse what `create_many(specs)` would refuse for built-in metrics — unknown names, bad card
     params, missing extras — without importing any model library, so a run stops at once."""

@@ -143,6 +143,10 @@ class PromptSet:
     def __iter__(self) -> Iterator[Prompt]:
         return iter(self.prompts)
 
+    def position(self, prompt_id: str) -> int:
+        """Where the prompt is in the set (one past the end for an id it does not hold, which `by_id` refuses)."""
+        return self._index.get(prompt_id, len(self.prompts))
+
     def by_id(self, prompt_id: str) -> Prompt:
         """The prompt with this id; an unknown id is a user error (e.g. a stale id list)."""
         if prompt_id not in self._index:

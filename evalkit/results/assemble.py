@@ -46,7 +46,7 @@ PROTOCOL_KEYS = ("scheduler", "steps", "guidance_scale", "seed", "dtype", "negat
 
 def write_run_json(step_dir: Path, metric_results: Sequence[MetricResult], metrics: Sequence[Metric],
                    started: datetime, generate_seconds: float | None = None, device: str = "cpu",
-                   spec: BootstrapSpec = DEFAULT_BOOTSTRAP) -> Path:
+                   spec: BootstrapSpec = DEFAULT_BOOTSTRAP, shards: dict[str, Any] | None = None) -> Path:
     """Merge these metrics' results into the step's run.json (other metrics' entries are kept)."""
     folder = StepDir(step_dir)
     generation, manifest = folder.read_generation(), folder.read_manifest()
@@ -60,7 +60,7 @@ def write_run_json(step_dir: Path, metric_results: Sequence[MetricResult], metri
         prompt_sets={name: PromptSetRecord(s.fingerprint, s.n) for name, s in sorted(generation.prompt_sets.items())},
         metrics=dict(sorted(entries.items())),
         provenance=_provenance(list(manifest.values()), generation, metric_results, started, generate_seconds,
-                               device),
+                               device, shards),
         efficiency=folder.read_profile(),
         nonfinite=_nonfinite(manifest, entries),
     )
@@ -158,7 +158,8 @@ def _protocol(protocol: dict[str, Any]) -> Protocol:
 
 
 def _provenance(rows: Sequence[ManifestRow], generation: GenerationRecord, results: Sequence[MetricResult],
-                started: datetime, generate_seconds: float | None, device: str) -> Provenance:
+                started: datetime, generate_seconds: float | None, device: str,
+                shards: dict[str, Any] | None) -> Provenance:
     n_images = len(rows)
     gen_seconds = generate_seconds if generate_seconds is not None else float(sum(r.seconds for r in rows))
     score_seconds = {r.metric: round(r.seconds, 3) for r in results}
@@ -172,5 +173,5 @@ def _provenance(rows: Sequence[ManifestRow], generation: GenerationRecord, resul
         finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         seconds={"generate": round(gen_seconds, 3), "score": score_seconds},
         images_per_second={"generate": (n_images / gen_seconds if gen_seconds > 0 else None), "score": score_rate},
-        n_images=n_images,
+        n_images=n_images, shards=shards,
     )

@@ -21,7 +21,7 @@ from typing import Any
 from evalkit.errors import EvalkitError
 from evalkit.fileio.csvtext import csv_text
 from evalkit.fileio.jsonfile import read_json_document, read_json_object
-from evalkit.fileio.pngio import write_atomic
+from evalkit.fileio.pngio import remove_orphaned_temporaries, write_atomic
 from evalkit.results.comparability import ComparabilityKey, metric_key
 from evalkit.results.model import MetricEntry, Protocol, RunResult, as_float
 from evalkit.results.run import read_run
@@ -173,6 +173,7 @@ def write_curves(model_dir: Path, compute: TrainingCompute | None = None, plots:
     if not curves:
         return []
     folder = ModelDir(model_dir)
+    remove_orphaned_temporaries([folder.curves_dir])  # a killed writer's half-written curve files
     if compute is not None:
         save_compute(folder, compute)
     else:

@@ -165,19 +165,20 @@ class Provenance:
     platform: str | None = None
     generation: JsonObject | None = None  # generation.json's provenance: versions when the images were made
     n_images: int | None = None
+    shards: JsonObject | None = None  # a merged multi-process run: {"count": N, "hosts": [...], "images": [...]}
 
     @classmethod
     def from_json(cls, doc: JsonObject) -> Provenance:
         return cls(doc["evalkit"], doc["git_commit"], doc["versions"], doc["device"], doc["started"], doc["finished"],
                    doc["seconds"], doc["images_per_second"], doc.get("platform"), doc.get("generation"),
-                   doc.get("n_images"))
+                   doc.get("n_images"), doc.get("shards"))
 
     def to_json(self) -> JsonObject:
         return {"evalkit": self.evalkit, "git_commit": self.git_commit, "versions": self.versions,
                 "device": self.device,
                 **_present(platform=self.platform, generation=self.generation),
                 "started": self.started, "finished": self.finished, "seconds": self.seconds,
-                "images_per_second": self.images_per_second, **_present(n_images=self.n_images)}
+                "images_per_second": self.images_per_second, **_present(n_images=self.n_images, shards=self.shards)}
 
 
 @dataclass(frozen=True)

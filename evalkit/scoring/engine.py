@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,19 +66,59 @@ def score_step(step_dir: Path, metrics: Sequence[Metric], device: torch.device,
     return [_score_metric(step_dir, record, manifest, m, device, batch_size, quiet) for m in metrics]
 
 
-def _score_metric(step_dir: Path, record: GenerationRecord, manifest: dict[str, ManifestRow], metric: Metric,
-                  device: torch.device, batch_size: int, quiet: bool) -> MetricResult:
-    started = time.perf_counter()
-    items = image_items(step_dir, record, manifest, metric.info.prompt_set, metric.info.name)
-    fingerprint = metric.fingerprint()
-    store = ScoreStore(step_dir, metric.info.name, fingerprint)
+@dataclass(frozen=True)
+class ShardScores:
+    """What one shard scored of one metric: its records are in the shard's own file, not aggregated."""
+
+    metric: str
+    fingerprint: str
+    n_images: int
+    scored: int
+    seconds: float
+
+
+def score_shard(step_dir: Path, metrics: Sequence[Metric], device: torch.device, files: Collection[str],
+                shard_index: int, shard_count: int, batch_size: int = DEFAULTS.score_batch_size,
+                quiet: bool = DEFAULTS.quiet) -> list[ShardScores]:
+    """Score the images `files` (one shard's samples) into the shard's own record files; the step's
+    aggregate is `merge`'s, once every shard has finished."""
+    folder = StepDir(step_dir)
+    record, manifest = folder.read_generation(), folder.read_manifest()
+    wanted = set(files)
+    results = []
+    for metric in metrics:
+        started = time.perf_counter()
+        owns = any(row.prompt_set == metric.info.prompt_set for f, row in manifest.items() if f in wanted)
+        items = [it for it in image_items(step_dir, record, manifest, metric.info.prompt_set, metric.info.name)
+                 if it.file in wanted] if owns else []  # a shard may hold none of a small set
+        store = ScoreStore(step_dir, metric.info.name, metric.fingerprint(), shard_index, shard_count)
+        pending = _score_missing(step_dir, metric, store, items, device, batch_size, quiet)
+        results.append(ShardScores(metric.info.name, store.fingerprint, len(items), len(pending),
+                                   time.perf_counter() - started))
+    return results
+
+
+def _score_missing(step_dir: Path, metric: Metric, store: ScoreStore, items: list[ImageItem], device: torch.device,
+                   batch_size: int, quiet: bool) -> list[ImageItem]:
+    """Score the items without stored records into `store`; returns them."""
     done = store.scored()
     pending = [it for it in items if (it.file, it.sha256) not in done]
     if pending:
         metric.setup(device)
         fitting = FittingBatches(metric, batch_size, device)
         _score_pending(fitting, store, pending, batch_size, quiet, label=f"{metric.info.name} {step_dir}")
-        done = store.scored()
+    return pending
+
+
+def _score_metric(step_dir: Path, record: GenerationRecord, manifest: dict[str, ManifestRow], metric: Metric,
+                  device: torch.device, batch_size: int, quiet: bool) -> MetricResult:
+    started = time.perf_counter()
+    items = image_items(step_dir, record, manifest, metric.info.prompt_set, metric.info.name)
+    fingerprint = metric.fingerprint()
+    store = ScoreStore(step_dir, metric.info.name, fingerprint)
+    pending = _score_missing(step_dir, metric, store, items, device, batch_size, quiet)
+    store.fold_shards([(it.file, it.sha256) for it in items])
+    done = store.scored()
     records = [r for it in items for r in done[(it.file, it.sha256)]]
     values = metric.aggregate(records)
     summary = store.files.summary
@@ -91,11 +131,22 @@ def _score_metric(step_dir: Path, record: GenerationRecord, manifest: dict[str, 
                         time.perf_counter() - started, summary)
 
 
+def missing_records(step_dir: Path, metric: Metric) -> list[str]:
+    """The image files of the step's manifest that have no stored record of `metric` (what scoring
+    it would compute); `merge` refuses to compute them."""
+    folder = StepDir(step_dir)
+    items = image_items(step_dir, folder.read_generation(), folder.read_manifest(), metric.info.prompt_set,
+                        metric.info.name)
+    done = ScoreStore(step_dir, metric.info.name, metric.fingerprint()).scored()
+    return [it.file for it in items if (it.file, it.sha256) not in done]
+
+
 class FittingBatches:
     """`metric.score_batch` that backs off on out-of-memory: a batch that does not fit is split in
     halves (and later batches are cut to the size that fitted), so a long scoring run survives a
-    memory spike; records do not depend on the batch size (the plugin contract), so the numbers
-    are the same. Only one image that does not fit is an error, naming the metric and batch size."""
+    memory spike; records do not depend on the batch size (the plugin contract) beyond the float
+    rounding of batched kernels, so the numbers agree to ~1e-7. Only one image that does not fit
+    is an error, naming the metric and batch size."""
 
     def __init__(self, metric: Metric, batch_size: int, device: torch.device) -> None:
         self.metric, self.limit, self.device = metric, batch_size, device
@@ -150,11 +201,12 @@ def _prepare(metric: Metric, item: ImageItem) -> Any:
 
 def image_items(step_dir: Path, record: GenerationRecord, manifest: dict[str, ManifestRow], prompt_set: str,
                 metric: str) -> list[ImageItem]:
-    rows = sorted((r for r in manifest.values() if r.prompt_set == prompt_set), key=lambda r: (r.prompt_id, r.k))
+    rows = [r for r in manifest.values() if r.prompt_set == prompt_set]
     if not rows:
         raise EvalkitError(f"{step_dir} has no images of prompt set {prompt_set!r}, which {metric} scores",
                            f"generate them with --prompts {prompt_set} (same --out)")
     prompts = record.load_prompt_set(prompt_set)
+    rows.sort(key=lambda r: (prompts.position(r.prompt_id), r.k))  # generation's order: batches as it made them
     items = []
     for row in rows:
         prompt = prompts.by_id(row.prompt_id)
