@@ -157,7 +157,7 @@ def _split(name: str, value: str, default: Any) -> None:
 
 
 def _positive(name: str, value: float, default: Any) -> None:
-    if not value > 0 or value != value or value == float("inf"):
+    if not 0 < value < float("inf"):  # NaN fails both comparisons
         raise EvalkitError(f"{name} must be a positive number of seconds (got {value})", f"e.g. {default}",
                            param=name)
 

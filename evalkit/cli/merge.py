@@ -45,13 +45,13 @@ def merge(path: Path, metric_specs: str, tifa_qa: str, coco_images: str, options
         raise EvalkitError(f"{unfinished[0].path} has neither run.json nor a finished shard "
                            f"({len(unfinished)} such step folder(s))",
                            "run its shards first (evalkit run --shard i/N, same --out), then merge")
-    for step in pending:  # every step's shards checked before any run.json is written
-        shard_metric_specs(step.path)
+    # every step's shards are checked (reading them gives their metrics) before any run.json is written
+    scored_by = {step: shard_metric_specs(step.path) for step in pending}
     device = GenerationRequest.of(options).torch_device()
     context = MetricContext.from_flags(tifa_qa, coco_images)
     created: dict[str, list[Metric]] = {}
     for step in pending:
-        specs = metric_specs or shard_metric_specs(step.path)
+        specs = metric_specs or scored_by[step]
         if specs not in created:
             created[specs] = list(create_many(specs, context))
         merged = merge_step(step.path, created[specs], device, options.quiet)

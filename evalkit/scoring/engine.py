@@ -85,29 +85,29 @@ def score_shard(step_dir: Path, metrics: Sequence[Metric], device: torch.device,
     folder = StepDir(step_dir)
     record, manifest = folder.read_generation(), folder.read_manifest()
     wanted = set(files)
+    mine = {file: row for file, row in manifest.items() if file in wanted}
     results = []
     for metric in metrics:
         started = time.perf_counter()
-        owns = any(row.prompt_set == metric.info.prompt_set for f, row in manifest.items() if f in wanted)
-        items = [it for it in image_items(step_dir, record, manifest, metric.info.prompt_set, metric.info.name)
-                 if it.file in wanted] if owns else []  # a shard may hold none of a small set
+        owns = any(row.prompt_set == metric.info.prompt_set for row in mine.values())  # else: all in others
+        items = image_items(step_dir, record, mine, metric.info.prompt_set, metric.info.name) if owns else []
         store = ScoreStore(step_dir, metric.info.name, metric.fingerprint(), shard_index, shard_count)
-        pending = _score_missing(step_dir, metric, store, items, device, batch_size, quiet)
+        pending, _ = _score_missing(step_dir, metric, store, items, device, batch_size, quiet)
         results.append(ShardScores(metric.info.name, store.fingerprint, len(items), len(pending),
                                    time.perf_counter() - started))
     return results
 
 
 def _score_missing(step_dir: Path, metric: Metric, store: ScoreStore, items: list[ImageItem], device: torch.device,
-                   batch_size: int, quiet: bool) -> list[ImageItem]:
-    """Score the items without stored records into `store`; returns them."""
+                   batch_size: int, quiet: bool) -> tuple[list[ImageItem], dict[tuple[str, str], list[Record]]]:
+    """Score the items without stored records into `store`; returns them, and the records stored before."""
     done = store.scored()
     pending = [it for it in items if (it.file, it.sha256) not in done]
     if pending:
         metric.setup(device)
         fitting = FittingBatches(metric, batch_size, device)
         _score_pending(fitting, store, pending, batch_size, quiet, label=f"{metric.info.name} {step_dir}")
-    return pending
+    return pending, done
 
 
 def _score_metric(step_dir: Path, record: GenerationRecord, manifest: dict[str, ManifestRow], metric: Metric,
@@ -116,9 +116,9 @@ def _score_metric(step_dir: Path, record: GenerationRecord, manifest: dict[str, 
     items = image_items(step_dir, record, manifest, metric.info.prompt_set, metric.info.name)
     fingerprint = metric.fingerprint()
     store = ScoreStore(step_dir, metric.info.name, fingerprint)
-    pending = _score_missing(step_dir, metric, store, items, device, batch_size, quiet)
-    store.fold_shards([(it.file, it.sha256) for it in items])
-    done = store.scored()
+    pending, done = _score_missing(step_dir, metric, store, items, device, batch_size, quiet)
+    if pending or store.shard_files():  # else the records read before scoring are all there is
+        done = store.fold_shards([(it.file, it.sha256) for it in items])
     records = [r for it in items for r in done[(it.file, it.sha256)]]
     values = metric.aggregate(records)
     summary = store.files.summary

@@ -44,20 +44,25 @@ class ScoreStore:
                     rows[(row["file"], row["image_sha256"])] = row
         return rows
 
-    def fold_shards(self, order: Sequence[tuple[str, str]]) -> None:
+    def shard_files(self) -> list[Path]:
+        """The shards' record files of this metric fingerprint (not the step's own)."""
+        return self.folder.score_shard_records(self.metric, self.fingerprint)
+
+    def fold_shards(self, order: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[Record]]:
         """Rewrite the step's own record file as the union (the images of `order` first, in that order:
-        what one process scoring them would have appended), then drop the shards' files. Crash-safe:
-        until the shards' files are gone the union still reads the same."""
-        shards = self.folder.score_shard_records(self.metric, self.fingerprint)
-        if not shards:
-            return
+        what one process scoring them would have appended), then drop the shards' files; returns the
+        union, as `scored()` would. Crash-safe: until the shards' files are gone the union reads the same."""
         rows = self._rows()
-        ordered = [rows[key] for key in order if key in rows]
-        ordered += [row for key, row in rows.items() if key not in set(order)]
-        text = "".join(json.dumps(row, sort_keys=True) + "\n" for row in ordered)
-        write_atomic(self.files.records, text.encode("utf-8"))
-        for path in shards:
-            path.unlink(missing_ok=True)
+        shards = self.shard_files()
+        if shards:
+            first = set(order)
+            ordered = [rows[key] for key in order if key in rows]
+            ordered += [row for key, row in rows.items() if key not in first]
+            text = "".join(json.dumps(row, sort_keys=True) + "\n" for row in ordered)
+            write_atomic(self.files.records, text.encode("utf-8"))
+            for path in shards:
+                path.unlink(missing_ok=True)
+        return {key: row["records"] for key, row in rows.items()}
 
     def append(self, items: Iterable[ImageItem], records: Iterable[list[Record]]) -> None:
         append_rows(self.path, [
