@@ -31,6 +31,11 @@ PROMPTS = [
     {"id": "xss", "text": XSS_PROMPT, "tags": ["objects"]},
     {"id": "dog", "text": "a dog in the snow", "tags": ["animals"]},
 ]
+# Display names as the shipped cards spell them (the long ones are what a layout must fit).
+DISPLAY = {"clip": "CLIP score", "fid": "FID", "tifa": "TIFA (GIT-large VQA)",
+           "clip-l14": "CLIP score (ViT-L/14, cosine)", "imagereward": "ImageReward", "hpsv2": "HPS v2.1"}
+WIDE_MODELS = ("stabilityai/stable-diffusion-2-1-base", "runwayml/stable-diffusion-v1-5",
+               "my-lab/unet-scaling-2.3B-1024ch-run7", "sd-2-1-finetuned-on-laion-aesthetics-6.5plus")
 CLIP_FP = "c" * 64
 CLIP_V2_FP = "d" * 64
 FID_FP = "f" * 64
@@ -79,6 +84,19 @@ def write_runs(root: Path) -> Runs:
                efficiency=profile_record(5.0e7, 1.0e12, None))
     write_step(runs, "clip-v2-model", None, p50, {"clip": 0.40}, clip_fp=CLIP_V2_FP)
     write_step(runs, "fast-sampler", None, p25, {"clip": 0.26})
+    return runs
+
+
+def write_wide_runs(root: Path) -> Runs:
+    """A board the size users publish: four long-named models, five metrics with the shipped cards'
+    display names, TIFA (a headline card) among them and not first by name."""
+    prompt_file, set_name, set_fp = write_prompt_file(root / "prompts")
+    runs = Runs(root / "out", prompt_file, set_name, set_fp)
+    p50 = protocol(PROTOCOL_50)
+    for index, model in enumerate(WIDE_MODELS):
+        write_step(runs, model, None, p50, {"clip-l14": 0.2612 + 0.0031 * index, "fid": 21.37 - 1.1 * index,
+                                            "hpsv2": 0.2519 + 0.002 * index, "imagereward": 0.1234 + 0.05 * index,
+                                            "tifa": 0.8123 - 0.02 * index})
     return runs
 
 
@@ -135,7 +153,7 @@ def write_step(runs: Runs, model: str, step: int | None, proto: dict[str, Any], 
     (step_dir / "generation.json").write_text(json.dumps(generation, indent=2), encoding="utf-8")
     metrics = {}
     for name, value in values.items():
-        fingerprint = clip_fp if name == "clip" else FID_FP
+        fingerprint = clip_fp if name == "clip" else FID_FP if name == "fid" else sha256_bytes(name.encode())
         metrics[name] = _metric(runs, step_dir, name, value, fingerprint, manifest)
     run = {
         "schema_version": "evalkit.run/1",
@@ -167,26 +185,27 @@ def _metric(runs: Runs, step_dir: Path, name: str, value: float, fingerprint: st
     records = f"scores/{name}/{fingerprint[:16]}.jsonl"
     lines = []
     for index, row in enumerate(manifest):
-        if name == "clip":
-            recs: list[dict[str, Any]] = [{"value": round(value + 0.01 * (index - 1.5), 6)}]
-        else:  # FID keeps features, not per-image values
-            recs = [{"features": base64.b64encode(bytes(16)).decode("ascii")}]
+        if name == "fid":  # FID keeps features, not per-image values
+            recs: list[dict[str, Any]] = [{"features": base64.b64encode(bytes(16)).decode("ascii")}]
+        else:
+            recs = [{"value": round(value + 0.01 * (index - 1.5), 6)}]
         lines.append({"file": row["file"], "image_sha256": row["sha256"], "prompt_set": runs.prompt_set,
                       "prompt_id": row["prompt_id"], "k": 0, "records": recs})
     path = step_dir / records
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in lines), encoding="utf-8")
-    higher = name == "clip"
+    higher = name != "fid"
     metric: dict[str, Any] = {
         "value": value, "ci95": [round(value - 0.02, 6), round(value + 0.02, 6)], "n": len(manifest),
-        "higher_is_better": higher, "display_name": "CLIP score" if higher else "FID", "version": "1",
+        "higher_is_better": higher, "display_name": DISPLAY.get(name, name), "version": "1",
+        **({"headline": True} if name.startswith("tifa") else {}),
         "prompt_set": runs.prompt_set, "prompt_set_fingerprint": runs.prompt_set_fingerprint,
         "fingerprint": fingerprint, "card": {"name": name, "implementation": name},
         "values": {"value": value, "n": len(manifest)},
         "bootstrap": {"method": "percentile", "unit": "prompt", "resamples": 1000, "seed": 0, "level": 0.95},
         "by_category": {}, "records": records, "units": f"scores/{name}/{fingerprint[:16]}.units.json",
     }
-    if higher:
+    if name == "clip":
         metric["by_category"] = {"category": {
             "objects": {"value": value + 0.01, "ci95": [value - 0.01, value + 0.03], "n": 2},
             "animals": {"value": value - 0.01, "ci95": [value - 0.03, value + 0.01], "n": 2},

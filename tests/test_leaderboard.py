@@ -15,7 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sitefixtures import CLIP_FP, CLIP_V2_FP, PROTOCOL_50, XSS_MODEL, Runs, protocol, write_runs, write_step
+from sitefixtures import (
+    CLIP_FP,
+    CLIP_V2_FP,
+    PROTOCOL_50,
+    XSS_MODEL,
+    Runs,
+    protocol,
+    write_runs,
+    write_step,
+    write_wide_runs,
+)
 
 from evalkit.errors import EvalkitError
 from evalkit.publishing.entry import Efficiency, Entry
@@ -348,3 +358,29 @@ def test_an_older_store_with_absolute_run_paths_is_still_read(runs: Runs, tmp_pa
     merge_runs([], into)  # rewriting migrates it to relative paths
     assert all(not Path(e["run"]).is_absolute()
                for e in json.loads((into / "entries.json").read_text(encoding="utf-8"))["entries"])
+
+
+def test_a_board_ranks_by_the_headline_metric_unless_told_otherwise(tmp_path: Path) -> None:
+    runs = write_wide_runs(tmp_path)
+    board = merge_runs([runs.out], tmp_path / "lb").document["boards"][0]
+    assert board["primary"] == "tifa"  # declared headline, though clip-l14 comes first by name
+    assert [m["name"] for m in board["metrics"] if m["headline"]] == ["tifa"]
+    assert board["rows"][0]["model"] == "stabilityai/stable-diffusion-2-1-base"  # best TIFA
+    by_fid = merge_runs([runs.out], tmp_path / "lb2", by="fid").document["boards"][0]
+    assert by_fid["primary"] == "fid" and by_fid["rows"][0]["model"] == "sd-2-1-finetuned-on-laion-aesthetics-6.5plus"
+    for path in runs.run_files.values():  # runs without the field (older evalkit): the first by name
+        run = json.loads(path.read_text(encoding="utf-8"))
+        del run["metrics"]["tifa"]["headline"]
+        path.write_text(json.dumps(run), encoding="utf-8")
+    assert merge_runs([runs.out], tmp_path / "lb3").document["boards"][0]["primary"] == "clip-l14"
+
+
+def test_headline_is_presentation_not_part_of_a_cards_fingerprint(tmp_path: Path) -> None:
+    from evalkit.metrics.cards import read_card, shipped_cards
+
+    shipped = shipped_cards()
+    assert shipped["tifa"].headline and not shipped["clip"].headline
+    text = Path(shipped["tifa"].path).read_text(encoding="utf-8").replace("headline: true", "headline: false")
+    (tmp_path / "tifa.yaml").write_text(text, encoding="utf-8")
+    plain = read_card(tmp_path / "tifa.yaml")
+    assert not plain.headline and plain.fingerprint() == shipped["tifa"].fingerprint()

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import unquote, urldefrag, urlparse
 
 import pytest
-from sitefixtures import XSS_MODEL, XSS_PROMPT, write_runs
+from sitefixtures import XSS_MODEL, XSS_PROMPT, write_runs, write_wide_runs
 
 from evalkit.publishing.leaderboard import merge_runs
 from evalkit.publishing.site import SiteOptions, build_site
@@ -249,3 +249,77 @@ def test_content_security_policy_allows_only_the_sites_own_files(site: Site, pag
                           s.textContent = 'window.inlineRan = true'; document.body.appendChild(s); }""")
     assert tab.evaluate("() => window.inlineRan === true") is False
     assert any("Content Security Policy" in e for e in watch.errors), watch.errors
+
+
+WINDOW = {"width": 1400, "height": 900}  # the window a board with five metrics must fit
+
+
+def screenshots(tmp_path: Path) -> Path:
+    """Where screenshots go: $EVALKIT_SCREENSHOTS when set (to look at them), else the test's folder."""
+    import os
+
+    folder = Path(os.environ.get("EVALKIT_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def wide_site(tmp_path_factory: pytest.TempPathFactory) -> Site:
+    root = tmp_path_factory.mktemp("wide-site")
+    runs = write_wide_runs(root)
+    merge_runs([runs.out], root / "lb")
+    build_site(root / "site", root / "lb", [], SiteOptions())
+    document = json.loads((root / "site" / "data" / "leaderboard.json").read_text(encoding="utf-8"))
+    return Site(root / "site", document)
+
+
+def test_a_five_metric_board_fits_1400px_and_leads_with_tifa(wide_site: Site, page: tuple[Any, Watch],
+                                                             tmp_path: Path) -> None:
+    tab, watch = page
+    tab.set_viewport_size(WINDOW)
+    tab.goto(wide_site.url("index.html"))
+    table = f"#table-{wide_site.main_board}"
+    headers = tab.eval_on_selector_all(f"{table} thead th", "els => els.map(e => e.getAttribute('data-key'))")
+    assert headers[:4] == ["rank", "model", "step", "m:tifa"]  # the headline first, though not first by name
+    assert tab.get_attribute(f"{table} th[data-key='m:tifa']", "class") == "primary"
+    assert _visible_models(tab, f"table-{wide_site.main_board}")[0] == "stabilityai/stable-diffusion-2-1-base"
+    layout = tab.evaluate("""t => {
+        const table = document.querySelector(t), box = table.parentElement;
+        const last = table.querySelector('thead th:last-child').getBoundingClientRect();
+        const names = Array.from(table.querySelectorAll('tbody a.model')).map(
+            a => Math.round(a.getBoundingClientRect().height / parseFloat(getComputedStyle(a).lineHeight)));
+        return {page: document.documentElement.scrollWidth, window: window.innerWidth,
+                table: table.scrollWidth, box: box.clientWidth, right: last.right, lines: Math.max(...names)};
+    }""", table)
+    assert layout["page"] <= layout["window"] and layout["table"] <= layout["box"], layout  # no sideways scroll
+    assert layout["right"] <= WINDOW["width"], layout  # the last metric column is on screen
+    assert layout["lines"] <= 2, layout  # a long model name takes at most two lines
+    # Each piece between two break points (<wbr> after a separator) sits on one line: no mid-word break.
+    pieces = tab.eval_on_selector_all(f"{table} tbody a.model", """els => els.flatMap(a =>
+        Array.from(a.childNodes).filter(n => n.nodeType === Node.TEXT_NODE).map(n => {
+            const range = document.createRange(); range.selectNodeContents(n);
+            return [n.textContent, range.getClientRects().length]; }))""")
+    assert {text for text, _ in pieces} >= {"stabilityai/", "stable-", "diffusion-", "run7"}
+    assert [text for text, lines in pieces if lines != 1] == []
+    tab.screenshot(path=str(screenshots(tmp_path) / "index-1400.png"), full_page=True)
+    assert (screenshots(tmp_path) / "index-1400.png").stat().st_size > 0
+    assert watch.errors == []
+
+
+def test_a_boards_sort_survives_a_reload(wide_site: Site, page: tuple[Any, Watch]) -> None:
+    tab, watch = page
+    tab.goto(wide_site.url("index.html"))
+    table = f"table-{wide_site.main_board}"
+    fid = tab.locator(f"#{table} th[data-key='m:fid'] button")
+    fid.click()
+    fid.click()
+    order = _visible_models(tab, table)
+    assert order[0] == "stabilityai/stable-diffusion-2-1-base"  # highest FID first (descending)
+    assert "sort=" in tab.url
+    tab.reload()
+    assert tab.get_attribute(f"#{table} th[data-key='m:fid']", "aria-sort") == "descending"
+    assert _visible_models(tab, table) == order
+    tab.goto(wide_site.url("index.html"))  # a fresh address: the board's own ranking
+    assert _visible_models(tab, table)[0] == "stabilityai/stable-diffusion-2-1-base"
+    assert tab.get_attribute(f"#{table} th[data-key='m:fid']", "aria-sort") is None
+    assert watch.errors == []

@@ -79,7 +79,7 @@ def build_demo_cards(models: Path, coco_prompts: list[Prompt]) -> list[Path]:
         # TIFA on the 2-prompt sample set, whose 19 questions ship with evalkit.
         write_card(cards / "tifa-tiny.yaml", "tifa-tiny", "tifa", "tifa-v1.0-sample",
                    {"vqa": models / "tiny-git", "sentence": models / "tiny-mpnet"},
-                   params={"vqa_backend": "git", "questions": "sample"}),
+                   params={"vqa_backend": "git", "questions": "sample"}, headline=True),
         write_card(cards / "imagereward-tiny.yaml", "imagereward-tiny", "imagereward", "coco-10k",
                    {"imagereward": imagereward}),
         write_tiny_card(cards / "hpsv2-tiny.yaml", "hpsv2-tiny", hps.parent),

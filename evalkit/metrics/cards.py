@@ -44,6 +44,9 @@ class MetricCard:
     models: tuple[ModelRef, ...] = ()
     params: dict[str, Any] = field(default_factory=dict)
     path: str = ""  # where the card was read from (not part of the fingerprint)
+    # The metric a board ranks by and shows first when no --by is given (TIFA, the study's headline).
+    # Presentation only: not part of the fingerprint, so declaring it never invalidates stored scores.
+    headline: bool = False
 
     def model(self, role: str) -> ModelRef:
         for ref in self.models:
@@ -88,7 +91,7 @@ def read_card(path: Path) -> MetricCard:
         name=str(raw["name"]), implementation=str(raw["implementation"]), prompt_set=str(raw["prompt_set"]),
         higher_is_better=bool(raw["higher_is_better"]), display_name=str(raw.get("display_name", raw["name"])),
         description=str(raw.get("description", "")), models=models, params=dict(raw.get("params") or {}),
-        path=str(path),
+        path=str(path), headline=bool(raw.get("headline", False)),
     )
 
 

@@ -57,13 +57,14 @@ class EntryMetric:
     bootstrap: BootstrapSpec
     display_name: str | None = None
     version: str | None = None
+    headline: bool = False
 
     @classmethod
     def from_run(cls, metric: MetricEntry) -> EntryMetric:
         low, high = metric.ci95
         return cls(finite(metric.value), (finite(low), finite(high)), metric.n, metric.higher_is_better,
                    metric.prompt_set, metric.prompt_set_fingerprint, metric.fingerprint, finite(metric.by_category),
-                   metric.records, metric.bootstrap, metric.display_name, metric.version)
+                   metric.records, metric.bootstrap, metric.display_name, metric.version, metric.headline)
 
     @classmethod
     def from_json(cls, doc: JsonObject) -> EntryMetric:
@@ -72,10 +73,11 @@ class EntryMetric:
         return cls(doc["value"], (low, high), doc["n"], doc["higher_is_better"], doc["prompt_set"],
                    doc["prompt_set_fingerprint"], doc["fingerprint"], doc["by_category"], doc["records"],
                    BootstrapSpec(boot["resamples"], boot["seed"], boot["level"]), doc.get("display_name"),
-                   doc.get("version"))
+                   doc.get("version"), doc.get("headline") is True)
 
     def to_json(self) -> JsonObject:
-        optional = {k: v for k, v in (("display_name", self.display_name), ("version", self.version)) if v is not None}
+        optional = {k: v for k, v in (("display_name", self.display_name), ("version", self.version),
+                                      ("headline", self.headline or None)) if v is not None}
         return {"value": self.value, "ci95": list(self.ci95), "n": self.n, "higher_is_better": self.higher_is_better,
                 **optional, "prompt_set": self.prompt_set, "prompt_set_fingerprint": self.prompt_set_fingerprint,
                 "fingerprint": self.fingerprint, "by_category": self.by_category, "records": self.records,

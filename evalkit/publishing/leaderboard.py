@@ -8,8 +8,9 @@ ranked by how many models carry them: board 1 holds every metric's most common v
 2 the second most common, and so on; this does not depend on the order runs were merged in.
 
 Each board has one row per model, taken from a single step (`latest`: the highest step, `final`
-above any number; `best`: the step with the best value of the board's primary metric, which is
-`--by` or the board's first metric by name). All of a row's numbers come from that one step.
+above any number; `best`: the step with the best value of the board's primary metric, which
+is `--by`, else the metric whose card declares `headline: true` (TIFA), else the first
+by name). All of a row's numbers come from that one step.
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ def _board(protocol_fp: str, variants: dict[str, ComparabilityKey], group: list[
     cells = [(e, _cells(e, variants)) for e in group]
     cells = [(e, c) for e, c in cells if c]
     metrics = [_metric_info(name, variants[name], cells) for name in variants]
-    primary = by if by in variants else metrics[0]["name"]
+    primary = by if by in variants else headline(metrics)
     primary_info = next(m for m in metrics if m["name"] == primary)
     if select == "best" and primary_info["higher_is_better"] is None:
         raise EvalkitError(f"metric {primary!r} does not say whether higher is better, so there is no best step",
@@ -170,6 +171,12 @@ def _board(protocol_fp: str, variants: dict[str, ComparabilityKey], group: list[
             "csv": f"{BOARDS_DIR}/{board_id}.csv", "rows": rows}
 
 
+def headline(metrics: list[dict[str, Any]]) -> str:
+    """The metric a board ranks by without --by: the first (by name) whose card declares it the
+    headline (TIFA's shipped cards do), else the first by name."""
+    return next((m["name"] for m in metrics if m["headline"]), metrics[0]["name"])
+
+
 def _cells(entry: Entry, variants: dict[str, ComparabilityKey]) -> Cells:
     """The entry's metric entries that belong on this board: those with the board's key."""
     return {name: metric for name, metric in entry.metrics.items() if variants.get(name) == entry.metric_key(name)}
@@ -178,7 +185,9 @@ def _cells(entry: Entry, variants: dict[str, ComparabilityKey]) -> Cells:
 def _metric_info(name: str, key: ComparabilityKey, cells: list[tuple[Entry, Cells]]) -> dict[str, Any]:
     metric = next(c[name] for _, c in cells if name in c)
     return {"name": name, "display_name": metric.display_name or name,
-            "higher_is_better": metric.higher_is_better, "prompt_set": metric.prompt_set,
+            "higher_is_better": metric.higher_is_better,
+            "headline": any(c[name].headline for _, c in cells if name in c),
+            "prompt_set": metric.prompt_set,
             "version": metric.version, "fingerprint": key.metric_fingerprint,
             "prompt_set_fingerprint": key.prompt_set_fingerprint}
 

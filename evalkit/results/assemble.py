@@ -21,6 +21,7 @@ from evalkit.errors import EvalkitError
 from evalkit.generation.manifest import ManifestRow
 from evalkit.generation.record import GenerationRecord
 from evalkit.metrics.api import Metric, PromptDecomposable, Ratio
+from evalkit.metrics.cards import MetricCard
 from evalkit.results.bootstrap import BootstrapSpec, function_samples, interval, ratio_interval, ratio_value
 from evalkit.results.model import (
     Card,
@@ -103,6 +104,7 @@ def metric_entry(step_dir: Path, generation: GenerationRecord, manifest: dict[st
         card=(Card(card.name, card.implementation, card.fingerprint(), card.path) if card is not None
               else Card(info.name)),
         values=result.values, bootstrap=used, by_category=by_category,
+        headline=card.headline if isinstance(card, MetricCard) else False,
         records=folder.relative(files.records), units=folder.relative(files.units),
     )
 

@@ -131,6 +131,7 @@ class MetricEntry:
     units: str  # per-prompt sidecar, relative to the step folder
     display_name: str | None = None
     version: str | None = None
+    headline: bool = False  # the card declares it the board's headline metric (written only when true)
 
     @classmethod
     def from_json(cls, doc: JsonObject) -> MetricEntry:
@@ -139,11 +140,11 @@ class MetricEntry:
         return cls(doc["value"], (low, high), doc["n"], doc["higher_is_better"], doc["prompt_set"],
                    doc["prompt_set_fingerprint"], doc["fingerprint"], Card.from_json(doc["card"]), doc["values"],
                    BootstrapSpec(boot["resamples"], boot["seed"], boot["level"]), doc["by_category"], doc["records"],
-                   doc["units"], doc.get("display_name"), doc.get("version"))
+                   doc["units"], doc.get("display_name"), doc.get("version"), doc.get("headline") is True)
 
     def to_json(self) -> JsonObject:
         return {"value": self.value, "ci95": list(self.ci95), "n": self.n, "higher_is_better": self.higher_is_better,
-                **_present(display_name=self.display_name, version=self.version),
+                **_present(display_name=self.display_name, version=self.version, headline=self.headline or None),
                 "prompt_set": self.prompt_set, "prompt_set_fingerprint": self.prompt_set_fingerprint,
                 "fingerprint": self.fingerprint, "card": self.card.to_json(), "values": self.values,
                 "bootstrap": self.bootstrap.describe(), "by_category": self.by_category, "records": self.records,

@@ -27,11 +27,12 @@ def build_tiny_clip(folder: Path, seed: int = 0, image_size: int = 32) -> Path:
 
 
 def write_card(path: Path, name: str, implementation: str, prompt_set: str, models: dict[str, Path],
-               params: dict[str, object] | None = None, higher_is_better: bool = True) -> Path:
+               params: dict[str, object] | None = None, higher_is_better: bool = True,
+               headline: bool = False) -> Path:
     """A metric card whose models are local folders (what the demo and tests score with)."""
     card = {"name": name, "implementation": implementation, "prompt_set": prompt_set,
             "higher_is_better": higher_is_better, "display_name": f"{name} (tiny random model)",
             "models": {role: {"source": str(folder)} for role, folder in models.items()},
-            "params": params or {}}
+            "params": params or {}, **({"headline": True} if headline else {})}
     path.write_text(yaml.safe_dump(card, sort_keys=False), encoding="utf-8")
     return path

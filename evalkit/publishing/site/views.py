@@ -28,6 +28,12 @@ def model_slug(name: str) -> str:
     return f"{readable}-{sha256_bytes(name.encode('utf-8'))[:8]}"
 
 
+def name_parts(name: str) -> list[str]:
+    """A model name cut after each separator (/ - _ . @ :), where the page may break the line
+    (<wbr>), so a long name wraps between its parts and never in the middle of a word."""
+    return [part for part in re.split(r"(?<=[/\-_.@:])", name) if part]
+
+
 def fmt_value(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return DASH
@@ -70,11 +76,16 @@ def short(fingerprint: Any) -> str:
 
 
 def board_view(board: dict[str, Any], slugs: dict[str, str]) -> dict[str, Any]:
-    """A board's table: formatted cells for the page, raw sort keys as JSON for the sorter."""
-    names = [m["name"] for m in board["metrics"]]
+    """A board's table: formatted cells for the page, raw sort keys as JSON for the sorter.
+
+    The primary metric (what the board ranks by: the card's headline, TIFA) is the first column, so
+    the number a reader came for is never the one scrolled off to the side."""
+    columns = sorted(board["metrics"], key=lambda m: m["name"] != board["primary"])
+    names = [m["name"] for m in columns]
     rows, sort_rows = [], []
     for row in board["rows"]:
-        rows.append({"rank": row["rank"], "model": row["model"], "href": f"models/{slugs[row['model']]}.html",
+        rows.append({"rank": row["rank"], "model": row["model"], "model_parts": name_parts(row["model"]),
+                     "href": f"models/{slugs[row['model']]}.html",
                      "step_label": row["step_label"],
                      "cells": [metric_cell(row["metrics"].get(n)) for n in names]})
         sort = {"rank": row["rank"], "model": row["model"],
@@ -82,7 +93,7 @@ def board_view(board: dict[str, Any], slugs: dict[str, str]) -> dict[str, Any]:
         for name in names:
             sort[f"m:{name}"] = (row["metrics"].get(name) or {}).get("value")
         sort_rows.append(sort)
-    return {**board, "view_rows": rows, "sort_rows": sort_rows,
+    return {**board, "columns": columns, "view_rows": rows, "sort_rows": sort_rows,
             "key_metrics": [{"name": n, "fingerprint": short(v["fingerprint"]),
                              "prompt_set_fingerprint": short(v["prompt_set_fingerprint"])}
                             for n, v in board["key"]["metrics"].items()],

@@ -30,33 +30,68 @@
     return Number(a) - Number(b);
   }
 
-  function makeSortable(table) {
+  // A board's sort lives in the address (?sort=<board>~<column>~asc|desc, one per board), so a
+  // reload, a bookmark or a shared link shows the table the way its reader left it.
+  var SORT_PARAM = "sort";
+
+  function savedSorts() {
+    var sorts = {};
+    new URLSearchParams(window.location.search).getAll(SORT_PARAM).forEach(function (value) {
+      var parts = value.split("~");
+      if (parts.length === 3) { sorts[parts[0]] = { key: parts[1], descending: parts[2] === "desc" }; }
+    });
+    return sorts;
+  }
+
+  function saveSort(board, key, descending) {
+    var params = new URLSearchParams(window.location.search);
+    var kept = params.getAll(SORT_PARAM).filter(function (value) { return value.split("~")[0] !== board; });
+    params.delete(SORT_PARAM);
+    kept.concat([board + "~" + key + "~" + (descending ? "desc" : "asc")]).forEach(function (value) {
+      params.append(SORT_PARAM, value);
+    });
+    try {
+      window.history.replaceState(null, "", "?" + params.toString() + window.location.hash);
+    } catch (e) { /* an address the browser will not rewrite (some file:// set-ups): sorting still works */ }
+  }
+
+  function makeSortable(table, sorts) {
     var data = readRows(table);
+    var board = table.getAttribute("data-board");
     var headers = Array.prototype.slice.call(table.querySelectorAll("th[data-key]"));
+    function sortBy(th, descending) {
+      var key = th.getAttribute("data-key");
+      var type = th.getAttribute("data-type") || "number";
+      headers.forEach(function (other) { other.removeAttribute("aria-sort"); });
+      th.setAttribute("aria-sort", descending ? "descending" : "ascending");
+      var rows = bodyRows(table);
+      rows.sort(function (left, right) {
+        var a = (data[Number(left.getAttribute("data-index"))] || {})[key];
+        var b = (data[Number(right.getAttribute("data-index"))] || {})[key];
+        if (isMissing(a) || isMissing(b)) {
+          // Missing values stay at the bottom whichever way the column is sorted.
+          return (isMissing(a) ? 1 : 0) - (isMissing(b) ? 1 : 0);
+        }
+        var order = compareValues(a, b, type);
+        return descending ? -order : order;
+      });
+      var body = table.tBodies[0];
+      rows.forEach(function (row) { body.appendChild(row); });
+    }
     headers.forEach(function (th) {
       var button = th.querySelector("button.sort");
       if (!button) { return; }
       button.addEventListener("click", function () {
-        var key = th.getAttribute("data-key");
-        var type = th.getAttribute("data-type") || "number";
         var descending = th.getAttribute("aria-sort") === "ascending";
-        headers.forEach(function (other) { other.removeAttribute("aria-sort"); });
-        th.setAttribute("aria-sort", descending ? "descending" : "ascending");
-        var rows = bodyRows(table);
-        rows.sort(function (left, right) {
-          var a = (data[Number(left.getAttribute("data-index"))] || {})[key];
-          var b = (data[Number(right.getAttribute("data-index"))] || {})[key];
-          if (isMissing(a) || isMissing(b)) {
-            // Missing values stay at the bottom whichever way the column is sorted.
-            return (isMissing(a) ? 1 : 0) - (isMissing(b) ? 1 : 0);
-          }
-          var order = compareValues(a, b, type);
-          return descending ? -order : order;
-        });
-        var body = table.tBodies[0];
-        rows.forEach(function (row) { body.appendChild(row); });
+        sortBy(th, descending);
+        if (board) { saveSort(board, th.getAttribute("data-key"), descending); }
       });
     });
+    var saved = board ? sorts[board] : undefined;
+    if (saved) {
+      var match = headers.filter(function (th) { return th.getAttribute("data-key") === saved.key; })[0];
+      if (match) { sortBy(match, saved.descending); }
+    }
   }
 
   function makeFilterable(table) {
@@ -85,6 +120,7 @@
     apply();
   }
 
-  document.querySelectorAll("table.sortable").forEach(makeSortable);
+  var sorts = savedSorts();
+  document.querySelectorAll("table.sortable").forEach(function (table) { makeSortable(table, sorts); });
   document.querySelectorAll("table.filterable").forEach(makeFilterable);
 }());
