@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import unquote, urldefrag, urlparse
 
 import pytest
-from sitefixtures import XSS_MODEL, XSS_PROMPT, write_runs, write_wide_runs
+from sitefixtures import XSS_MODEL, XSS_PROMPT, Runs, write_runs, write_wide_runs
 
 from evalkit.publishing.leaderboard import merge_runs
 from evalkit.publishing.site import SiteOptions, build_site
@@ -55,14 +55,18 @@ class Site:
         return self.document["boards"][0]["id"]
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
-    root = tmp_path_factory.mktemp("browser-site")
-    runs = write_runs(root)
+def built_site(root: Path, runs: Runs) -> Site:
+    """The site of one merge of `runs`, built with the default options."""
     merge_runs([runs.out], root / "lb")
     build_site(root / "site", root / "lb", [], SiteOptions())
     document = json.loads((root / "site" / "data" / "leaderboard.json").read_text(encoding="utf-8"))
     return Site(root / "site", document)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
+    root = tmp_path_factory.mktemp("browser-site")
+    return built_site(root, write_runs(root))
 
 
 @dataclass
@@ -266,11 +270,7 @@ def screenshots(tmp_path: Path) -> Path:
 @pytest.fixture(scope="module")
 def wide_site(tmp_path_factory: pytest.TempPathFactory) -> Site:
     root = tmp_path_factory.mktemp("wide-site")
-    runs = write_wide_runs(root)
-    merge_runs([runs.out], root / "lb")
-    build_site(root / "site", root / "lb", [], SiteOptions())
-    document = json.loads((root / "site" / "data" / "leaderboard.json").read_text(encoding="utf-8"))
-    return Site(root / "site", document)
+    return built_site(root, write_wide_runs(root))
 
 
 def test_a_five_metric_board_fits_1400px_and_leads_with_tifa(wide_site: Site, page: tuple[Any, Watch],
