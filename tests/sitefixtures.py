@@ -22,6 +22,7 @@ from typing import Any
 from PIL import Image
 
 from evalkit.fileio.hashing import sha256_bytes, sha256_file, sha256_json
+from evalkit.metrics.tifa.metric import RECORD_VIEW as TIFA_VIEW
 
 XSS_MODEL = "<img src=x onerror=alert(1)>"
 XSS_PROMPT = "</script><script>window.pwned=1</script>"
@@ -180,6 +181,20 @@ def write_step(runs: Runs, model: str, step: int | None, proto: dict[str, Any], 
     return path
 
 
+QUESTION_KINDS = (("object", "cat", "Is there a cat?", ("yes", "no"), "yes"),
+                  ("color", "red", "What color is the cat?", ("red", "blue", "green"), "red"),
+                  ("counting", "2", "How many cats are there?", ("1", "2", "3"), "2"))
+
+
+def _question(prompt_id: str, q: int, correct: bool) -> dict[str, Any]:
+    """A stored TIFA QuestionRecord: the question, its expected answer and the VQA model's answers."""
+    kind, element, question, choices, answer = QUESTION_KINDS[q]
+    chosen = answer if correct else next(c for c in choices if c != answer)
+    return {"prompt_id": prompt_id, "question": question, "choices": list(choices), "answer": answer,
+            "element_type": kind, "element": element, "free_form_answer": f"{chosen} <b>!</b>", "chosen": chosen,
+            "correct": correct}
+
+
 def _metric(runs: Runs, step_dir: Path, name: str, value: float, fingerprint: str,
             manifest: list[dict[str, Any]]) -> dict[str, Any]:
     records = f"scores/{name}/{fingerprint[:16]}.jsonl"
@@ -187,6 +202,8 @@ def _metric(runs: Runs, step_dir: Path, name: str, value: float, fingerprint: st
     for index, row in enumerate(manifest):
         if name == "fid":  # FID keeps features, not per-image values
             recs: list[dict[str, Any]] = [{"features": base64.b64encode(bytes(16)).decode("ascii")}]
+        elif name.startswith("tifa"):  # one record per question, as TifaMetric stores them
+            recs = [_question(row["prompt_id"], q, correct=(index + q) % 3 != 0) for q in range(3)]
         else:
             recs = [{"value": round(value + 0.01 * (index - 1.5), 6)}]
         lines.append({"file": row["file"], "image_sha256": row["sha256"], "prompt_set": runs.prompt_set,
@@ -198,7 +215,7 @@ def _metric(runs: Runs, step_dir: Path, name: str, value: float, fingerprint: st
     metric: dict[str, Any] = {
         "value": value, "ci95": [round(value - 0.02, 6), round(value + 0.02, 6)], "n": len(manifest),
         "higher_is_better": higher, "display_name": DISPLAY.get(name, name), "version": "1",
-        **({"headline": True} if name.startswith("tifa") else {}),
+        **({"headline": True, "record_view": TIFA_VIEW.to_json()} if name.startswith("tifa") else {}),
         "prompt_set": runs.prompt_set, "prompt_set_fingerprint": runs.prompt_set_fingerprint,
         "fingerprint": fingerprint, "card": {"name": name, "implementation": name},
         "values": {"value": value, "n": len(manifest)},

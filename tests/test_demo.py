@@ -36,6 +36,8 @@ def test_demo_writes_images_records_and_scores(cli, tmp_path, monkeypatch):
         run = json.loads((step_dir / "run.json").read_text())
         validator.validate(run)
         assert set(run["metrics"]) == {"clip-tiny", "tifa-tiny", "imagereward-tiny", "hpsv2-tiny", "fid-tiny"}
+        assert run["metrics"]["tifa-tiny"]["record_view"]["filter"] == "element_type"  # the site lists questions
+        assert "record_view" not in run["metrics"]["imagereward-tiny"]  # one value per image: the default view
         for entry in run["metrics"].values():
             low, high = entry["ci95"]
             assert low <= entry["value"] <= high
@@ -47,6 +49,8 @@ def test_demo_writes_images_records_and_scores(cli, tmp_path, monkeypatch):
     board = json.loads((out / "leaderboard" / "leaderboard.json").read_text())
     assert {row["model"] for b in board["boards"] for row in b["rows"]} == {"tiny-sd", "tiny-sd-train"}
     assert (out / "site" / "index.html").is_file()
+    gallery = (out / "site" / "gallery.html").read_text()
+    assert 'class="record-filter"' in gallery and "questions correct</summary>" in gallery and "VQA said" in gallery
     for line in ("curves:", "leaderboard:", "site:"):
         assert line in stdout
     code, stdout, _ = cli("demo", "--out", str(out), "--quiet")  # a second run reuses everything

@@ -323,3 +323,47 @@ def test_a_boards_sort_survives_a_reload(wide_site: Site, page: tuple[Any, Watch
     assert _visible_models(tab, table)[0] == "stabilityai/stable-diffusion-2-1-base"
     assert tab.get_attribute(f"#{table} th[data-key='m:fid']", "aria-sort") is None
     assert watch.errors == []
+
+
+def _sideways(tab: Any) -> dict[str, int]:
+    return tab.evaluate("""() => ({page: document.documentElement.scrollWidth, window: window.innerWidth,
+        boxes: Math.max(0, ...Array.from(document.querySelectorAll('.scroll'))
+                                   .map(b => b.scrollWidth - b.clientWidth))})""")
+
+
+@pytest.mark.parametrize("page_name", ["gallery", "model"])
+def test_per_image_tifa_questions_and_answers_collapse_and_filter_at_1400px(
+        wide_site: Site, page: tuple[Any, Watch], tmp_path: Path, page_name: str) -> None:
+    tab, watch = page
+    tab.set_viewport_size(WINDOW)
+    model = "stabilityai/stable-diffusion-2-1-base"
+    tab.goto(wide_site.url("gallery.html" if page_name == "gallery" else f"models/{model_slug(model)}.html"))
+    details = tab.locator("table.gallery details.records")
+    assert details.count() >= 1
+    first = details.first
+    assert first.get_attribute("open") is None  # collapsed by default
+    assert not first.locator("li").first.is_visible()
+    summary = first.locator("summary").inner_text()
+    assert summary in {"2 of 3 questions correct", "3 of 3 questions correct"}, summary
+    score = first.locator("xpath=..").inner_text().split("\n")[0]
+    assert score.startswith("tifa ") and float(score.split()[1]) == pytest.approx(int(summary[0]) / 3, abs=1e-3)
+    first.locator("summary").click()
+    first_question = first.locator("li").first
+    assert first_question.is_visible()
+    listed = first_question.inner_text()
+    for label in ("question", "expected", "VQA said", "mapped to", "element type"):
+        assert label in listed, listed
+    assert "<b>!</b>" in listed  # the VQA model's answer is text, never markup
+    assert tab.locator("table.gallery details.records li b").count() == 0
+    layout = _sideways(tab)
+    assert layout["page"] <= layout["window"] and layout["boxes"] == 0, layout  # no sideways scroll, open or not
+    tab.screenshot(path=str(screenshots(tmp_path) / f"{page_name}-1400.png"), full_page=True)
+    # The element-type filter keeps one question per image here and recounts every summary.
+    table_id = tab.locator("table.gallery").first.get_attribute("id")
+    tab.select_option(f"select.record-filter[data-table='{table_id}']", "color")
+    assert first.locator("li:not([hidden])").count() == 1
+    assert "color" in first.locator("li:not([hidden])").inner_text()
+    assert first.locator("summary").inner_text() in {"0 of 1 questions correct", "1 of 1 questions correct"}
+    tab.select_option(f"select.record-filter[data-table='{table_id}']", "")
+    assert first.locator("li:not([hidden])").count() == 3 and first.locator("summary").inner_text() == summary
+    assert watch.errors == []

@@ -76,9 +76,10 @@ def test_model_pages_have_curves_categories_and_a_step_gallery(built: tuple[Runs
     train = _read(site / "models" / f"{model_slug('tiny-train')}.html")
     assert train.count('<svg class="chart"') == 2  # CLIP and FID against step
     assert "Step 300" in train and "by category" in train
-    assert train.count("step 100") >= 1 and 'id="step-gallery"' in train
+    assert train.count("step 100") >= 1 and 'id="step-gallery"' in train and "<h2>Across steps</h2>" in train
     final = _read(site / "models" / f"{model_slug('sd-final')}.html")
-    assert '<svg class="chart"' not in final and 'id="step-gallery"' not in final  # one step: nothing to plot
+    assert '<svg class="chart"' not in final  # one step: nothing to plot, but its images and their scores
+    assert 'id="step-gallery"' in final and "<h2>Images</h2>" in final and "clip</span> 0.295" in final
 
 
 def test_model_page_curves_are_drawn_from_the_curve_files(built: tuple[Runs, Path, Path], tmp_path: Path) -> None:

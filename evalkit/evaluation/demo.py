@@ -9,9 +9,9 @@ what a real run writes.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -27,6 +27,7 @@ from evalkit.stepdir import StepDir
 
 if TYPE_CHECKING:
     from evalkit.evaluation.evaluator import StepOutcome
+    from evalkit.generation.checkpoints import CheckpointRef
 
 DEMO_PROMPTS = 8  # per prompt set
 DEMO_BATCH = 8
@@ -91,6 +92,36 @@ def build_demo_cards(models: Path, coco_prompts: list[Prompt]) -> list[Path]:
     ]
 
 
+def profile_demo(refs: Sequence[CheckpointRef], runs: Path, request: GenerationRequest) -> int:
+    """profile.json for each checkpoint not yet profiled (so run.json and the site's efficiency view have
+    its cost): parameters and MACs from its configs, latency at batch 1 timed once per model, as
+    `evalkit profile --latency --out` does for a training run whose steps share an architecture."""
+    from evalkit.profile import ProtocolCost, profile_spec, spec_from_ref, to_record
+    from evalkit.profile.latency import load_checkpoint, measure_latency
+
+    device = request.torch_device()
+    timed: dict[str, Any] = {}
+    written = 0
+    for ref in refs:
+        folder = StepDir.of(runs, ref.name, ref.step_label)
+        if folder.profile_json.is_file():
+            continue
+        result = profile_spec(spec_from_ref(ref), (), ProtocolCost(request.steps, request.guidance_scale))
+        if ref.name not in timed:
+            loaded = load_checkpoint(ref, device, request.torch_dtype(device))
+            timed[ref.name] = measure_latency(loaded, request, [1], warmup=False)
+            timed[ref.name].weights = "loaded"
+            del loaded
+        else:
+            result.notes.append(f"latency measured once, on another step, for the whole training run {ref.name}")
+        result.latency = timed[ref.name]
+        record = to_record(result)
+        record["step"] = ref.step
+        folder.write_profile(record)
+        written += 1
+    return written
+
+
 def coco_dir(models: Path) -> Path:
     """Synthetic stand-ins for COCO val2014 images, FID's reference set in the demo."""
     return models / "coco-val2014-synthetic"
@@ -120,6 +151,8 @@ def run_demo(out: Path, quiet: bool = False) -> list[StepOutcome]:
     evaluator = Evaluator(GenerationRequest.of(options), GenerateOptions.of(options), metrics, sets,
                           options.score_batch_size)
     refs = resolve(str(pipeline_dir), ResolveOptions()) + resolve(str(training_dir), ResolveOptions())
+    with quiet_loading():
+        profile_demo(refs, runs, evaluator.request)
     outcomes = []
     for ref in refs:
         outcome = evaluator.evaluate_ref(ref)

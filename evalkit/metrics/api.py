@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from evalkit.prompts.sets import Prompt, PromptSet
+from evalkit.results.recordview import RecordView
 
 Record = dict[str, Any]
 
@@ -82,6 +83,17 @@ class Preflighted(Protocol):
 
     def preflight(self, prompts: PromptSet) -> None:
         ...
+
+
+# --- optional: how the site shows per-image records ---------------------------------------------------------
+
+
+@runtime_checkable
+class RecordViewed(Protocol):
+    """A metric whose per-image records say more than one `value` (TIFA's questions and answers): the
+    site shows each image's score from `record_view.score` and lists `record_view.fields` per record."""
+
+    record_view: RecordView
 
 
 # --- optional: what confidence intervals and paired comparisons need ----------------------------------------

@@ -24,6 +24,7 @@ from evalkit.metrics.context import MetricContext
 from evalkit.metrics.models import ResolvedModel, resolve_model
 from evalkit.metrics.preprocess import CLIP_MEAN, CLIP_STD, clip_transform
 from evalkit.metrics.registry import BUILTINS
+from evalkit.results.recordview import COSINE_VIEW, RecordView
 from evalkit.runtime.quiet import quiet_loading
 
 SCALES = ("cosine", "torchmetrics", "hessel")
@@ -37,6 +38,7 @@ class ClipScore:
         self.scale = BUILTINS["clip_score"].values(card)["scale"]
         if self.scale not in SCALES:
             raise EvalkitError(f"metric card {card.name!r}: unknown scale {self.scale!r}", f"use one of {SCALES}")
+        self.record_view = RecordView() if self.scale == "cosine" else COSINE_VIEW
         self.info = MetricInfo(name=card.name, display_name=card.display_name or "CLIP score", version=VERSION,
                                higher_is_better=card.higher_is_better, prompt_set=card.prompt_set,
                                description=card.description)

@@ -48,6 +48,7 @@ from evalkit.metrics.cards import MetricCard
 from evalkit.metrics.context import MetricContext
 from evalkit.metrics.preprocess import CLIP_MEAN, CLIP_STD
 from evalkit.metrics.registry import BUILTINS
+from evalkit.results.recordview import COSINE_VIEW, RecordView
 from evalkit.runtime.assets import resolve_hub_snapshot
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ class HPSv2:
         if self.scale not in SCALES:
             raise EvalkitError(f"metric card {card.name!r}: unknown scale {self.scale!r}", f"use one of {list(SCALES)}")
         self.architecture: str | dict[str, Any] = params["architecture"]
+        self.record_view = RecordView() if self.scale == "cosine" else COSINE_VIEW
         self.info = MetricInfo(name=card.name, display_name=card.display_name or f"HPS {self.hps_version}",
                                version=VERSION, higher_is_better=card.higher_is_better, prompt_set=card.prompt_set,
                                description=card.description)

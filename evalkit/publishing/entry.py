@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from evalkit.fileio.strictjson import finite
 from evalkit.results.bootstrap import BootstrapSpec
 from evalkit.results.comparability import ComparabilityKey
 from evalkit.results.model import MetricEntry, PromptSetRecord, Protocol, RunResult
+from evalkit.results.recordview import RecordView
 from evalkit.stepdir import step_label
 
 JsonObject = dict[str, Any]
@@ -58,13 +59,15 @@ class EntryMetric:
     display_name: str | None = None
     version: str | None = None
     headline: bool = False
+    record_view: RecordView = field(default_factory=RecordView)
 
     @classmethod
     def from_run(cls, metric: MetricEntry) -> EntryMetric:
         low, high = metric.ci95
         return cls(finite(metric.value), (finite(low), finite(high)), metric.n, metric.higher_is_better,
                    metric.prompt_set, metric.prompt_set_fingerprint, metric.fingerprint, finite(metric.by_category),
-                   metric.records, metric.bootstrap, metric.display_name, metric.version, metric.headline)
+                   metric.records, metric.bootstrap, metric.display_name, metric.version, metric.headline,
+                   metric.record_view)
 
     @classmethod
     def from_json(cls, doc: JsonObject) -> EntryMetric:
@@ -73,7 +76,7 @@ class EntryMetric:
         return cls(doc["value"], (low, high), doc["n"], doc["higher_is_better"], doc["prompt_set"],
                    doc["prompt_set_fingerprint"], doc["fingerprint"], doc["by_category"], doc["records"],
                    BootstrapSpec(boot["resamples"], boot["seed"], boot["level"]), doc.get("display_name"),
-                   doc.get("version"), doc.get("headline") is True)
+                   doc.get("version"), doc.get("headline") is True, RecordView.from_json(doc.get("record_view")))
 
     def to_json(self) -> JsonObject:
         optional = {k: v for k, v in (("display_name", self.display_name), ("version", self.version),
@@ -81,7 +84,8 @@ class EntryMetric:
         return {"value": self.value, "ci95": list(self.ci95), "n": self.n, "higher_is_better": self.higher_is_better,
                 **optional, "prompt_set": self.prompt_set, "prompt_set_fingerprint": self.prompt_set_fingerprint,
                 "fingerprint": self.fingerprint, "by_category": self.by_category, "records": self.records,
-                "bootstrap": self.bootstrap.describe()}
+                "bootstrap": self.bootstrap.describe(),
+                **({} if self.record_view.is_default else {"record_view": self.record_view.to_json()})}
 
     def cell(self) -> JsonObject:
         """The numbers a board row shows for it."""

@@ -20,7 +20,7 @@ import torch
 from evalkit.errors import EvalkitError
 from evalkit.generation.manifest import ManifestRow
 from evalkit.generation.record import GenerationRecord
-from evalkit.metrics.api import Metric, PromptDecomposable, Ratio
+from evalkit.metrics.api import Metric, PromptDecomposable, Ratio, RecordViewed
 from evalkit.metrics.cards import MetricCard
 from evalkit.results.bootstrap import BootstrapSpec, function_samples, interval, ratio_interval, ratio_value
 from evalkit.results.model import (
@@ -33,6 +33,7 @@ from evalkit.results.model import (
     Provenance,
     RunResult,
 )
+from evalkit.results.recordview import RecordView
 from evalkit.results.resampling import BootstrapKind, bootstrap_kind, prompt_statistic
 from evalkit.results.run import read_run, write_run
 from evalkit.results.units import PromptGroups, group_records, tag_categories, write_units
@@ -105,6 +106,7 @@ def metric_entry(step_dir: Path, generation: GenerationRecord, manifest: dict[st
               else Card(info.name)),
         values=result.values, bootstrap=used, by_category=by_category,
         headline=card.headline if isinstance(card, MetricCard) else False,
+        record_view=metric.record_view if isinstance(metric, RecordViewed) else RecordView(),
         records=folder.relative(files.records), units=folder.relative(files.units),
     )
 

@@ -12,10 +12,11 @@ or the profiler, not to run.json.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from evalkit.results.bootstrap import BootstrapSpec
+from evalkit.results.recordview import RecordView
 
 RUN_SCHEMA = "evalkit.run/1"
 
@@ -132,6 +133,7 @@ class MetricEntry:
     display_name: str | None = None
     version: str | None = None
     headline: bool = False  # the card declares it the board's headline metric (written only when true)
+    record_view: RecordView = field(default_factory=RecordView)  # how the site lists records (default: unwritten)
 
     @classmethod
     def from_json(cls, doc: JsonObject) -> MetricEntry:
@@ -140,7 +142,8 @@ class MetricEntry:
         return cls(doc["value"], (low, high), doc["n"], doc["higher_is_better"], doc["prompt_set"],
                    doc["prompt_set_fingerprint"], doc["fingerprint"], Card.from_json(doc["card"]), doc["values"],
                    BootstrapSpec(boot["resamples"], boot["seed"], boot["level"]), doc["by_category"], doc["records"],
-                   doc["units"], doc.get("display_name"), doc.get("version"), doc.get("headline") is True)
+                   doc["units"], doc.get("display_name"), doc.get("version"), doc.get("headline") is True,
+                   RecordView.from_json(doc.get("record_view")))
 
     def to_json(self) -> JsonObject:
         return {"value": self.value, "ci95": list(self.ci95), "n": self.n, "higher_is_better": self.higher_is_better,
@@ -148,7 +151,8 @@ class MetricEntry:
                 "prompt_set": self.prompt_set, "prompt_set_fingerprint": self.prompt_set_fingerprint,
                 "fingerprint": self.fingerprint, "card": self.card.to_json(), "values": self.values,
                 "bootstrap": self.bootstrap.describe(), "by_category": self.by_category, "records": self.records,
-                "units": self.units}
+                "units": self.units, **_present(record_view=None if self.record_view.is_default
+                                                else self.record_view.to_json())}
 
 
 @dataclass(frozen=True)

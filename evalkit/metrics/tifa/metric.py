@@ -25,13 +25,21 @@ from evalkit.metrics.models import ResolvedModel, resolve_model
 from evalkit.metrics.registry import BUILTINS
 from evalkit.metrics.tifa.questions import Question, TifaQuestions, load_tifa_questions, sample_questions
 from evalkit.metrics.tifa.scoring import QuestionRecord, aggregate, score_questions
+from evalkit.results.recordview import RecordField, RecordView
 from evalkit.runtime.quiet import quiet_loading
 
 VERSION = "1"
+# What the site lists per question (the stored QuestionRecord's fields), filterable by element type.
+RECORD_VIEW = RecordView(score="correct", fields=(
+    RecordField("question", "question"), RecordField("element_type", "element type"), RecordField("element", "element"),
+    RecordField("choices", "choices"), RecordField("answer", "expected"), RecordField("free_form_answer", "VQA said"),
+    RecordField("chosen", "mapped to")), filter="element_type", unit="question")
 VQA_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class TifaMetric:
+    record_view = RECORD_VIEW
+
     def __init__(self, card: MetricCard, context: MetricContext) -> None:
         self.card = card
         self.tifa_qa = context.tifa_qa  # --tifa-qa; None: the hub dataset

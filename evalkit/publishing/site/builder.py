@@ -22,7 +22,14 @@ from evalkit.errors import EvalkitError
 from evalkit.publishing.entry import Entry
 from evalkit.publishing.leaderboard import board_csv, leaderboard_document, read_document
 from evalkit.publishing.site.gallery import Column, Gallery, ImageCopier, PromptTexts, build_gallery
-from evalkit.publishing.site.views import board_view, efficiency_view, group_models, model_slug, model_view
+from evalkit.publishing.site.views import (
+    board_view,
+    efficiency_view,
+    group_models,
+    model_slug,
+    model_view,
+    name_parts,
+)
 from evalkit.publishing.store import ENTRIES_FILE, dumps, find_run_files, load_entries, merge_entries
 from evalkit.results.curves import Series, read_curve
 from evalkit.results.run import read_run
@@ -111,6 +118,7 @@ def _environment() -> Environment:
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.globals["version"] = __version__
     env.globals["content_security_policy"] = CONTENT_SECURITY_POLICY
+    env.filters["name_parts"] = name_parts  # long model names break after separators, never mid-word
     return env
 
 
@@ -154,7 +162,7 @@ def _write(site: Path, entries: list[Entry], document: dict[str, Any], options: 
         view = model_view(name, model_entries, document["boards"], stored_curves(model_entries))
         shown = _spread(model_entries, STEP_GALLERY_COLUMNS)
         step_gallery: Gallery | None = None
-        if len(shown) > 1:
+        if shown:  # one step: its images and per-image records; several: side by side
             columns = [Column(f"step {e.step_label}", "", e) for e in shown]
             step_gallery = build_gallery(columns, view["metric_names"], options.gallery_prompts, copier, texts)
         render(f"models/{slugs[name]}.html", "model.html", "../", page="model", model=view, gallery=step_gallery)

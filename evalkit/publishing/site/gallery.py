@@ -24,9 +24,39 @@ from evalkit.fileio.hashing import sha256_bytes
 from evalkit.fileio.jsonl import read_rows
 from evalkit.generation.manifest import ManifestRow
 from evalkit.publishing.entry import Entry
+from evalkit.results.recordview import RecordView
 from evalkit.stepdir import StepDir
 
 IMAGE_DIR = "img"
+
+
+RECORDS_PER_IMAGE = 40  # records listed per image and metric (TIFA asks ~6 questions; the rest are counted)
+
+
+@dataclass(frozen=True)
+class RecordRow:
+    """One per-image record as the site lists it."""
+
+    kind: str  # its value of the view's filter field ("" without a filter)
+    passed: bool | None  # the score field when it is a bool (a TIFA question answered right)
+    fields: list[tuple[str, str]]  # (label, text) in the view's order
+
+
+@dataclass
+class CellScore:
+    """One metric's score of one image, with its records when the metric's view lists fields."""
+
+    metric: str
+    score: str  # formatted
+    count: int  # records the score is the mean of
+    unit: str = ""
+    records: list[RecordRow] = field(default_factory=list)
+
+    @property
+    def passed(self) -> int | None:
+        """How many listed records passed, when the score field is a bool."""
+        flags = [r.passed for r in self.records if r.passed is not None]
+        return sum(flags) if flags else None
 
 
 @dataclass
@@ -34,7 +64,7 @@ class Cell:
     src: str = ""  # relative to the site root; empty when there is no image to show
     width: int = 0
     height: int = 0
-    scores: list[tuple[str, str]] = field(default_factory=list)  # (metric, formatted score)
+    scores: list[CellScore] = field(default_factory=list)
     note: str = ""
 
 
@@ -61,6 +91,11 @@ class Gallery:
     def filter_data(self) -> list[dict[str, str]]:
         """What the page's prompt filter searches, as JSON data (never as markup)."""
         return [{"set": r.prompt_set, "id": r.prompt_id, "text": r.text} for r in self.rows]
+
+    def record_kinds(self) -> list[str]:
+        """The filter values (TIFA's element types) of the records listed anywhere in the gallery."""
+        return sorted({r.kind for row in self.rows for cell in row.cells for s in cell.scores for r in s.records
+                       if r.kind})
 
 
 class ImageCopier:
@@ -125,27 +160,48 @@ def manifest_rows(step_dir: Path) -> dict[tuple[str, str, int], ManifestRow]:
     return {(r.prompt_set, r.prompt_id, r.k): r for r in StepDir(step_dir).read_manifest().values()}
 
 
-def image_scores(records_path: Path, files: set[str]) -> dict[str, tuple[float, int]]:
-    """file -> (mean of its records' numeric `value`s, how many), for the wanted files only.
+@dataclass(frozen=True)
+class ImageScore:
+    score: float
+    count: int
+    unit: str
+    records: list[RecordRow]
+
+
+def image_scores(records_path: Path, files: set[str], view: RecordView) -> dict[str, ImageScore]:
+    """file -> its score (mean of its records' `view.score` field) and listed records, for the wanted files.
 
     Record files can be large (FID stores features per image), so lines that do not mention
     a wanted file are skipped before parsing; the latest line for a file wins, as in ScoreStore.
     """
-    out: dict[str, tuple[float, int]] = {}
+    out: dict[str, ImageScore] = {}
     if not files:
         return out
     for row in read_rows(records_path, mentioning=files):
         file, records = row.get("file"), row.get("records")
         if not isinstance(file, str) or file not in files:
             continue
-        values = [r["value"] for r in records if isinstance(r, dict) and isinstance(r.get("value"), (int, float))
-                  and not isinstance(r.get("value"), bool) and math.isfinite(r["value"])] \
-            if isinstance(records, list) else []
-        if values:
-            out[file] = (sum(values) / len(values), len(values))
-        else:
+        records = [r for r in records if isinstance(r, dict)] if isinstance(records, list) else []
+        score = view.score_of(records)
+        if score is None:
             out.pop(file, None)
+            continue
+        listed = [_record_row(r, view) for r in records[:RECORDS_PER_IMAGE]] if view.fields else []
+        out[file] = ImageScore(score[0], score[1], view.unit, listed)
     return out
+
+
+def _record_row(record: dict[str, Any], view: RecordView) -> RecordRow:
+    passed = record.get(view.score)
+    return RecordRow(str(record.get(view.filter, "")) if view.filter else "",
+                     passed if isinstance(passed, bool) else None,
+                     [(f.label, _text(record[f.key])) for f in view.fields if f.key in record])
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def build_gallery(columns: Sequence[Column], metric_names: Sequence[str], prompt_limit: int,
@@ -193,7 +249,7 @@ def _column_scores(column: Column, step_dir: Path, manifest: dict[tuple[str, str
         files = {manifest[k].file for k in chosen if k in manifest and k[0] == metric.prompt_set}
         path = (step_dir / metric.records).resolve()
         if step_dir.resolve() in path.parents:  # a records path may not point outside its step folder
-            out[name] = image_scores(path, files)
+            out[name] = image_scores(path, files, metric.record_view)
     return out
 
 
@@ -210,6 +266,6 @@ def _cell(step_dir: Path, row: ManifestRow | None, scores: dict[str, dict[str, A
         cell.src, cell.width, cell.height = copied
     for name, by_file in scores.items():
         if row.file in by_file:
-            value, count = by_file[row.file]
-            cell.scores.append((name, f"{value:.4g}" + (f" (mean of {count})" if count > 1 else "")))
+            found: ImageScore = by_file[row.file]
+            cell.scores.append(CellScore(name, f"{found.score:.4g}", found.count, found.unit, found.records))
     return cell

@@ -120,7 +120,36 @@
     apply();
   }
 
+  // The per-image records' type filter (TIFA's element types): hides the questions of other types
+  // and recounts each image's "k of n correct" into the spans the page rendered for it.
+  function makeRecordFilter(select) {
+    var table = document.getElementById(select.getAttribute("data-table"));
+    if (!table) { return; }
+    function apply() {
+      var kind = select.value;
+      table.querySelectorAll('details.records[data-filterable="true"]').forEach(function (details) {
+        var shown = 0;
+        var passed = 0;
+        details.querySelectorAll("li[data-kind]").forEach(function (item) {
+          var match = kind === "" || item.getAttribute("data-kind") === kind;
+          item.hidden = !match;
+          if (match) {
+            shown += 1;
+            if (item.getAttribute("data-passed") === "true") { passed += 1; }
+          }
+        });
+        var shownCount = details.querySelector(".shown");
+        var passedCount = details.querySelector(".passed");
+        if (shownCount) { shownCount.textContent = String(shown); }
+        if (passedCount) { passedCount.textContent = String(passed); }
+      });
+    }
+    select.addEventListener("change", apply);
+    apply();
+  }
+
   var sorts = savedSorts();
   document.querySelectorAll("table.sortable").forEach(function (table) { makeSortable(table, sorts); });
   document.querySelectorAll("table.filterable").forEach(makeFilterable);
+  document.querySelectorAll("select.record-filter").forEach(makeRecordFilter);
 }());
