@@ -51,7 +51,17 @@ def test_demo_writes_images_records_and_scores(cli, tmp_path, monkeypatch):
     assert (out / "site" / "index.html").is_file()
     gallery = (out / "site" / "gallery.html").read_text()
     assert 'class="record-filter"' in gallery and "questions correct</summary>" in gallery and "VQA said" in gallery
-    for line in ("curves:", "leaderboard:", "site:"):
+    efficiency = (out / "site" / "efficiency.html").read_text()
+    assert "No run has efficiency data" not in efficiency and "tiny-sd-train" in efficiency  # the demo profiles
+    assert run["efficiency"]["latency"]["points"][0]["batch_size"] == 1 and run["efficiency"]["parameters"]["total"] > 0
+    # The gate at work on the demo's own cards: the last step passes against the previous one, and its
+    # ImageReward drop against the first is flagged, each with the Markdown summary CI would post.
+    assert "--baseline runs/tiny-sd-train/200 --thresholds demo.yaml: passes (exit 0)" in stdout
+    assert "--baseline runs/tiny-sd-train/100 --thresholds demo.yaml: regression flagged" in stdout
+    flagged = (out / "checks" / "300-vs-100.md").read_text()
+    assert "❌ regression in `imagereward-tiny`" in flagged and "`tifa-tiny`" in flagged
+    assert (out / "checks" / "300-vs-200.md").read_text().startswith("### evalkit check: ✅ no regression")
+    for line in ("curves:", "leaderboard:", "site:", "checks:"):
         assert line in stdout
     code, stdout, _ = cli("demo", "--out", str(out), "--quiet")  # a second run reuses everything
     assert code == 0 and stdout.count("already evaluated") == 4

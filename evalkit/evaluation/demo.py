@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -122,13 +123,55 @@ def profile_demo(refs: Sequence[CheckpointRef], runs: Path, request: GenerationR
     return written
 
 
+def demo_thresholds_path() -> Path:
+    """Margins naming the demo's `*-tiny` cards (the shipped default names the real ones)."""
+    from evalkit.runtime.datafiles import shipped_dir
+
+    return shipped_dir("metrics") / "thresholds" / "demo.yaml"
+
+
+@dataclass(frozen=True)
+class DemoCheck:
+    new: Path  # step folders
+    baseline: Path
+    markdown: str
+    exit_code: int  # what `evalkit check` exits with: 0 pass, 1 regression
+
+
+def check_demo(training_steps: Sequence[Path], context: MetricContext, out: Path) -> list[DemoCheck]:
+    """`evalkit check` as CI runs it on a new checkpoint: the last step against the previous one and
+    against the first, with the demo's thresholds; each Markdown summary is also written to OUT/checks/."""
+    from evalkit.gate.check import compare, load_run
+    from evalkit.gate.report import markdown
+    from evalkit.gate.thresholds import load_thresholds
+
+    thresholds = load_thresholds(demo_thresholds_path())
+    new, checks = training_steps[-1], []
+    for baseline in (training_steps[-2], training_steps[0]):
+        report = compare(load_run(str(baseline), out), load_run(str(new), out), thresholds, context=context)
+        text = markdown(report)
+        path = out / "checks" / f"{new.name}-vs-{baseline.name}.md"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        checks.append(DemoCheck(new, baseline, text, report.exit_code))
+    return checks
+
+
 def coco_dir(models: Path) -> Path:
     """Synthetic stand-ins for COCO val2014 images, FID's reference set in the demo."""
     return models / "coco-val2014-synthetic"
 
 
 def run_demo(out: Path, quiet: bool = False) -> list[StepOutcome]:
-    """Generate, score, write run.json per checkpoint, then curves, the leaderboard and the site."""
+    """Generate, score, write run.json per checkpoint, then curves, the leaderboard, the site and two checks;
+    torch's threads fitted to the idle cores for the duration (a busy machine is not oversubscribed)."""
+    from evalkit.runtime.threads import cpu_threads, torch_threads
+
+    with torch_threads(cpu_threads()) as threads:
+        return _run_demo(out, quiet, threads)
+
+
+def _run_demo(out: Path, quiet: bool, threads: int) -> list[StepOutcome]:
     from evalkit.runtime.extras import EXTRAS, require
 
     for extra in EXTRAS:  # the demo shows every metric and the site
@@ -139,6 +182,7 @@ def run_demo(out: Path, quiet: bool = False) -> list[StepOutcome]:
     from evalkit.publishing.site.builder import SiteOptions, build_site
 
     click.secho(BANNER, fg="yellow")
+    click.echo(f"(torch uses {threads} CPU thread(s): the idle cores; OMP_NUM_THREADS overrides)")
     started = time.perf_counter()
     sets = [load_prompt_set("tifa-v1.0").head(DEMO_PROMPTS), load_prompt_set("coco-10k").head(DEMO_PROMPTS),
             load_prompt_set("tifa-v1.0-sample")]
@@ -168,6 +212,14 @@ def run_demo(out: Path, quiet: bool = False) -> list[StepOutcome]:
     curves = evaluator.update_curves(training_dir.name)
     board = merge_runs([runs], out / "leaderboard")
     site = build_site(out / "site", out / "leaderboard", [], SiteOptions())
+    trained = [o.step_dir for o in outcomes if o.ref.name == training_dir.name]
+    checks = check_demo(trained, context, out)
+    for check in checks:
+        verdict = "passes (exit 0)" if check.exit_code == 0 else "regression flagged (exit 1: CI would fail)"
+        click.echo(f"\nevalkit check {check.new.relative_to(out)} --baseline {check.baseline.relative_to(out)} "
+                   f"--thresholds {demo_thresholds_path().name}: {verdict}")
+        if not quiet:
+            click.echo(check.markdown)
     click.echo(f"\ndemo finished in {time.perf_counter() - started:.1f}s")
     click.echo(f"  models:      {models}")
     click.echo(f"  images:      {runs}/<model>/<step>/images/<prompt-set>/<prompt-id>_<k>.png")
@@ -175,6 +227,7 @@ def run_demo(out: Path, quiet: bool = False) -> list[StepOutcome]:
     click.echo(f"  curves:      {runs / training_dir.name / 'curves'} ({len(curves)} files: csv, json, png, svg)")
     click.echo(f"  leaderboard: {board.folder / 'leaderboard.json'} ({len(board.document['boards'])} board(s))")
     click.echo(f"  site:        {site.out / 'index.html'} (open it in a browser; no server needed)")
+    click.echo(f"  checks:      {out / 'checks'} ({len(checks)} Markdown summaries, as `check --markdown` writes)")
     return outcomes
 
 
