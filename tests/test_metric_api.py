@@ -16,6 +16,7 @@ from PIL import Image
 from evalkit.errors import EXIT_USAGE, EvalkitError
 from evalkit.metrics.preprocess import clip_transform
 from evalkit.metrics.registry import create, create_many
+from evalkit.prompts.sets import load_prompt_set
 from evalkit.scoring.engine import score_step
 from evalkit.tiny.clip import build_tiny_clip, write_card
 
@@ -270,6 +271,13 @@ def test_run_generates_what_the_metrics_need_and_scores_it(cli, sd_dir, card, tm
     step_dir = out / "tiny-sd" / "final"
     assert sorted(p.name for p in (step_dir / "images").iterdir()) == ["coco-10k"]  # only what clip scores
     assert "clip-tiny = " in stdout and "(n=3; 3 scored, 0 reused)" in stdout
+    # A --limit run is keyed on its own part of the set, and names the whole set `prompts list` shows.
+    scored = json.loads((step_dir / "run.json").read_text())["prompt_sets"]["coco-10k"]
+    whole = load_prompt_set("coco-10k")
+    assert scored["fingerprint"] == whole.head(3).fingerprint != whole.fingerprint
+    assert scored["part_of"] == {"fingerprint": whole.fingerprint, "n": 10000, "selection": "first 3"}
+    code, listed, _ = cli("prompts", "list")
+    assert code == 0 and whole.fingerprint[:12] in listed and "part_of" in listed
     code, stdout, _ = cli("score", str(out), "--metrics", str(card), "--quiet")
     assert code == 0 and "(n=3; 0 scored, 3 reused)" in stdout
 

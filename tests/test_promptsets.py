@@ -374,7 +374,9 @@ def test_cli_show_table_and_json(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "parti_0001" in result.output and "parti_0002" in result.output
     assert "parti_0003" not in result.output
-    assert "Abstract, Basic" in result.output and "showing 2 of 1632" in result.output
+    assert "Abstract, Basic" in result.output and "showing the first 2 of 1632" in result.output
+    whole, part = load_prompt_set("partiprompts"), load_prompt_set("partiprompts").head(2)
+    assert part.fingerprint[:12] in result.output and whole.fingerprint[:12] in result.output
 
     result = CliRunner().invoke(prompts_cli, ["show", "tifa-v1.0-sample", "--json"])
     records = [json.loads(line) for line in result.output.splitlines()]

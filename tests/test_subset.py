@@ -60,6 +60,8 @@ def test_a_subset_keeps_the_set_name_but_never_the_fingerprint():
     for small, whole in zip(smoke, full, strict=True):
         assert small.fingerprint != whole.fingerprint
         assert small.fingerprint == load_subset("smoke")["sets"][whole.name]["fingerprint"]
+        assert small.part_of is not None and small.part_of.fingerprint == whole.fingerprint
+        assert small.part_of.n == len(whole) and small.part_of.selection == f"smoke subset ({len(small)} prompts)"
     assert smoke[1].fingerprint == full[1].head(1000).fingerprint  # the same prompts: the same set, by content
 
 
@@ -87,5 +89,9 @@ def test_generate_subset_option_generates_the_subset(cli, sd_dir, tmp_path):
                                                 "smoke")]
     for pset in expected:
         assert recorded[pset.name]["fingerprint"] == pset.fingerprint and recorded[pset.name]["n"] == 2
+        assert recorded[pset.name]["part_of"] == {"fingerprint": load_prompt_set(pset.name).fingerprint,
+                                                  "n": len(load_prompt_set(pset.name)),
+                                                  "selection": pset.part_of.selection}
+        assert pset.part_of.selection.startswith("first 2 of the smoke subset")
     code, _, err = cli("generate", str(sd_dir), "--out", str(out), "--prompts", "partiprompts", "--subset", "smoke")
     assert code == 2 and "does not cover" in err

@@ -27,7 +27,10 @@ def prompts() -> None:
 @prompts.command("list")
 def list_command() -> None:
     """List the built-in prompt sets with their fingerprints."""
-    table = Table(title="Built-in prompt sets")
+    table = Table(title="Built-in prompt sets",
+                  caption="Fingerprints are of whole sets. A run on part of one (--limit N, --subset) records the "
+                          "part's own fingerprint, so it is never compared with the whole set, and this one as its "
+                          "part_of; `evalkit prompts show NAME --limit N` prints both.")
     # Fixed columns first; the licence summary is the one that wraps on narrow terminals
     # (`show` prints source and licence in full).
     table.add_column("name", no_wrap=True, min_width=21)
@@ -58,11 +61,13 @@ def show_command(name_or_path: str, limit: int | None, as_json: bool) -> None:
 
 
 def _prompt_table(pset: PromptSet, shown: PromptSet) -> Table:
-    # The caption states the full set's fingerprint: that is the one results are keyed on.
-    table = Table(
-        title=f"{pset.name} (version {pset.version}, {len(pset)} prompts)",
-        caption=f"showing {len(shown)} of {len(pset)}; fingerprint {pset.fingerprint[:FINGERPRINT_CHARS]}",
-    )
+    # The caption names both fingerprints when part is shown: a `--limit N` run is keyed on the part's.
+    caption = f"showing {len(shown)} of {len(pset)}; fingerprint {pset.fingerprint[:FINGERPRINT_CHARS]}"
+    if shown.part_of is not None:
+        caption = (f"showing the {shown.part_of.selection} of {len(pset)}: fingerprint "
+                   f"{shown.fingerprint[:FINGERPRINT_CHARS]} (what a run with --limit {len(shown)} records); "
+                   f"the whole set's is {pset.fingerprint[:FINGERPRINT_CHARS]} (its part_of)")
+    table = Table(title=f"{pset.name} (version {pset.version}, {len(pset)} prompts)", caption=caption)
     table.add_column("id", no_wrap=True)
     table.add_column("tags")
     table.add_column("text", overflow="fold")

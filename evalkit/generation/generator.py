@@ -350,7 +350,7 @@ def _write_generation_record(step_dir: StepDir, loaded: LoadedCheckpoint, protoc
     """Record what this folder's images are; refuse to mix checkpoints or protocols in one folder."""
     checkpoint = GeneratedCheckpoint(loaded.ref.name, loaded.ref.step, loaded.fingerprint, protocol.pipeline_class,
                                      loaded.record)
-    sets = {s.name: GeneratedPromptSet(s.fingerprint, len(s), s.version, s.source) for s in prompt_sets}
+    sets = {s.name: GeneratedPromptSet.of(s) for s in prompt_sets}
     if step_dir.is_generated():
         existing = step_dir.read_generation()
         if existing.checkpoint.fingerprint != loaded.fingerprint:

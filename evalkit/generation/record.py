@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.errors import EvalkitError
-from evalkit.prompts.sets import PromptSet, builtin_names, load_prompt_set
+from evalkit.prompts.sets import PartOf, PromptSet, builtin_names, load_prompt_set
 
 GENERATION_SCHEMA = "evalkit.generation/1"
 
@@ -57,13 +57,21 @@ class GeneratedPromptSet:
     n: int
     version: str = ""
     source: str = ""  # a user set's prompt file: scoring reloads the prompts from it
+    part_of: PartOf | None = None  # a subset (--limit, --subset): the whole set it was taken from
+
+    @classmethod
+    def of(cls, prompts: PromptSet) -> GeneratedPromptSet:
+        return cls(prompts.fingerprint, len(prompts), prompts.version, prompts.source, prompts.part_of)
 
     @classmethod
     def from_json(cls, doc: JsonObject) -> GeneratedPromptSet:
-        return cls(doc["fingerprint"], doc["n"], doc.get("version", ""), doc.get("source", ""))
+        part_of = doc.get("part_of")
+        return cls(doc["fingerprint"], doc["n"], doc.get("version", ""), doc.get("source", ""),
+                   PartOf.from_json(part_of) if part_of else None)
 
     def to_json(self) -> JsonObject:
-        return {"fingerprint": self.fingerprint, "n": self.n, "version": self.version, "source": self.source}
+        doc = {"fingerprint": self.fingerprint, "n": self.n, "version": self.version, "source": self.source}
+        return {**doc, "part_of": self.part_of.to_json()} if self.part_of is not None else doc
 
 
 @dataclass(frozen=True)

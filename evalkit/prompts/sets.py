@@ -108,6 +108,27 @@ def prompt_set_fingerprint(name: str, version: str, prompts: Iterable[Prompt]) -
 
 
 @dataclass(frozen=True)
+class PartOf:
+    """The whole set a subset was taken from: a `--limit N` or `--subset` run records the subset's own
+    fingerprint (so it is never compared with the whole set) and this, so readers can tell which
+    whole set it is part of and how it was chosen."""
+
+    fingerprint: str  # the whole set's, as `evalkit prompts list` shows it
+    n: int
+    selection: str  # "first 8", "smoke subset (160 prompts)"
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> PartOf:
+        return cls(doc["fingerprint"], doc["n"], doc["selection"])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"fingerprint": self.fingerprint, "n": self.n, "selection": self.selection}
+
+    def describe(self, name: str) -> str:
+        return f"{self.selection} of {name} ({self.n} prompts, fingerprint {self.fingerprint[:12]})"
+
+
+@dataclass(frozen=True)
 class PromptSet:
     """An ordered, immutable prompt list whose fingerprint is derived from its content.
 
@@ -123,6 +144,7 @@ class PromptSet:
     # What each position of a prompt's tags means ("source"; "category", "challenge"); labels
     # per-category results only, so it is not part of the fingerprint.
     tag_kinds: tuple[str, ...] = field(default=(), compare=False)
+    part_of: PartOf | None = field(default=None, compare=False)  # set on a subset (head, select)
     fingerprint: str = field(init=False)
     _index: Mapping[str, int] = field(init=False, repr=False, compare=False)
 
@@ -164,12 +186,13 @@ class PromptSet:
         """
         if n < 0:
             raise EvalkitError(f"cannot take the first {n} prompts", "give a limit of 0 or more")
-        return self._subset(self.prompts[:n])
+        return self._subset(self.prompts[:n], f"first {n}")
 
-    def select(self, ids: Iterable[str]) -> PromptSet:
+    def select(self, ids: Iterable[str], selection: str = "") -> PromptSet:
         """The prompts with these ids, in the order given (the caller's order is the intent).
 
-        Like `head`, the result keeps the name and gets its own fingerprint.
+        Like `head`, the result keeps the name and gets its own fingerprint; `selection` says how
+        the ids were chosen (default: "N selected prompts").
         """
         wanted = list(ids)
         unknown = [i for i in wanted if i not in self._index]
@@ -185,10 +208,18 @@ class PromptSet:
                 f"ids selected more than once from prompt set {self.name!r}: {', '.join(repeated[:5])}",
                 "pass each prompt id once",
             )
-        return self._subset(tuple(self.prompts[self._index[i]] for i in wanted))
+        return self._subset(tuple(self.prompts[self._index[i]] for i in wanted),
+                            selection or f"{len(wanted)} selected prompts")
 
-    def _subset(self, prompts: tuple[Prompt, ...]) -> PromptSet:
-        return PromptSet(self.name, self.version, self.source, self.licence, prompts, self.tag_kinds)
+    def _subset(self, prompts: tuple[Prompt, ...], selection: str) -> PromptSet:
+        """A part of this set, recorded as part of the whole one (a subset of a subset: of the first whole)."""
+        whole = self.part_of or PartOf(self.fingerprint, len(self.prompts), "")
+        part = PromptSet(self.name, self.version, self.source, self.licence, prompts, self.tag_kinds)
+        if part.fingerprint == whole.fingerprint:  # all of it: not a subset
+            return part
+        shown = f"{selection} of the {whole.selection}" if whole.selection else selection
+        return PromptSet(self.name, self.version, self.source, self.licence, prompts, self.tag_kinds,
+                         PartOf(whole.fingerprint, whole.n, shown))
 
 
 @dataclass(frozen=True)

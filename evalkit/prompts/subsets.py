@@ -74,7 +74,7 @@ def apply_subset(sets: Sequence[PromptSet], name: str) -> list[PromptSet]:
             raise EvalkitError(f"prompt subset {name!r} was drawn from another version of {pset.name!r} "
                                f"(fingerprint {str(spec.get('parent_fingerprint'))[:12]}…, "
                                f"this one {pset.fingerprint[:12]}…)", REBUILD_HINT)
-        chosen = pset.select(spec["ids"])
+        chosen = pset.select(spec["ids"], f"{name} subset ({len(spec['ids'])} prompts)")
         if chosen.fingerprint != spec.get("fingerprint"):
             raise EvalkitError(f"prompt subset {name!r} of {pset.name!r} does not give its recorded fingerprint",
                                REBUILD_HINT)

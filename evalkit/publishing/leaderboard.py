@@ -183,13 +183,17 @@ def _cells(entry: Entry, variants: dict[str, ComparabilityKey]) -> Cells:
 
 
 def _metric_info(name: str, key: ComparabilityKey, cells: list[tuple[Entry, Cells]]) -> dict[str, Any]:
-    metric = next(c[name] for _, c in cells if name in c)
+    entry, metric = next((e, c[name]) for e, c in cells if name in c)
+    scored = entry.prompt_sets.get(metric.prompt_set)
+    part_of = scored.part_of if scored is not None else None
     return {"name": name, "display_name": metric.display_name or name,
             "higher_is_better": metric.higher_is_better,
             "headline": any(c[name].headline for _, c in cells if name in c),
             "prompt_set": metric.prompt_set,
             "version": metric.version, "fingerprint": key.metric_fingerprint,
-            "prompt_set_fingerprint": key.prompt_set_fingerprint}
+            "prompt_set_fingerprint": key.prompt_set_fingerprint,
+            # a subset's fingerprint is its own; this names the whole set `prompts list` shows
+            "prompt_subset": part_of.describe(metric.prompt_set) if part_of is not None else ""}
 
 
 def _choose(candidates: list[tuple[Entry, Cells]], select: str, primary: str,

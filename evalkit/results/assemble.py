@@ -59,7 +59,8 @@ def write_run_json(step_dir: Path, metric_results: Sequence[MetricResult], metri
     run = RunResult(
         checkpoint=_checkpoint(step_dir, generation),
         protocol=_protocol(generation.protocol),
-        prompt_sets={name: PromptSetRecord(s.fingerprint, s.n) for name, s in sorted(generation.prompt_sets.items())},
+        prompt_sets={name: PromptSetRecord(s.fingerprint, s.n, s.part_of)
+                     for name, s in sorted(generation.prompt_sets.items())},
         metrics=dict(sorted(entries.items())),
         provenance=_provenance(list(manifest.values()), generation, metric_results, started, generate_seconds,
                                device, shards),

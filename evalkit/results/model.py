@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from evalkit.prompts.sets import PartOf
 from evalkit.results.bootstrap import BootstrapSpec
 from evalkit.results.recordview import RecordView
 
@@ -84,15 +85,18 @@ class Protocol:
 
 @dataclass(frozen=True)
 class PromptSetRecord:
-    fingerprint: str
+    fingerprint: str  # of the prompts scored: a subset's own (the comparability key uses it)
     n: int
+    part_of: PartOf | None = None  # a subset: the whole set (its `prompts list` fingerprint) and how it was chosen
 
     @classmethod
     def from_json(cls, doc: JsonObject) -> PromptSetRecord:
-        return cls(doc["fingerprint"], doc["n"])
+        part_of = doc.get("part_of")
+        return cls(doc["fingerprint"], doc["n"], PartOf.from_json(part_of) if part_of else None)
 
     def to_json(self) -> JsonObject:
-        return {"fingerprint": self.fingerprint, "n": self.n}
+        return {"fingerprint": self.fingerprint, "n": self.n,
+                **_present(part_of=self.part_of.to_json() if self.part_of is not None else None)}
 
 
 @dataclass(frozen=True)

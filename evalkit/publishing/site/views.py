@@ -95,7 +95,9 @@ def board_view(board: dict[str, Any], slugs: dict[str, str]) -> dict[str, Any]:
         sort_rows.append(sort)
     return {**board, "columns": columns, "view_rows": rows, "sort_rows": sort_rows,
             "key_metrics": [{"name": n, "fingerprint": short(v["fingerprint"]),
-                             "prompt_set_fingerprint": short(v["prompt_set_fingerprint"])}
+                             "prompt_set_fingerprint": short(v["prompt_set_fingerprint"]),
+                             "prompt_subset": next((m.get("prompt_subset", "") for m in board["metrics"]
+                                                    if m["name"] == n), "")}
                             for n, v in board["key"]["metrics"].items()],
             "protocol_short": short(board["key"]["protocol_fingerprint"])}
 
