@@ -46,7 +46,7 @@ browser:
 	bash ci/install-chromium.sh
 
 test: install lint typecheck parity-env browser
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=25
 
 bench: install
 	$(PY) bench/generate_overhead.py
