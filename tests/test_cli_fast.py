@@ -62,3 +62,30 @@ def test_import_help_and_a_wrong_checkpoint_path_import_no_torch(tmp_path):
         if nowhere in args:
             assert "REFUSED checkpoint" in result.stdout and "neither an existing file or folder" in result.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == [], "a refused command writes nothing"
+
+
+def test_the_cache_check_agrees_with_huggingface_hub_offline(tmp_path, monkeypatch):
+    """`is_cached` reads the cache layout itself (no hub client import); it must say what
+    `snapshot_download(local_files_only=True)` says, for a branch, a commit and what is absent."""
+    import huggingface_hub.constants as hub_constants
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from evalkit.runtime.assets import is_cached
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path))
+    _fake_cached(tmp_path, "owner/here")
+    (tmp_path / "models--owner--broken" / "refs").mkdir(parents=True)
+    (tmp_path / "models--owner--broken" / "refs" / "main").write_text("1" * 40)  # names a missing snapshot
+
+    def hub_says(repo_id, revision):
+        try:
+            snapshot_download(repo_id, revision=revision, local_files_only=True, cache_dir=str(tmp_path))
+        except LocalEntryNotFoundError:
+            return False
+        return True
+
+    for repo_id, revision in [("owner/here", "main"), ("owner/here", "0" * 40), ("owner/here", "v2"),
+                              ("owner/elsewhere", "main"), ("owner/broken", "main")]:
+        assert is_cached(repo_id, revision) == hub_says(repo_id, revision), (repo_id, revision)
+    assert is_cached("owner/here", "main") and not is_cached("owner/elsewhere", "main")

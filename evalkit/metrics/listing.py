@@ -31,7 +31,7 @@ def listings() -> list[MetricListing]:
 
 
 def _card_listing(name: str, origin: str, card: MetricCard) -> MetricListing:
-    missing = [_model_missing(ref) for ref in card.models if _model_missing(ref)]
+    missing = [m for m in (_model_missing(ref) for ref in card.models) if m]
     row = BUILTINS.get(card.implementation)
     if row is not None:
         missing = [f"pip install 'evalkit[{extra}]'" for extra in row.extras if not installed(extra)] + missing

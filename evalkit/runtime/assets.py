@@ -39,15 +39,22 @@ def resolve_hub_snapshot(repo_id: str, revision: str, *, repo_type: str = "model
 
 
 def is_cached(repo_id: str, revision: str, *, repo_type: str = "model") -> bool:
-    """Whether `repo_id` at `revision` is in the local cache (never touches the network)."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    """Whether `repo_id` at `revision` is in the local cache (never touches the network).
 
+    Reads the cache layout huggingface_hub writes (`<type>s--<owner>--<name>/refs/<revision>`
+    naming a folder under `snapshots/`, or the commit itself) rather than calling
+    `snapshot_download(local_files_only=True)`: the same answer without importing the hub client,
+    which is most of what `evalkit metrics list` would otherwise spend.
+    """
+    from huggingface_hub import constants
+
+    folder = Path(constants.HF_HUB_CACHE) / f"{repo_type}s--{repo_id.replace('/', '--')}"
+    ref = folder / "refs" / revision
     try:
-        snapshot_download(repo_id, revision=revision, repo_type=repo_type, local_files_only=True)
-    except (LocalEntryNotFoundError, OSError, ValueError):
+        commit = ref.read_text(encoding="utf-8").strip() if ref.is_file() else revision
+    except (OSError, UnicodeDecodeError):
         return False
-    return True
+    return bool(commit) and "/" not in commit and (folder / "snapshots" / commit).is_dir()
 
 
 def _fetch(repo_id: str, revision: str, repo_type: str, what: str, download: Callable[[bool], str]) -> Path:
