@@ -8,9 +8,10 @@ what a real run writes.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -102,12 +103,18 @@ def profile_demo(refs: Sequence[CheckpointRef], runs: Path, request: GenerationR
 
     device = request.torch_device()
     timed: dict[str, Any] = {}
+    counted: dict[str, Any] = {}  # component configs -> their counts
     written = 0
     for ref in refs:
         folder = StepDir.of(runs, ref.name, ref.step_label)
         if folder.profile_json.is_file():
             continue
-        result = profile_spec(spec_from_ref(ref), (), ProtocolCost(request.steps, request.guidance_scale))
+        spec = spec_from_ref(ref)
+        shape = json.dumps([[c.name, c.class_name, c.config] for c in spec.components], sort_keys=True, default=str)
+        if shape not in counted:  # steps of a training run share their configs: count them once
+            counted[shape] = profile_spec(spec, (), ProtocolCost(request.steps, request.guidance_scale))
+        result = replace(counted[shape], name=spec.name, source=dict(spec.source),
+                                     notes=list(counted[shape].notes))
         if ref.name not in timed:
             loaded = load_checkpoint(ref, device, request.torch_dtype(device))
             timed[ref.name] = measure_latency(loaded, request, [1], warmup=False)

@@ -248,9 +248,7 @@ class FID:
         starts = np.cumsum([0] + [len(g) for g in groups])
         rows_of = [np.arange(starts[i], starts[i + 1]) for i in range(len(groups))]
         key, ref = self.reference(sorted({str(r["coco_file"]) for r in records}), sizes[0])
-        if key not in self._reference_roots:  # check resamples two runs against one reference
-            self._reference_roots[key] = fid_stats.sqrt_psd(ref["sigma"])
-        root = self._reference_roots[key]
+        root = self._reference_root(key, ref)
 
         def statistic(indices: np.ndarray) -> float:
             rows = np.concatenate([rows_of[i] for i in indices])
@@ -259,6 +257,13 @@ class FID:
             return fid_stats.frechet_distance_to_features(ref["mu"], ref["sigma"], root, fake[rows])
 
         return statistic
+
+    def _reference_root(self, key: str, ref: dict[str, Any]) -> np.ndarray:
+        """Σ_ref^½, once per reference: every step's aggregate and every resample of `check` share it
+        (the same numbers as `frechet_distance`, which computes it on each call)."""
+        if key not in self._reference_roots:
+            self._reference_roots[key] = fid_stats.sqrt_psd(ref["sigma"])
+        return self._reference_roots[key]
 
     def aggregate(self, records: Sequence[Record]) -> dict[str, Any]:
         n = len(records)
@@ -274,7 +279,7 @@ class FID:
         coco_files = sorted({str(r["coco_file"]) for r in records})
         key, ref = self.reference(coco_files, sizes[0])
         mu, sigma = fid_stats.mean_cov(fake)
-        fid = fid_stats.frechet_distance(ref["mu"], ref["sigma"], mu, sigma)
+        fid = fid_stats.frechet_distance_rooted(ref["mu"], ref["sigma"], self._reference_root(key, ref), mu, sigma)
         subset = min(self.kid_subset_size, n, len(coco_files))
         kid, kid_std = (fid_stats.kernel_inception_distance(ref["features"], fake, self.kid_subsets, subset,
                                                             self.kid_seed) if subset >= 2 else (math.nan, math.nan))
