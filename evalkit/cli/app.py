@@ -266,11 +266,13 @@ def demo(out: Path, quiet: bool) -> None:
 
 
 def _register_subcommands() -> None:
+    from evalkit.cli.judge import judge
     from evalkit.cli.profile import profile
     from evalkit.cli.prompts import prompts
 
     cli.add_command(prompts)
     cli.add_command(profile)
+    cli.add_command(judge)
 
 
 _register_subcommands()
