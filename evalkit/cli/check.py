@@ -92,13 +92,14 @@ def _check(new: str, baseline: str, leaderboard_dir: Path, thresholds_path: Path
     text = markdown(report)
     click.echo(text)
     if markdown_path is not None:
-        _write(markdown_path, text)
+        write_report(markdown_path, text)
     if junit_path is not None:
-        _write(junit_path, junit_xml(report))
+        write_report(junit_path, junit_xml(report))
     return report.exit_code
 
 
-def _write(path: Path, text: str) -> None:
+def write_report(path: Path, text: str) -> None:
+    """A report file the user asked for (--markdown, --junit, --json), with one line when it cannot be written."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")

@@ -95,11 +95,9 @@ def _report(annotations: Annotations, validated: list[tuple[str, str, Any]], jso
                       [j.image.prompt_id for j in judged], spec) for name, description, judged in validated]
     text = markdown(published, ours, spec, annotations)
     click.echo(text, nl=False)
+    from evalkit.cli.check import write_report
+
     for path, content in ((markdown_path, text),
                           (json_path, json.dumps(to_json(published, ours, spec, annotations), indent=2) + "\n")):
         if path is not None:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(content, encoding="utf-8")
-            except OSError as e:
-                raise EvalkitError(f"cannot write {path} ({e.strerror})", "choose a writable path") from e
+            write_report(path, content)

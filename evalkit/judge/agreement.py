@@ -64,7 +64,8 @@ def agreement(judge: str, description: str, scores: Sequence[float], human: Sequ
     if not (len(x) == len(y) == len(prompts)):
         raise ValueError("scores, human ratings and prompts must have one entry per image")
     order = list(dict.fromkeys(prompts))
-    rows = [np.flatnonzero(np.asarray(prompts) == p) for p in order]
+    of_image = np.asarray(prompts)
+    rows = [np.flatnonzero(of_image == p) for p in order]
     out = {}
     for kind in KINDS:
         def statistic(indices: np.ndarray, kind: str = kind) -> float:

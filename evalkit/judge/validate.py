@@ -60,7 +60,7 @@ def score_images(metric: Metric, items: Sequence[ImageItem], annotated: Sequence
     """Each annotated image's per-image score under `metric` (set up on `device`), in order."""
     from PIL import Image
 
-    if metric.info.prompt_set != JUDGED_SET and not metric.info.prompt_set.startswith("tifa"):
+    if not metric.info.prompt_set.startswith("tifa"):  # tifa-v1.0 or a part of it (the sample)
         raise EvalkitError(f"metric {metric.info.name!r} scores {metric.info.prompt_set}, not TIFA's prompts",
                            "judge a TIFA card (tifa, tifa-blip2, tifa-qwen2.5vl, or your own)")
     view = metric.record_view if isinstance(metric, RecordViewed) else RecordView()
