@@ -6,7 +6,8 @@ else; every stage asks a `StepDir` (or `ModelDir`) for a path or a reader:
 
     OUT/<model>/<step>/generation.json                   what the images are (checkpoint, protocol, prompt sets)
     OUT/<model>/<step>/manifest[.shard-i-of-N].jsonl     one row per written image (append-only, per shard)
-    OUT/<model>/<step>/images/<set>/<prompt-id>_<k>.png
+    OUT/<model>/<step>/images/<set>/<prompt-id>_<k>.png   (images made elsewhere keep their suffix)
+    OUT/<model>/<step>/prompts/<set>.jsonl               free prompts that came with images made elsewhere
     OUT/<model>/<step>/scores/<metric>/<fp16>[.shard-i-of-N].jsonl   per-image records of one metric fingerprint
     OUT/<model>/<step>/scores/<metric>/<fp16>.summary.json, <fp16>.units.json
     OUT/<model>/<step>/shard-i-of-N.json                 a finished shard's report (until `merge` consumes it)
@@ -40,6 +41,7 @@ GENERATION_FILE = "generation.json"
 RUN_FILE = "run.json"
 PROFILE_FILE = "profile.json"
 IMAGES_DIR = "images"
+PROMPTS_DIR = "prompts"  # free prompts of images scored from elsewhere (evalkit.intake)
 SCORES_DIR = "scores"
 CURVES_DIR = "curves"
 COMPUTE_FILE = "compute.json"
@@ -139,10 +141,17 @@ class StepDir:
         return read_manifest_rows(self.manifests())
 
     @staticmethod
-    def image_file(prompt_set: str, prompt_id: str, k: int) -> str:
-        """An image's path relative to the step folder, as manifests record it."""
+    def image_file(prompt_set: str, prompt_id: str, k: int, suffix: str = ".png") -> str:
+        """An image's path relative to the step folder, as manifests record it (images made elsewhere
+        keep their own format's suffix)."""
         folder = require_folder_name("prompt set", prompt_set, "rename the prompt set")
-        return f"{IMAGES_DIR}/{folder}/{_file_stem(prompt_id)}_{k}.png"
+        return f"{IMAGES_DIR}/{folder}/{_file_stem(prompt_id)}_{k}{suffix}"
+
+    def external_prompts(self, prompt_set: str) -> Path:
+        """The prompt file of a set of free prompts that came with images made elsewhere (generation.json
+        records it as the set's source, so scoring reloads the prompts from the step folder itself)."""
+        name = require_folder_name("prompt set", prompt_set, "rename the prompt set")
+        return self.path / PROMPTS_DIR / f"{name}.jsonl"
 
     def scores(self, metric: str, fingerprint: str) -> ScoreFiles:
         folder = require_folder_name("metric", metric, "rename the metric in its card")

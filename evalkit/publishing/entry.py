@@ -22,7 +22,7 @@ from typing import Any
 from evalkit.fileio.strictjson import finite
 from evalkit.results.bootstrap import BootstrapSpec
 from evalkit.results.comparability import ComparabilityKey
-from evalkit.results.model import MetricEntry, PromptSetRecord, Protocol, RunResult
+from evalkit.results.model import AnyProtocol, MetricEntry, PromptSetRecord, RunResult, protocol_from_json
 from evalkit.results.recordview import RecordView
 from evalkit.stepdir import step_label
 
@@ -162,7 +162,7 @@ class Entry:
     step_label: str
     checkpoint_fingerprint: str
     pipeline_class: str
-    protocol: Protocol
+    protocol: AnyProtocol
     prompt_sets: dict[str, PromptSetRecord]
     metrics: dict[str, EntryMetric]
     run: str  # absolute path of the run.json it was merged from (stored relative to the leaderboard folder)
@@ -177,14 +177,14 @@ class Entry:
         return cls(checkpoint.name, step, checkpoint.step_label or step_label(step), checkpoint.fingerprint,
                    checkpoint.pipeline_class, protocol, dict(run.prompt_sets),
                    {name: EntryMetric.from_run(m) for name, m in run.metrics.items()}, str(Path(path).resolve()),
-                   run.provenance.finished, Efficiency.from_profile(run.efficiency, list(protocol.resolution)))
+                   run.provenance.finished, Efficiency.from_profile(run.efficiency, list(protocol.resolution or ())))
 
     @classmethod
     def from_json(cls, doc: JsonObject, folder: Path) -> Entry:
         """`doc` must have passed the schema (`publishing.store.load_entries` checks it first); its
         `run` is relative to the leaderboard `folder` (an older store's absolute path is kept)."""
         return cls(doc["model"], doc["step"], doc["step_label"], doc["checkpoint_fingerprint"], doc["pipeline_class"],
-                   Protocol.from_json(doc["protocol"]),
+                   protocol_from_json(doc["protocol"]),
                    {name: PromptSetRecord.from_json(s) for name, s in doc["prompt_sets"].items()},
                    {name: EntryMetric.from_json(m) for name, m in doc["metrics"].items()},
                    str(Path(folder, doc["run"]).resolve()), doc.get("finished"),

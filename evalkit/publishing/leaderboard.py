@@ -37,7 +37,7 @@ from evalkit.publishing.store import (
     write_text_atomic,
 )
 from evalkit.results.comparability import ComparabilityKey
-from evalkit.results.model import as_float
+from evalkit.results.model import AnyProtocol, as_float
 from evalkit.results.run import read_run
 
 LEADERBOARD_SCHEMA = "evalkit.leaderboard/1"
@@ -165,9 +165,13 @@ def _board(protocol_fp: str, variants: dict[str, ComparabilityKey], group: list[
     rows = [_row(*_choose(candidates, select, primary, primary_info["higher_is_better"]), folder)
             for _, candidates in sorted(per_model.items())]
     _rank(rows, primary, primary_info["higher_is_better"])
-    protocol = cells[0][0].protocol.to_json() if cells else {}
+    # A board's protocol is evalkit's when any of its entries ran it (external images can only
+    # join one by the user's --same-protocol-as declaration).
+    described = sorted((e for e, _ in cells), key=lambda e: e.protocol.external)
+    protocol = described[0].protocol if described else None
     return {"id": board_id, "title": _title(protocol, metrics), "level": level + 1, "key": key,
-            "protocol": protocol, "metrics": metrics, "primary": primary, "select": select,
+            "protocol": protocol.to_json() if protocol else {},
+            "protocol_text": protocol.describe() if protocol else "", "metrics": metrics, "primary": primary, "select": select,
             "csv": f"{BOARDS_DIR}/{board_id}.csv", "rows": rows}
 
 
@@ -224,6 +228,8 @@ def _row(entry: Entry, cells: Cells, folder: Path) -> dict[str, Any]:
         "checkpoint_fingerprint": entry.checkpoint_fingerprint, "run": entry.run_relative_to(folder),
         "metrics": {name: m.cell() for name, m in sorted(cells.items())},
     }
+    if entry.protocol.external:  # the images were made elsewhere: the row says so, with the user's note
+        row["external"] = entry.protocol.describe()
     if entry.efficiency:
         row["efficiency"] = entry.efficiency.to_json()
     return row
@@ -242,19 +248,9 @@ def _rank(rows: list[dict[str, Any]], primary: str, higher_is_better: bool | Non
         row["rank"] = index if _value(row["metrics"], primary) is not None else None
 
 
-def _title(protocol: dict[str, Any], metrics: list[dict[str, Any]]) -> str:
-    parts = [str(protocol.get("scheduler", "?"))]
-    if protocol.get("steps") is not None:
-        parts.append(f"{protocol['steps']} steps")
-    if protocol.get("guidance_scale") is not None:
-        parts.append(f"cfg {protocol['guidance_scale']}")
-    resolution = protocol.get("resolution")
-    if isinstance(resolution, list) and len(resolution) == 2:
-        parts.append(f"{resolution[0]}x{resolution[1]}")
-    if protocol.get("dtype"):
-        parts.append(str(protocol["dtype"]))
+def _title(protocol: AnyProtocol | None, metrics: list[dict[str, Any]]) -> str:
     prompt_sets = sorted({str(m["prompt_set"]) for m in metrics if m.get("prompt_set")})
-    return ", ".join(parts) + (" on " + " + ".join(prompt_sets) if prompt_sets else "")
+    return (protocol.describe() if protocol else "?") + (" on " + " + ".join(prompt_sets) if prompt_sets else "")
 
 
 def _title_variants(boards: list[dict[str, Any]]) -> None:

@@ -155,8 +155,11 @@ def _checkpoint(step_dir: Path, generation: GenerationRecord) -> Checkpoint:
                       pipeline_class=ckpt.pipeline_class, source=ckpt.source)
 
 
-def _protocol(protocol: dict[str, Any]) -> Protocol:
-    """generation.json's protocol as run.json records it (width and height as one resolution)."""
+def _protocol(protocol: dict[str, Any]) -> AnyProtocol:
+    """generation.json's protocol as run.json records it (width and height as one resolution); images
+    made elsewhere carry the user's declaration, recorded as written."""
+    if protocol.get("kind") == ExternalProtocol.KIND:
+        return ExternalProtocol.from_json(protocol)
     read_back = {key: protocol.get(key) for key in PROTOCOL_KEYS}
     read_back["resolution"] = [protocol.get("width"), protocol.get("height")]
     return Protocol.from_json(read_back)

@@ -23,7 +23,7 @@ from evalkit.fileio.csvtext import csv_text
 from evalkit.fileio.jsonfile import read_json_document, read_json_object
 from evalkit.fileio.pngio import remove_orphaned_temporaries, write_atomic
 from evalkit.results.comparability import ComparabilityKey, metric_key
-from evalkit.results.model import MetricEntry, Protocol, RunResult, as_float
+from evalkit.results.model import AnyProtocol, MetricEntry, RunResult, as_float
 from evalkit.results.run import read_run
 from evalkit.stepdir import ModelDir
 
@@ -70,7 +70,7 @@ class _Row:
     point: Point
     finished: str  # provenance.finished of its run.json: orders series by recency
     entry: MetricEntry
-    protocol: Protocol
+    protocol: AnyProtocol
 
 
 @dataclass(frozen=True)
@@ -123,12 +123,9 @@ def _curve(model: str, metric: str, by_key: dict[ComparabilityKey, list[_Row]]) 
                  bool(higher) if higher is not None else None, tuple(series))
 
 
-def _describe(label: str, entry: MetricEntry, protocol: Protocol) -> str:
+def _describe(label: str, entry: MetricEntry, protocol: AnyProtocol) -> str:
     """A legend line a person can tell apart: what differs between series is usually in here."""
-    parts = [str(protocol.scheduler or "?").removesuffix("Scheduler"), f"{protocol.steps} steps",
-             f"cfg {protocol.guidance_scale}", "x".join(str(r) for r in protocol.resolution),
-             f"{entry.prompt_set} n={entry.n}"]
-    return f"{label}: " + ", ".join(parts)
+    return f"{label}: {protocol.describe()}, {entry.prompt_set} n={entry.n}"
 
 
 def curve_record(curve: Curve, compute: TrainingCompute | None) -> dict[str, Any]:

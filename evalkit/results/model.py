@@ -13,7 +13,7 @@ or the profiler, not to run.json.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from evalkit.prompts.sets import PartOf
 from evalkit.results.bootstrap import BootstrapSpec
@@ -81,6 +81,68 @@ class Protocol:
                 "images_per_prompt": self.images_per_prompt, "negative_prompt": self.negative_prompt,
                 "resolution": list(self.resolution), "scheduler": self.scheduler, "seed": self.seed,
                 **_present(seed_scheme=self.seed_scheme), "steps": self.steps}
+
+    @property
+    def external(self) -> bool:
+        return False
+
+    def describe(self) -> str:
+        """The settings a person tells boards and curves apart by (scheduler, steps, cfg, size, dtype)."""
+        return ", ".join([self.scheduler.removesuffix("Scheduler") or "?", f"{self.steps} steps",
+                          f"cfg {self.guidance_scale}", "x".join(str(r) for r in self.resolution), self.dtype])
+
+
+@dataclass(frozen=True)
+class ExternalProtocol:
+    """Images made outside evalkit (`evalkit score` on an image folder, list or dataset): evalkit did
+    not see how they were made, so the protocol is what the user declared (`--protocol-note`), and
+    the images are pinned by their hashes. Its fingerprint is the declaration's, so external results
+    share a board only with external results declared the same way; `same_as` is the user's claim
+    that the images follow an evalkit protocol (`--same-protocol-as`), which then lends its
+    fingerprint and puts them on that protocol's boards."""
+
+    note: str
+    images_sha256: str  # sha256 over the sorted (file, sha256) pairs of the images scored
+    n_images: int
+    resolution: tuple[int, int] | None  # (width, height) when every image has the same size
+    same_as: Protocol | None
+    fingerprint: str
+
+    KIND: ClassVar[str] = "external"
+
+    @property
+    def external(self) -> bool:
+        return True
+
+    @classmethod
+    def from_json(cls, doc: JsonObject) -> ExternalProtocol:
+        resolution = doc.get("resolution")
+        same_as = doc.get("same_as")
+        return cls(doc["note"], doc["images_sha256"], doc["n_images"],
+                   (resolution[0], resolution[1]) if resolution else None,
+                   Protocol.from_json(same_as) if same_as else None, doc["fingerprint"])
+
+    def to_json(self) -> JsonObject:
+        return {"kind": self.KIND, "note": self.note, "images_sha256": self.images_sha256, "n_images": self.n_images,
+                **_present(resolution=list(self.resolution) if self.resolution else None,
+                           same_as=self.same_as.to_json() if self.same_as else None),
+                "fingerprint": self.fingerprint}
+
+    def settings(self) -> JsonObject:
+        """The declaration (and the claimed protocol's settings): what check names when protocols differ."""
+        return {"external": self.note, **(self.same_as.settings() if self.same_as else {})}
+
+    def describe(self) -> str:
+        claimed = f"; declared same as {self.same_as.describe()}" if self.same_as else ""
+        return f"external images ({self.note}){claimed}"
+
+
+AnyProtocol = Protocol | ExternalProtocol
+
+
+def protocol_from_json(doc: JsonObject) -> AnyProtocol:
+    """run.json's protocol: evalkit's read-back settings, or an external declaration (`kind`)."""
+    return ExternalProtocol.from_json(doc) if doc.get("kind") == ExternalProtocol.KIND else Protocol.from_json(doc)
 
 
 @dataclass(frozen=True)
@@ -228,7 +290,7 @@ class RunResult:
     """One checkpoint's run.json (`schema_version` evalkit.run/1; docs/results.md)."""
 
     checkpoint: Checkpoint
-    protocol: Protocol
+    protocol: AnyProtocol
     prompt_sets: dict[str, PromptSetRecord]
     metrics: dict[str, MetricEntry]
     provenance: Provenance
@@ -242,7 +304,7 @@ class RunResult:
 
     @classmethod
     def from_json(cls, doc: JsonObject) -> RunResult:
-        return cls(Checkpoint.from_json(doc["checkpoint"]), Protocol.from_json(doc["protocol"]),
+        return cls(Checkpoint.from_json(doc["checkpoint"]), protocol_from_json(doc["protocol"]),
                    {name: PromptSetRecord.from_json(s) for name, s in doc["prompt_sets"].items()},
                    {name: MetricEntry.from_json(m) for name, m in doc["metrics"].items()},
                    Provenance.from_json(doc["provenance"]), doc.get("efficiency"),

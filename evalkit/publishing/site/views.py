@@ -86,7 +86,7 @@ def board_view(board: dict[str, Any], slugs: dict[str, str]) -> dict[str, Any]:
     for row in board["rows"]:
         rows.append({"rank": row["rank"], "model": row["model"], "model_parts": name_parts(row["model"]),
                      "href": f"models/{slugs[row['model']]}.html",
-                     "step_label": row["step_label"],
+                     "step_label": row["step_label"], "external": row.get("external", ""),
                      "cells": [metric_cell(row["metrics"].get(n)) for n in names]})
         sort = {"rank": row["rank"], "model": row["model"],
                 "step": row["step"] if isinstance(row["step"], int) else FINAL_SORT}
@@ -118,7 +118,7 @@ def model_view(name: str, entries: list[Entry], boards: list[dict[str, Any]],
     """A model's page; `stored` holds the series of its curve files, per metric (see `curves`)."""
     names = sorted({m for e in entries for m in e.metrics})
     display = {m: next(e.metrics[m].display_name or m for e in entries if m in e.metrics) for m in names}
-    steps = [{"step_label": e.step_label, "protocol": _protocol_text(e.protocol.to_json()),
+    steps = [{"step_label": e.step_label, "protocol": f"{e.protocol.describe()} ({short(e.protocol.fingerprint)})",
               "checkpoint": short(e.checkpoint_fingerprint), "checkpoint_fingerprint": e.checkpoint_fingerprint,
               "cells": [metric_cell(e.metrics[m].cell() if m in e.metrics else None) for m in names],
               "efficiency": efficiency_cells(e.efficiency.to_json())} for e in entries]
@@ -127,12 +127,6 @@ def model_view(name: str, entries: list[Entry], boards: list[dict[str, Any]],
     return {"name": name, "metric_names": names, "display": display, "steps": steps, "placements": placements,
             "curves": curves(entries, display, stored), "categories": categories(entries),
             "has_efficiency": any(e.efficiency for e in entries)}
-
-
-def _protocol_text(protocol: dict[str, Any]) -> str:
-    parts = [str(protocol.get("scheduler", "?")), f"{protocol.get('steps', '?')} steps",
-             f"cfg {protocol.get('guidance_scale', '?')}"]
-    return ", ".join(parts) + f" ({short(protocol.get('fingerprint'))})"
 
 
 def efficiency_cells(efficiency: dict[str, Any] | None) -> dict[str, str]:
