@@ -167,21 +167,65 @@ def run(checkpoint: str, metric_specs: str, prompt_sets: str, tifa_qa: str, coco
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--metrics", "metric_specs", required=True,
-              help="Comma-separated metric names or card files (evalkit metrics list).")
+              help="Comma-separated metric names or card files (evalkit metrics list); NAME@SET scores a "
+                   "text-only metric on another prompt set (e.g. clip@external for free prompts).")
 @click.option("--tifa-qa", default="", help="Local tifa_v1.0_question_answers.json (default: the hub dataset).")
 @click.option("--coco-images", default="", help="COCO val2014 image folder (FID's reference images).")
-@run_options(("device", "score_batch_size", "quiet"), flags={"score_batch_size": "--batch-size"})
-def score(run_dir: Path, metric_specs: str, tifa_qa: str, coco_images: str, options: RunOptions) -> None:
-    """Score existing images: RUN_DIR is an --out folder, a model folder or one step folder."""
+@click.option("--protocol-note", default="",
+              help="Images made elsewhere: how they were made (model, sampler, steps, cfg, seed, size); run.json "
+                   "records it as the protocol.")
+@click.option("--same-protocol-as", "same_protocol_as", type=click.Path(path_type=Path), default=None,
+              help="Images made elsewhere: a run.json whose evalkit protocol you declare they follow, so they "
+                   "share its leaderboard boards (default: only with external results declared alike).")
+@click.option("--prompt-set", "prompt_set", default="",
+              help="Images made elsewhere: the prompt set of rows without a prompt_set column (a built-in set, "
+                   "matched by prompt_id or text; any other name: free prompts, default 'external').")
+@run_options(("device", "score_batch_size", "quiet", "out", "name", "step"), flags={"score_batch_size": "--batch-size"},
+             helps={"out": "Images made elsewhere: the results folder their step folder is written to.",
+                    "name": "Images made elsewhere: the model name (default: the source's name).",
+                    "step": "Images made elsewhere: the training step they belong to (default: none, 'final')."})
+def score(run_dir: Path, metric_specs: str, tifa_qa: str, coco_images: str, protocol_note: str,
+          same_protocol_as: Path | None, prompt_set: str, options: RunOptions) -> None:
+    """Score images: RUN_DIR is an --out folder, a model folder or one step folder, or images made
+    elsewhere (a folder with metadata.jsonl/metadata.csv, a .jsonl/.csv list, a saved datasets dataset)."""
+    from evalkit.intake.sources import is_external
     from evalkit.metrics.context import MetricContext
-    from evalkit.metrics.registry import create_many
+    from evalkit.metrics.registry import create_many, preflight
     from evalkit.runtime.torchrun import placed
     from evalkit.stepdir import find_step_dirs
 
+    external = is_external(run_dir)
+    if not external and (protocol_note or same_protocol_as is not None or prompt_set):
+        raise EvalkitError(f"{run_dir} is not images made elsewhere, so --protocol-note, --same-protocol-as and "
+                           "--prompt-set do not apply",
+                           "give a folder with metadata.jsonl/metadata.csv, a .jsonl/.csv list or a saved dataset")
+    preflight(metric_specs)
+    step_dirs = [_intake(run_dir, protocol_note, same_protocol_as, prompt_set, options)] if external \
+        else find_step_dirs(run_dir)
     metrics = create_many(metric_specs, MetricContext.from_flags(tifa_qa, coco_images))
     options = placed(options, os.environ)
-    for step_dir in find_step_dirs(run_dir):
+    for step_dir in step_dirs:
         _score_and_print(step_dir.path, metrics, options)
+
+
+def _intake(source: Path, note: str, same_as: Path | None, prompt_set: str, options: RunOptions) -> Any:
+    """The step folder that images made elsewhere become (evalkit.intake)."""
+    from evalkit.intake.ingest import Declaration, ingest
+    from evalkit.results.model import Protocol
+    from evalkit.results.run import read_run
+    from evalkit.stepdir import StepDir, step_label
+
+    claimed = read_run(same_as).protocol if same_as is not None else None
+    if claimed is not None and not isinstance(claimed, Protocol):
+        raise EvalkitError(f"--same-protocol-as {same_as} is itself a run of images made elsewhere",
+                           "name the run.json of an evalkit-generated run")
+    declaration = Declaration(note, claimed)
+    model = options.name or (source.stem if source.is_file() else source.resolve().name)
+    step = options.step if options.step >= 0 else None
+    step_dir = StepDir.of(options.out, model, step_label(step))
+    intake = ingest(source, step_dir, model, step, declaration, prompt_set)
+    click.echo(f"{source}: {intake.images} images ({intake.source.kind}; {intake.copied} copied) -> {step_dir.path}")
+    return step_dir
 
 
 def _score_and_print(step_dir: Path, metrics: list[Any], options: RunOptions) -> None:

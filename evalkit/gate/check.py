@@ -341,10 +341,9 @@ def _paired_resampled(name: str, base: LoadedRun, new: LoadedRun, ids: list[str]
 
 def recreate_metric(name: str, entry: MetricEntry, context: MetricContext) -> Any:
     """The metric as it was scored: from the card file recorded in run.json (else its name), same fingerprint."""
-    from evalkit.metrics.registry import create
+    from evalkit.metrics.registry import create, recreating_spec
 
-    path = entry.card.path or ""
-    spec = path if path and Path(path).expanduser().is_file() else entry.card.name or name
+    spec = recreating_spec(entry.card.path or "", entry.card.name or name)
     metric = create(spec, context)
     if metric.info.name != name or metric.fingerprint() != entry.fingerprint:
         raise EvalkitError(f"cannot re-create {name} as it was scored: the card {spec} now gives fingerprint "

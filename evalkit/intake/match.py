@@ -58,7 +58,8 @@ def match(images: Sequence[SourceImage], default_set: str) -> Matching:
         else:
             pairs = _free_prompts(name, rows)
             free[name] = tuple(dict.fromkeys(p for _, p in pairs))
-        matched += [Matched(row, name, prompt, k) for (row, prompt), k in zip(pairs, _numbers(name, pairs), strict=True)]
+        numbers = _numbers(name, pairs)
+        matched += [Matched(row, name, prompt, k) for (row, prompt), k in zip(pairs, numbers, strict=True)]
     return Matching(tuple(matched), builtin, free)
 
 
@@ -110,7 +111,8 @@ def _numbers(name: str, pairs: Sequence[tuple[SourceImage, Prompt]]) -> list[int
         k = row.k if row.k is not None else 0
         first = seen.setdefault((prompt.id, k), row)
         if first is not row:
-            raise EvalkitError(f"{row.where}: a second image for prompt {prompt.id!r} of {name!r} (first: {first.where})",
+            raise EvalkitError(f"{row.where}: a second image for prompt {prompt.id!r} of {name!r} "
+                               f"(first: {first.where})",
                                "give each prompt one image, or number a prompt's images with a 'k' column (0, 1, …)")
         numbers.append(k)
     return numbers

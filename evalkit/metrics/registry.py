@@ -17,13 +17,14 @@ the plugin with no params set; a plugin without one needs a card file.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from evalkit.errors import EvalkitError, did_you_mean
+from evalkit.fileio.safenames import require_folder_name
 from evalkit.metrics.cards import MetricCard, ModelRef, read_card, shipped_cards
 from evalkit.metrics.context import NO_INPUTS, MetricContext
 from evalkit.metrics.params import Param, param_values
@@ -60,6 +61,9 @@ class Implementation:
     card: PluginCard | None = None  # plugins: what a bare `--metrics NAME` scores with
     extras: tuple[str, ...] = ()  # evalkit extras (runtime.extras.EXTRAS) its code needs
     local_files: tuple[str, ...] = ()  # params naming local weight files (`metrics list` checks them)
+    # It needs only each image and its prompt's text (no per-prompt data: TIFA's questions, FID's COCO
+    # images), so `NAME@SET` may score it on another prompt set, free prompts included.
+    any_prompts: bool = False
 
     def values(self, card: MetricCard) -> dict[str, Any]:
         """The card's params checked against this row, with the declared defaults filled in."""
@@ -91,6 +95,7 @@ class Implementation:
 BUILTINS: Mapping[str, Implementation] = MappingProxyType({
     "clip_score": Implementation(
         factory="evalkit.metrics.clip_score:ClipScore",
+        any_prompts=True,
         params=(Param("scale", str, "cosine", "cosine (raw, the study's), torchmetrics (100·cos, mean clamped at 0) "
                                               "or hessel (2.5·max(cos, 0) per image)"),),
     ),
@@ -102,10 +107,11 @@ BUILTINS: Mapping[str, Implementation] = MappingProxyType({
                 Param("dtype", str, "float32", "VQA precision: float32 (the reference's), bfloat16 or float16")),
         reads=("tifa_qa",),
     ),
-    "imagereward": Implementation(factory="evalkit.metrics.imagereward:ImageReward"),
+    "imagereward": Implementation(factory="evalkit.metrics.imagereward:ImageReward", any_prompts=True),
     "hpsv2": Implementation(
         factory="evalkit.metrics.hpsv2:HPSv2",
         extras=("hpsv2",),
+        any_prompts=True,
         params=(Param("version", str, "v2.1", "v2.1 or v2.0 (not comparable)"),
                 Param("file", str, None, "the checkpoint file in the hps model (default: the version's official name)"),
                 Param("antialias", bool, None, "antialias of the reference's tensor resize", required=True,
@@ -144,7 +150,36 @@ def available() -> dict[str, str]:
 
 
 def card_of(spec: str) -> MetricCard:
-    """The card a spec names: a shipped card name, a card file (.yaml), or a plugin name."""
+    """The card a spec names: a shipped card name, a card file (.yaml), or a plugin name; `SPEC@SET`
+    is that card scoring prompt set SET instead (metrics that need only the prompt's text), named
+    NAME@SET so it sits beside the card on its own set. The card's content changes with the set, so
+    its fingerprint does too, and its path records `SPEC@SET`, so `check` and `merge` re-create the
+    same metric from run.json."""
+    base, at, prompt_set = spec.rpartition("@")
+    if not at:
+        return _card_of(spec)
+    card = _card_of(base)
+    plugins = plugin_entry_points()
+    row = BUILTINS.get(card.implementation) or (_plugin_row(card.implementation, plugins[card.implementation])
+                                                if card.implementation in plugins else None)
+    if row is None or not row.any_prompts:
+        raise EvalkitError(f"metric {card.name!r} cannot score another prompt set ({spec}): it needs its own "
+                           f"set's per-prompt data ({card.prompt_set})", "score it on its own prompt set, without @")
+    require_folder_name("prompt set", prompt_set, "name a prompt set after @")
+    return replace(card, name=f"{card.name}@{prompt_set}", prompt_set=prompt_set,
+                   path=f"{card.path or card.name}@{prompt_set}")
+
+
+def recreating_spec(recorded_path: str, name: str) -> str:
+    """The spec that re-creates a card run.json recorded as `recorded_path` (a card file, maybe with
+    @SET), else by its name: a moved or deleted card file falls back to the shipped card of that name."""
+    file = recorded_path.rpartition("@")[0] if "@" in recorded_path else recorded_path
+    if file and Path(file).expanduser().is_file():
+        return recorded_path
+    return name  # a retargeted card's name is NAME@SET itself
+
+
+def _card_of(spec: str) -> MetricCard:
     if spec.endswith((".yaml", ".yml")):
         path = Path(spec).expanduser()
         if not path.is_file():

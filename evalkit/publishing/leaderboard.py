@@ -171,7 +171,8 @@ def _board(protocol_fp: str, variants: dict[str, ComparabilityKey], group: list[
     protocol = described[0].protocol if described else None
     return {"id": board_id, "title": _title(protocol, metrics), "level": level + 1, "key": key,
             "protocol": protocol.to_json() if protocol else {},
-            "protocol_text": protocol.describe() if protocol else "", "metrics": metrics, "primary": primary, "select": select,
+            "protocol_text": protocol.describe() if protocol else "", "metrics": metrics, "primary": primary,
+            "select": select,
             "csv": f"{BOARDS_DIR}/{board_id}.csv", "rows": rows}
 
 

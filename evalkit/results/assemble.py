@@ -24,8 +24,10 @@ from evalkit.metrics.api import Metric, PromptDecomposable, Ratio, RecordViewed
 from evalkit.metrics.cards import MetricCard
 from evalkit.results.bootstrap import BootstrapSpec, function_samples, interval, ratio_interval, ratio_value
 from evalkit.results.model import (
+    AnyProtocol,
     Card,
     Checkpoint,
+    ExternalProtocol,
     MetricEntry,
     NonFinite,
     PromptSetRecord,

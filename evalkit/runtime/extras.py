@@ -1,7 +1,8 @@
 """Optional parts of evalkit and the packages each needs: `pip install 'evalkit[fid]'`.
 
-FID (torch-fidelity's Inception), HPSv2 (open_clip and its vision stack) the static site
-(Jinja2) and reading saved `datasets` datasets are heavy or only needed by some users, so they are extras rather than dependencies. The
+FID (torch-fidelity's Inception), HPSv2 (open_clip and its vision stack), the static site
+(Jinja2) and reading saved `datasets` datasets are heavy or only needed by some users, so they
+are extras rather than dependencies. The
 code that needs one asks `require` first, which turns a missing package into one line naming the
 extra to install instead of an ImportError from deep inside a run — and, for metrics, before the
 first image is generated. pyproject.toml's `[project.optional-dependencies]` must match `EXTRAS`
