@@ -46,6 +46,7 @@ EXTRA_MODULES = {
     "fid": ("evalkit/metrics/fid.py", "evalkit/tiny/fid.py"),
     "hpsv2": ("evalkit/metrics/hpsv2.py", "evalkit/tiny/hpsv2.py"),
     "site": ("evalkit/publishing/site/",),
+    "datasets": ("evalkit/intake/sources.py",),
 }
 
 
