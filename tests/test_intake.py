@@ -76,6 +76,10 @@ def test_image_folder_is_scored_checked_and_ranked(cli: Cli, cards: dict[str, st
     assert set(run.metrics) == {"tifa-tiny", "clip-tiny", "fid-tiny", "clip-tiny@external"}
     assert run.metrics["tifa-tiny"].n == 2 and run.metrics["fid-tiny"].n == 5
     assert run.metrics["clip-tiny"].n == 5 and run.metrics["clip-tiny@external"].n == 2
+    # run.json names the judge behind each number (a GIT TIFA is not an mPLUG TIFA) and the weights' hashes
+    vqa = run.metrics["tifa-tiny"].models["vqa"]
+    assert vqa["backend"] == "git" and vqa["source"].endswith("tiny-git") and len(vqa["fingerprint"]) == 64
+    assert set(run.metrics["fid-tiny"].models) == {"inception"} and set(run.metrics["clip-tiny"].models) == {"clip"}
     assert run.checkpoint.source["kind"] == "external" and run.checkpoint.fingerprint == \
         run.protocol.to_json()["images_sha256"]
     # the JPEG keeps its bytes and suffix; the free prompts live in the step folder

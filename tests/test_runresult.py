@@ -127,6 +127,7 @@ def _step_folder(root: Path) -> Path:
 
 
 def _metrics(tmp: Path) -> tuple[TifaMetric, ClipScore]:
+    (tmp / "weights.safetensors").write_bytes(b"stand-in weights: run.json records their hash")
     tifa_card = write_card(tmp / "tifa.yaml", "tifa-tiny", "tifa", "tifa-v1.0-sample",
                            {"vqa": tmp, "sentence": tmp}, params={"vqa_backend": "git", "questions": "sample"})
     clip_card = write_card(tmp / "clip.yaml", "clip-tiny", "clip_score", "coco-10k", {"clip": tmp})
@@ -166,6 +167,8 @@ def _masked(run: dict) -> dict:
     out = {k: v for k, v in run.items() if k not in VOLATILE}
     for entry in out["metrics"].values():
         entry["card"] = {k: v for k, v in entry["card"].items() if k not in ("path", "fingerprint")}
+        entry["models"] = {role: {k: v for k, v in m.items() if k != "source"}  # a temporary folder
+                           for role, m in entry.get("models", {}).items()}
     return out
 
 

@@ -96,6 +96,15 @@ class RecordViewed(Protocol):
     record_view: RecordView
 
 
+@runtime_checkable
+class ModelsRecorded(Protocol):
+    """A metric that names the models its numbers come from, so run.json says which judge produced a
+    value (a GIT TIFA and an mPLUG TIFA are different metrics) without decoding the fingerprint:
+    role -> {"source", "revision", "fingerprint", and what else names it, e.g. TIFA's "backend"}."""
+
+    def models_used(self) -> dict[str, dict[str, str]]: ...
+
+
 # --- optional: what confidence intervals and paired comparisons need ----------------------------------------
 
 Ratio = tuple[list[float], list[float]]  # per-prompt numerators and denominators

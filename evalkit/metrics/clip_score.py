@@ -55,6 +55,9 @@ class ClipScore:
     def fingerprint(self) -> str:
         return self.card.metric_fingerprint(VERSION, weights=self.files.fingerprint)
 
+    def models_used(self) -> dict[str, dict[str, str]]:
+        return {"clip": self.files.record()}
+
     def setup(self, device: torch.device) -> None:
         if self._model is not None and self._device == device:
             return

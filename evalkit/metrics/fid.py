@@ -124,6 +124,9 @@ class FID:
         return self.card.metric_fingerprint(VERSION, weights=self._weights_hash(), resize=self.resize,
                                             features=FEATURES, **self._versions())
 
+    def models_used(self) -> dict[str, dict[str, str]]:
+        return {"inception": {"source": str(self.weights), "revision": "", "fingerprint": self._weights_hash()}}
+
     # -- scoring -------------------------------------------------------------------------
     def setup(self, device: torch.device) -> None:
         if self._model is not None and self._device == device:

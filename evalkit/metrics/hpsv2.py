@@ -99,6 +99,11 @@ class HPSv2:
         return self.card.metric_fingerprint(VERSION, hps_version=self.hps_version, antialias=self.antialias,
                                             scale=self.scale, weights=self._weights_hash)
 
+    def models_used(self) -> dict[str, dict[str, str]]:
+        self.fingerprint()  # hashes the checkpoint once
+        return {"hps": {"source": str(self.checkpoint_path()), "revision": self.hps_version,
+                        "fingerprint": str(self._weights_hash)}}
+
     # --- the plugin contract -----------------------------------------------------------------------------
 
     def setup(self, device: torch.device) -> None:

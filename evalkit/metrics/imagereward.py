@@ -141,6 +141,9 @@ class ImageReward:
     def fingerprint(self) -> str:
         return self.card.metric_fingerprint(VERSION, weights=self.files.fingerprint)
 
+    def models_used(self) -> dict[str, dict[str, str]]:
+        return {ROLE: self.files.record()}
+
     def setup(self, device: torch.device) -> None:
         if self._model is not None and self._device == device:
             return

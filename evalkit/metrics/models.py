@@ -29,6 +29,10 @@ class ResolvedModel:
     def fingerprint(self) -> str:
         return sha256_json(self.files)
 
+    def record(self, **more: str) -> dict[str, str]:
+        """What run.json says of this model (`metrics.api.ModelsRecorded`): where it came from and its hash."""
+        return {"source": self.ref.source, "revision": self.ref.revision, "fingerprint": self.fingerprint, **more}
+
 
 def resolve_model(ref: ModelRef) -> ResolvedModel:
     path = Path(ref.source).expanduser()

@@ -20,7 +20,7 @@ import torch
 from evalkit.errors import EvalkitError
 from evalkit.generation.manifest import ManifestRow
 from evalkit.generation.record import GenerationRecord
-from evalkit.metrics.api import Metric, PromptDecomposable, Ratio, RecordViewed
+from evalkit.metrics.api import Metric, ModelsRecorded, PromptDecomposable, Ratio, RecordViewed
 from evalkit.metrics.cards import MetricCard
 from evalkit.results.bootstrap import BootstrapSpec, function_samples, interval, ratio_interval, ratio_value
 from evalkit.results.model import (
@@ -110,6 +110,7 @@ def metric_entry(step_dir: Path, generation: GenerationRecord, manifest: dict[st
         values=result.values, bootstrap=used, by_category=by_category,
         headline=card.headline if isinstance(card, MetricCard) else False,
         record_view=metric.record_view if isinstance(metric, RecordViewed) else RecordView(),
+        models=metric.models_used() if isinstance(metric, ModelsRecorded) else {},
         records=folder.relative(files.records), units=folder.relative(files.units),
     )
 

@@ -200,6 +200,8 @@ class MetricEntry:
     version: str | None = None
     headline: bool = False  # the card declares it the board's headline metric (written only when true)
     record_view: RecordView = field(default_factory=RecordView)  # how the site lists records (default: unwritten)
+    # The models the number comes from (metrics.api.ModelsRecorded): role -> source, revision, fingerprint...
+    models: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, doc: JsonObject) -> MetricEntry:
@@ -209,7 +211,7 @@ class MetricEntry:
                    doc["prompt_set_fingerprint"], doc["fingerprint"], Card.from_json(doc["card"]), doc["values"],
                    BootstrapSpec(boot["resamples"], boot["seed"], boot["level"]), doc["by_category"], doc["records"],
                    doc["units"], doc.get("display_name"), doc.get("version"), doc.get("headline") is True,
-                   RecordView.from_json(doc.get("record_view")))
+                   RecordView.from_json(doc.get("record_view")), doc.get("models", {}))
 
     def to_json(self) -> JsonObject:
         return {"value": self.value, "ci95": list(self.ci95), "n": self.n, "higher_is_better": self.higher_is_better,
@@ -218,7 +220,7 @@ class MetricEntry:
                 "fingerprint": self.fingerprint, "card": self.card.to_json(), "values": self.values,
                 "bootstrap": self.bootstrap.describe(), "by_category": self.by_category, "records": self.records,
                 "units": self.units, **_present(record_view=None if self.record_view.is_default
-                                                else self.record_view.to_json())}
+                                                else self.record_view.to_json(), models=self.models or None)}
 
 
 @dataclass(frozen=True)

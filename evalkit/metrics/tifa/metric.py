@@ -81,6 +81,10 @@ class TifaMetric:
                                             sentence=self._model("sentence").fingerprint,
                                             questions=questions.blob or questions.source)
 
+    def models_used(self) -> dict[str, dict[str, str]]:
+        return {"vqa": self._model("vqa").record(backend=self.backend_name),
+                "sentence": self._model("sentence").record()}
+
     def setup(self, device: torch.device) -> None:
         if self._backend is not None and self._device == device:
             return
