@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from evalkit.options import RunOptions
     from evalkit.prompts.sets import PromptSet
     from evalkit.runtime.distributed import Workers
+    from evalkit.stepdir import StepDir
 
 DEFAULT_PROMPT_SETS = "tifa-v1.0,coco-10k"
 
@@ -208,7 +209,7 @@ def score(run_dir: Path, metric_specs: str, tifa_qa: str, coco_images: str, prot
         _score_and_print(step_dir.path, metrics, options)
 
 
-def _intake(source: Path, note: str, same_as: Path | None, prompt_set: str, options: RunOptions) -> Any:
+def _intake(source: Path, note: str, same_as: Path | None, prompt_set: str, options: RunOptions) -> StepDir:
     """The step folder that images made elsewhere become (evalkit.intake)."""
     from evalkit.intake.ingest import Declaration, ingest
     from evalkit.results.model import Protocol

@@ -52,7 +52,10 @@ def match(images: Sequence[SourceImage], default_set: str) -> Matching:
     for name, rows in by_set.items():
         if name in builtins:
             whole = load_prompt_set(name)
-            pairs = [(row, _builtin_prompt(whole, row)) for row in rows]
+            by_text: dict[str, list[Prompt]] = defaultdict(list)
+            for prompt in whole:
+                by_text[prompt.text.strip()].append(prompt)
+            pairs = [(row, _builtin_prompt(whole, by_text, row)) for row in rows]
             ids = sorted({p.id for _, p in pairs}, key=whole.position)
             builtin[name] = whole.select(ids, f"{len(ids)} prompts with images made elsewhere")
         else:
@@ -63,7 +66,7 @@ def match(images: Sequence[SourceImage], default_set: str) -> Matching:
     return Matching(tuple(matched), builtin, free)
 
 
-def _builtin_prompt(prompts: PromptSet, row: SourceImage) -> Prompt:
+def _builtin_prompt(prompts: PromptSet, by_text: dict[str, list[Prompt]], row: SourceImage) -> Prompt:
     if row.prompt_id is not None:
         if prompts.position(row.prompt_id) >= len(prompts):
             raise EvalkitError(f"{row.where}: prompt set {prompts.name!r} has no prompt with id {row.prompt_id!r}",
@@ -75,7 +78,7 @@ def _builtin_prompt(prompts: PromptSet, row: SourceImage) -> Prompt:
                                "fix the prompt_id, or leave the text out and let the id name the prompt")
         return prompt
     assert row.text is not None  # a row has a text or an id (sources._row)
-    found = [p for p in prompts if p.text.strip() == row.text.strip()]
+    found = by_text.get(row.text.strip(), [])
     if len(found) != 1:
         why = "no prompt" if not found else f"{len(found)} prompts"
         raise EvalkitError(f"{row.where}: {why} of {prompts.name!r} has the text {row.text[:60]!r}",

@@ -167,8 +167,7 @@ def _board(protocol_fp: str, variants: dict[str, ComparabilityKey], group: list[
     _rank(rows, primary, primary_info["higher_is_better"])
     # A board's protocol is evalkit's when any of its entries ran it (external images can only
     # join one by the user's --same-protocol-as declaration).
-    described = sorted((e for e, _ in cells), key=lambda e: e.protocol.external)
-    protocol = described[0].protocol if described else None
+    protocol = min((e.protocol for e, _ in cells), key=lambda p: p.external, default=None)
     return {"id": board_id, "title": _title(protocol, metrics), "level": level + 1, "key": key,
             "protocol": protocol.to_json() if protocol else {},
             "protocol_text": protocol.describe() if protocol else "", "metrics": metrics, "primary": primary,

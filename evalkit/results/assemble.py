@@ -34,6 +34,7 @@ from evalkit.results.model import (
     Protocol,
     Provenance,
     RunResult,
+    is_external_record,
 )
 from evalkit.results.recordview import RecordView
 from evalkit.results.resampling import BootstrapKind, bootstrap_kind, prompt_statistic
@@ -161,7 +162,7 @@ def _checkpoint(step_dir: Path, generation: GenerationRecord) -> Checkpoint:
 def _protocol(protocol: dict[str, Any]) -> AnyProtocol:
     """generation.json's protocol as run.json records it (width and height as one resolution); images
     made elsewhere carry the user's declaration, recorded as written."""
-    if protocol.get("kind") == ExternalProtocol.KIND:
+    if is_external_record(protocol):
         return ExternalProtocol.from_json(protocol)
     read_back = {key: protocol.get(key) for key in PROTOCOL_KEYS}
     read_back["resolution"] = [protocol.get("width"), protocol.get("height")]

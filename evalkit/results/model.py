@@ -140,9 +140,14 @@ class ExternalProtocol:
 AnyProtocol = Protocol | ExternalProtocol
 
 
+def is_external_record(doc: JsonObject) -> bool:
+    """Whether a protocol record (run.json's or generation.json's) is an external declaration."""
+    return doc.get("kind") == ExternalProtocol.KIND
+
+
 def protocol_from_json(doc: JsonObject) -> AnyProtocol:
     """run.json's protocol: evalkit's read-back settings, or an external declaration (`kind`)."""
-    return ExternalProtocol.from_json(doc) if doc.get("kind") == ExternalProtocol.KIND else Protocol.from_json(doc)
+    return ExternalProtocol.from_json(doc) if is_external_record(doc) else Protocol.from_json(doc)
 
 
 @dataclass(frozen=True)
