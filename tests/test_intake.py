@@ -43,7 +43,7 @@ def _rows(seed: int) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = [{"prompt_set": "tifa-v1.0-sample", "prompt_id": p.id} for p in tifa]
     rows += [{"prompt_set": "coco-10k", "prompt_id": p.id, "prompt": p.text} for p in coco[:4]]
     rows += [{"prompt_set": "coco-10k", "prompt": coco[4].text}]
-    rows += [{"prompt": "a red cube on a blue sphere"}, {"prompt": "a watercolour fox", "k": 1}]
+    rows += [{"prompt": "a red cube on a blue sphere,\nlit from the left"}, {"prompt": "a watercolour fox", "k": 1}]
     for i, row in enumerate(rows):
         row["file_name"] = f"img/{i:02d}.{'jpg' if i == 3 else 'png'}"
         row["_seed"] = seed + i
@@ -84,7 +84,7 @@ def test_image_folder_is_scored_checked_and_ranked(cli: Cli, cards: dict[str, st
         run.protocol.to_json()["images_sha256"]
     # the JPEG keeps its bytes and suffix; the free prompts live in the step folder
     step = out / "model-a" / "final"
-    assert (step / "images" / "coco-10k").glob("*.jpg")
+    assert [p.suffix for p in (step / "images" / "coco-10k").iterdir()].count(".jpg") == 1
     assert len(list((step / "prompts").glob("external.jsonl"))) == 1
 
     # scoring again reuses every record (nothing copied or scored again)

@@ -13,6 +13,7 @@ more. Nothing is decoded here; `evalkit.intake.ingest` checks every image before
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -115,7 +116,7 @@ def _jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 def _csv(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     try:
-        rows = list(csv.DictReader(_text(path).splitlines()))
+        rows = list(csv.DictReader(io.StringIO(_text(path), newline="")))  # quoted cells may hold line breaks
     except csv.Error as e:
         raise EvalkitError(f"{path}: malformed CSV ({e})", "write a header row and one row per image") from None
     for number, row in enumerate(rows, start=2):
