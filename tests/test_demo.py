@@ -61,7 +61,18 @@ def test_demo_writes_images_records_and_scores(cli, tmp_path, monkeypatch):
     flagged = (out / "checks" / "300-vs-100.md").read_text()
     assert "❌ regression in `imagereward-tiny`" in flagged and "`tifa-tiny`" in flagged
     assert (out / "checks" / "300-vs-200.md").read_text().startswith("### evalkit check: ✅ no regression")
-    for line in ("curves:", "leaderboard:", "site:", "checks:"):
+    for line in ("curves:", "leaderboard:", "site:", "checks:", "judge:"):
         assert line in stdout
+    # The judge report on the demo's own TIFA images (2 sample prompts x 4 checkpoints), against stand-in
+    # ratings that it labels as such, beside the published judges computed from the shipped file.
+    report = json.loads((out / "judge" / "report.json").read_text())
+    assert report["note"].startswith("STAND-IN RATINGS") and report["annotations"]["n_images"] == 8
+    assert report["published_annotations"]["n_images"] == 800
+    (ours,) = report["validated"]
+    assert ours["judge"] == "tifa-tiny" and (ours["n_images"], ours["n_prompts"]) == (8, 2)
+    published = {row["judge"]: row["pearson"]["value"] for row in report["published"]}
+    assert round(published["tifa_mplug-large"], 3) == 0.597 and round(published["tifa_git-large"], 3) == 0.545
+    assert (out / "judge" / "report.md").read_text().startswith(
+        "### Judge agreement with the human ratings of stand-in-ratings.json\n\n> **STAND-IN RATINGS")
     code, stdout, _ = cli("demo", "--out", str(out), "--quiet")  # a second run reuses everything
     assert code == 0 and stdout.count("already evaluated") == 4

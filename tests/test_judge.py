@@ -163,3 +163,30 @@ def test_validate_on_the_command_line_with_a_users_ratings(cli, tmp_path: Path) 
     code, _, err = cli("judge", "validate", str(card), "--images", str(tmp_path / "nowhere"),
                        "--annotations", str(ratings))
     assert code == 2 and "is not a folder" in err
+
+
+def test_a_report_of_stand_in_ratings_says_so_and_keeps_the_published_rows(tmp_path: Path) -> None:
+    """The demo's report: judged images rated by a seeded stand-in, published rows from the shipped file."""
+    from evalkit.judge.report import Validated, build_report, markdown, to_json
+    from evalkit.judge.standin import STAND_IN_NOTE, UnratedImage, write_stand_in_ratings
+    from evalkit.judge.validate import JudgedImage
+
+    unrated = [UnratedImage(f"m_{p}_{k}", p, "text", f"m/{p}_{k}.png") for p in ("a", "b", "c") for k in range(2)]
+    rated = write_stand_in_ratings(unrated, tmp_path / "ratings.json", seed=4)
+    humans = [r.human for r in rated.images]
+    assert all(1.0 <= h <= 5.0 for h in humans) and len(set(humans)) > 1
+    again = write_stand_in_ratings(unrated, tmp_path / "again.json", seed=4)
+    assert [r.human for r in again.images] == humans and again.sha256 == rated.sha256  # seeded
+    judged = [JudgedImage(r, r.human / 5) for r in rated.images]  # a judge that agrees perfectly
+    report = build_report(load_annotations(), rated, [Validated("j", "perfect judge", judged)], QUICK, STAND_IN_NOTE)
+    assert report.validated[0].correlations["pearson"].value == pytest.approx(1.0)
+    doc = to_json(report)
+    assert doc["note"] == STAND_IN_NOTE and doc["annotations"]["n_images"] == 6
+    assert doc["published_annotations"]["sha256"] == ANNOTATIONS_SHA256
+    assert round(doc["published"][0]["pearson"]["value"], 3) == 0.597
+    text = markdown(report)
+    assert f"> **{STAND_IN_NOTE}**" in text and "against the ratings in" in text
+    assert "| **perfect judge** | 1.000" in text
+    plain = build_report(rated, rated, [], QUICK)
+    assert "note" not in to_json(plain) and "published_annotations" not in to_json(plain)
+    assert to_json(plain)["published"] == []  # stand-in ratings carry no published judge's scores

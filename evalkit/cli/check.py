@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from evalkit.errors import EXIT_USAGE, EvalkitError
+from evalkit.fileio.reports import write_report
 from evalkit.results.bootstrap import BootstrapSpec
 
 
@@ -97,11 +98,3 @@ def _check(new: str, baseline: str, leaderboard_dir: Path, thresholds_path: Path
         write_report(junit_path, junit_xml(report))
     return report.exit_code
 
-
-def write_report(path: Path, text: str) -> None:
-    """A report file the user asked for (--markdown, --junit, --json), with one line when it cannot be written."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    except OSError as e:
-        raise EvalkitError(f"cannot write {path} ({e.strerror})", "choose a writable path") from e

@@ -6,7 +6,6 @@ annotated images with a TIFA card and sets its agreement beside the published ju
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +16,7 @@ from evalkit.errors import EvalkitError
 
 if TYPE_CHECKING:
     from evalkit.judge.annotations import Annotations
+    from evalkit.judge.report import Validated
     from evalkit.options import RunOptions
 
 
@@ -63,6 +63,7 @@ def validate_command(card: str, images: Path, tifa_qa: str, json_path: Path | No
     """Score the annotated images with CARD (a TIFA card) and report its agreement beside the published judges'."""
     from evalkit.generation.protocol import GenerationRequest
     from evalkit.judge.annotations import load_annotations
+    from evalkit.judge.report import Validated
     from evalkit.judge.validate import image_items, score_images
     from evalkit.metrics.context import MetricContext
     from evalkit.metrics.registry import create
@@ -75,29 +76,14 @@ def validate_command(card: str, images: Path, tifa_qa: str, json_path: Path | No
     metric = create(card, MetricContext.from_flags(tifa_qa=tifa_qa))
     judged = score_images(metric, items, annotated, GenerationRequest.of(options).torch_device(),
                           options.score_batch_size)
-    _report(annotations, [(metric.info.name, metric.info.display_name, judged)], json_path, markdown_path, resamples,
-            seed)
+    _report(annotations, [Validated(metric.info.name, metric.info.display_name, judged)], json_path, markdown_path,
+            resamples, seed)
 
 
-def _report(annotations: Annotations, validated: list[tuple[str, str, Any]], json_path: Path | None,
+def _report(annotations: Annotations, validated: list[Validated], json_path: Path | None,
             markdown_path: Path | None, resamples: int, seed: int) -> None:
-    from evalkit.judge.agreement import agreement
-    from evalkit.judge.annotations import PUBLISHED_JUDGES
-    from evalkit.judge.report import markdown, to_json
+    from evalkit.judge.report import build_report, write_report_files
     from evalkit.results.bootstrap import BootstrapSpec
 
-    spec = BootstrapSpec(resamples, seed)
-    rows = annotations.images
-    published = [agreement(judge, description, [r.published[judge] for r in rows], [r.human for r in rows],
-                           [r.prompt_id for r in rows], spec)
-                 for judge, description in PUBLISHED_JUDGES.items() if all(judge in r.published for r in rows)]
-    ours = [agreement(name, description, [j.score for j in judged], [j.image.human for j in judged],
-                      [j.image.prompt_id for j in judged], spec) for name, description, judged in validated]
-    text = markdown(published, ours, spec, annotations)
-    click.echo(text, nl=False)
-    from evalkit.cli.check import write_report
-
-    for path, content in ((markdown_path, text),
-                          (json_path, json.dumps(to_json(published, ours, spec, annotations), indent=2) + "\n")):
-        if path is not None:
-            write_report(path, content)
+    report = build_report(annotations, annotations, validated, BootstrapSpec(resamples, seed))
+    click.echo(write_report_files(report, markdown_path, json_path), nl=False)

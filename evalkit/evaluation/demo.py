@@ -30,9 +30,11 @@ from evalkit.stepdir import StepDir
 if TYPE_CHECKING:
     from evalkit.evaluation.evaluator import StepOutcome
     from evalkit.generation.checkpoints import CheckpointRef
+    from evalkit.metrics.api import Metric
 
 DEMO_PROMPTS = 8  # per prompt set
 DEMO_BATCH = 8
+DEMO_JUDGE_RESAMPLES = 200  # the judge report's bootstrap (the CLI's default is 1000)
 BANNER = ("evalkit demo: the models below are tiny and RANDOM (built locally, no downloads). "
           "Their images are noise-like and any score of them is meaningless; the point is the pipeline.")
 
@@ -164,6 +166,31 @@ def check_demo(training_steps: Sequence[Path], context: MetricContext, out: Path
     return checks
 
 
+def judge_demo(step_dirs: Sequence[Path], runs: Path, metric: Metric, request: GenerationRequest,
+               out: Path) -> Path:
+    """`evalkit judge validate` on the demo's own TIFA images: the card scores them through its contract and
+    the report sets them beside the published judges (TIFA's 800 human-rated images, from the shipped file).
+    Nobody rated the demo's images, so their ratings are stand-ins and the report says so at its top."""
+    from evalkit.judge.annotations import load_annotations
+    from evalkit.judge.report import Validated, build_report, write_report_files
+    from evalkit.judge.standin import STAND_IN_NOTE, UnratedImage, write_stand_in_ratings
+    from evalkit.judge.validate import JUDGED_SET, image_items, score_images
+    from evalkit.results.bootstrap import BootstrapSpec
+
+    texts = load_prompt_set(JUDGED_SET)
+    unrated = [UnratedImage(f"{folder.parent.name}_{folder.name}_{row.prompt_id}_{row.k}", row.prompt_id,
+                            texts.by_id(row.prompt_id).text, str((folder / row.file).relative_to(runs)))
+               for folder in step_dirs for row in StepDir(folder).read_manifest().values()
+               if row.prompt_set == metric.info.prompt_set]
+    judge = out / "judge"
+    rated = write_stand_in_ratings(unrated, judge / "stand-in-ratings.json")
+    judged = score_images(metric, image_items(runs, rated.images), rated.images, request.torch_device())
+    report = build_report(load_annotations(), rated, [Validated(metric.info.name, metric.info.display_name, judged)],
+                          BootstrapSpec(DEMO_JUDGE_RESAMPLES, 0), STAND_IN_NOTE)
+    write_report_files(report, judge / "report.md", judge / "report.json")
+    return judge / "report.md"
+
+
 def coco_dir(models: Path) -> Path:
     """Synthetic stand-ins for COCO val2014 images, FID's reference set in the demo."""
     return models / "coco-val2014-synthetic"
@@ -221,6 +248,9 @@ def _run_demo(out: Path, quiet: bool, threads: int) -> list[StepOutcome]:
     site = build_site(out / "site", out / "leaderboard", [], SiteOptions())
     trained = [o.step_dir for o in outcomes if o.ref.name == training_dir.name]
     checks = check_demo(trained, context, out)
+    tifa = next(m for m in metrics if m.info.prompt_set.startswith("tifa"))
+    with quiet_loading():
+        judged = judge_demo([o.step_dir for o in outcomes], runs, tifa, evaluator.request, out)
     for check in checks:
         verdict = "passes (exit 0)" if check.exit_code == 0 else "regression flagged (exit 1: CI would fail)"
         click.echo(f"\nevalkit check {check.new.relative_to(out)} --baseline {check.baseline.relative_to(out)} "
@@ -235,6 +265,7 @@ def _run_demo(out: Path, quiet: bool, threads: int) -> list[StepOutcome]:
     click.echo(f"  leaderboard: {board.folder / 'leaderboard.json'} ({len(board.document['boards'])} board(s))")
     click.echo(f"  site:        {site.out / 'index.html'} (open it in a browser; no server needed)")
     click.echo(f"  checks:      {out / 'checks'} ({len(checks)} Markdown summaries, as `check --markdown` writes)")
+    click.echo(f"  judge:       {judged} (`judge validate` on the demo's TIFA images; STAND-IN ratings)")
     return outcomes
 
 
