@@ -292,7 +292,7 @@ def test_folder_without_weights_is_refused(git_dir: Path, tmp_path: Path) -> Non
 
 def test_unknown_backend_and_missing_source_are_refused() -> None:
     with pytest.raises(EvalkitError, match="unknown VQA backend"):
-        load_vqa_backend("mplug-large")
+        load_vqa_backend("ofa-large")  # the reference has it; evalkit does not
     with pytest.raises(EvalkitError, match="needs a checkpoint"):
         load_vqa_backend("git")
 

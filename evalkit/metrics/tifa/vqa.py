@@ -153,6 +153,8 @@ class BackendSpec:
 
 GIT = Family("evalkit.metrics.tifa.vqa_git:load_git", "GIT", "config, tokenizer, preprocessor, weights")
 BLIP2 = Family("evalkit.metrics.tifa.vqa_blip2:load_blip2", "BLIP-2", "config, tokenizer, preprocessor, weights")
+MPLUG = Family("evalkit.metrics.tifa.vqa_mplug:load_mplug", "mPLUG",
+               "config.json, model.safetensors and vocab.txt, as evalkit.metrics.tifa.mplug_convert writes them")
 QWEN_VL = Family("evalkit.metrics.tifa.vqa_qwen:load_qwen_vl", "Qwen2.5-VL or Qwen2-VL",
                  "config, tokenizer, processor, weights")
 
@@ -162,7 +164,11 @@ BACKENDS: Mapping[str, BackendSpec] = MappingProxyType({
     "git-large": BackendSpec(GIT, "microsoft/git-large-vqav2"),
     "git-base": BackendSpec(GIT, "microsoft/git-base-vqav2"),
     "blip2-flant5xl": BackendSpec(BLIP2, "Salesforce/blip2-flan-t5-xl"),
+    # the reference's default: modelscope's damo/mplug_visual-question-answering_coco_large_en, converted
+    # once by evalkit.metrics.tifa.mplug_convert (no hub copy of it is loadable), so a source is required
+    "mplug-large": BackendSpec(MPLUG, None),
     "git": BackendSpec(GIT, None),
+    "mplug": BackendSpec(MPLUG, None),
     "blip2": BackendSpec(BLIP2, None),
     # not a reference model (issue 3): a modern open VLM; Qwen2-VL checkpoints load through it too
     "qwen2.5-vl": BackendSpec(QWEN_VL, "Qwen/Qwen2.5-VL-7B-Instruct"),
@@ -193,8 +199,8 @@ def load_vqa_backend(
                                "pass a local folder or a hub id as the source")
         source = spec.default_source
     family = spec.family
-    checkpoint = CheckpointFolder(model_folder(name, source, revision), name, family.label,
-                                  f"pass the folder of a {family.label} checkpoint ({family.holds})")
+    hint = f"pass the folder of a {family.label} checkpoint ({family.holds})"
+    checkpoint = CheckpointFolder(model_folder(name, source, revision, hint), name, family.label, hint)
     backend: BatchedVQA = import_object(family.loader)(checkpoint, dtype=dtype, max_rows=max_rows)
     backend.model.to(device).eval()
     return backend
@@ -216,7 +222,7 @@ def _spec(name: str) -> BackendSpec:
     return BACKENDS[name]
 
 
-def model_folder(name: str, source: str | Path, revision: str) -> Path:
+def model_folder(name: str, source: str | Path, revision: str, local_hint: str) -> Path:
     """The local folder that holds the checkpoint, with safetensors weights checked present.
 
     A local folder wins over a hub id of the same spelling. Errors name the backend, because
@@ -225,7 +231,7 @@ def model_folder(name: str, source: str | Path, revision: str) -> Path:
     path = Path(source).expanduser()
     if path.is_dir():
         folder = path
-        fetch_hint = "pass the folder of a saved checkpoint (save_pretrained writes model.safetensors)"
+        fetch_hint = local_hint
     else:
         try:
             folder = resolve_hub_snapshot(str(source), revision, allow_patterns=HUB_PATTERNS)
