@@ -14,7 +14,7 @@ Backends are declared rows (`BACKENDS`: name → its family's loader and default
 share one answer loop (`BatchedVQA.answer`: plan calls of whole images, encode each call's images
 once, one prompt row per question, one batched generate, decode); a family supplies only those
 model-specific parts. A backend reproduces its reference model's prompt, length cap and decoding:
-what is reproduced is documented per family in `vqa_git`, `vqa_blip2` and `vqa_qwen`. The free-form
+what is reproduced is documented per family in `vqa_git`, `vqa_blip2`, `vqa_mplug` and `vqa_qwen`. The free-form
 answers go to `tifa_scoring.score_questions`, which maps them onto the choices exactly as the
 reference does.
 
