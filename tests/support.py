@@ -16,6 +16,17 @@ def png_pixels(path: Path) -> torch.Tensor:
         return torch.from_numpy(np.array(im)).to(torch.int16)
 
 
+def write_random_pngs(folder: Path, sizes: list[tuple[int, int]], seed: int = 0) -> list[Path]:
+    """`i.png` of uniform random pixels per (width, height), for parity inputs."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i, (w, h) in enumerate(sizes):
+        path = folder / f"{i}.png"
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
 def manifest_hashes(step_dir: Path) -> dict[str, str]:
     """file -> sha256 over every manifest of a step folder (latest row wins)."""
     rows: dict[str, str] = {}

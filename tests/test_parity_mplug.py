@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
-from support import parity_marks, run_reference
+from support import parity_marks, run_reference, write_random_pngs
 
 from evalkit.metrics.tifa.mplug_convert import convert_mplug
 from evalkit.metrics.tifa.vqa import load_vqa_backend
@@ -39,12 +38,7 @@ MODELS = [{"seed": 0, "std": 0.3, "sep_bias": 8.0, "beam_size": 3, "max_length":
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> tuple[Path, list[dict], dict]:
     tmp = tmp_path_factory.mktemp("mplug-parity")
-    rng = np.random.default_rng(0)
-    images = []
-    for i, (w, h) in enumerate(SIZES):
-        path = tmp / f"{i}.png"
-        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
-        images.append(path)
+    images = write_random_pngs(tmp, SIZES)
     models = []
     for i, m in enumerate(MODELS):
         folder = write_modelscope_layout(tmp / f"model{i}", m["beam_size"], m["max_length"])

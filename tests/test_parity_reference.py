@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from support import direct_item, parity_marks, run_reference
+from support import direct_item, parity_marks, run_reference, write_random_pngs
 
 from evalkit.metrics.cards import read_card
 from evalkit.metrics.context import NO_INPUTS
@@ -52,14 +52,7 @@ def _run_reference(script: str, spec: dict, tmp: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> list[Path]:
-    folder = tmp_path_factory.mktemp("parity-images")
-    rng = np.random.default_rng(0)
-    paths = []
-    for i, (w, h) in enumerate(SIZES):
-        path = folder / f"{i}.png"
-        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
-        paths.append(path)
-    return paths
+    return write_random_pngs(tmp_path_factory.mktemp("parity-images"), SIZES)
 
 
 def _reference_vocab(folder: Path) -> Path:

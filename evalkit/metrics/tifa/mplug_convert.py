@@ -19,7 +19,6 @@ when a user converts on purpose, through `torch.load(weights_only=True)` (tensor
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -42,14 +41,6 @@ _DROPPED = re.compile(r"(.*_m\..*|visual_encoder\.(transformer|token_embedding|p
                       r"text_projection|logit_scale).*|visual_encoder\.visual\.proj|.*\.position_ids|"
                       r"text_decoder\.cls\.predictions\.decoder\.(weight|bias))")
 _FUSION = re.compile(r"fusion_encoder\.encoder\.layer\.(\d+)\.(.*)")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_config(folder: Path) -> dict[str, Any]:
@@ -105,6 +96,7 @@ def convert_mplug(source: Path, out: Path) -> Path:
     """Write OUT (replacing it whole, so a killed conversion leaves no half folder)."""
     from safetensors.torch import save_file
 
+    from evalkit.fileio.hashing import sha256_file
     from evalkit.metrics.tifa.mplug import MPlugConfig, MPlugVQA
 
     source, out = Path(source), Path(out)
@@ -129,7 +121,7 @@ def convert_mplug(source: Path, out: Path) -> Path:
         save_file({k: v.float().contiguous() for k, v in state.items()}, str(staging / WEIGHTS_FILE))
         shutil.copyfile(source / VOCAB_FILE, staging / VOCAB_FILE)
         doc = {"format": FORMAT, **config.to_json(),
-               "source": {name: _sha256(source / name) for name in (SOURCE_WEIGHTS, SOURCE_CONFIG, VOCAB_FILE)}}
+               "source": {name: sha256_file(source / name) for name in (SOURCE_WEIGHTS, SOURCE_CONFIG, VOCAB_FILE)}}
         (staging / CONFIG_FILE).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)

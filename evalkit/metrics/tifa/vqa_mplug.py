@@ -29,7 +29,7 @@ from PIL import Image, ImageOps
 
 from evalkit.metrics.tifa.mplug import END_TOKEN, MPlugConfig, MPlugVQA, beam_search
 from evalkit.metrics.tifa.mplug_convert import CONFIG_FILE, FORMAT, VOCAB_FILE, WEIGHTS_FILE
-from evalkit.metrics.tifa.vqa import DEFAULT_MAX_ROWS, BatchedVQA, CheckpointFolder, model_device
+from evalkit.metrics.tifa.vqa import DEFAULT_MAX_ROWS, BatchedVQA, CheckpointFolder, model_device, padded
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -79,9 +79,7 @@ class MPlugBatched(BatchedVQA):
 
     def generate(self, encoded: torch.Tensor, images: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
         config, device = self.model.config, encoded.device
-        width = max(len(p) for p in prompts)
-        ids = torch.tensor([list(p) + [0] * (width - len(p)) for p in prompts], device=device)
-        mask = torch.tensor([[1] * len(p) + [0] * (width - len(p)) for p in prompts], device=device)
+        ids, mask = padded(prompts, 0, "right", device)  # padding length never changes an answer
         memory, memory_mask = self.model.fuse(encoded[torch.tensor(list(images), device=device)], ids, mask)
 
         def step_logits(rows: torch.Tensor, prefixes: torch.Tensor) -> torch.Tensor:
