@@ -76,6 +76,10 @@ def test_the_converter_and_loader_refuse_in_one_line(tiny: Path, tmp_path: Path)
     (broken / "config.yaml").unlink()
     with pytest.raises(FileNotFoundError, match=r"no config\.yaml"):
         convert_mplug(broken, tmp_path / "out")
+    from evalkit.metrics.tifa.mplug_convert import main
+
+    assert main([str(broken), str(tmp_path / "out")]) == 2  # the command line: one line, no traceback
+    assert main([]) == 2 and not (tmp_path / "out").exists()
 
 
 def test_a_tifa_card_with_the_mplug_backend_scores_and_records_it(tiny: Path, tmp_path: Path) -> None:

@@ -132,7 +132,18 @@ def convert_mplug(source: Path, out: Path) -> Path:
     return out
 
 
+def main(argv: list[str]) -> int:
+    """The command line: one line and exit 2 on bad input (nothing written), the output folder otherwise."""
+    if len(argv) != 2:
+        print("usage: python -m evalkit.metrics.tifa.mplug_convert MODELSCOPE_DIR OUT_DIR", file=sys.stderr)
+        return 2
+    try:
+        print(convert_mplug(Path(argv[0]), Path(argv[1])))
+    except (OSError, ValueError, RuntimeError) as e:  # a missing file, a checkpoint that does not fit, a bad pickle
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit("usage: python -m evalkit.metrics.tifa.mplug_convert MODELSCOPE_DIR OUT_DIR")
-    print(convert_mplug(Path(sys.argv[1]), Path(sys.argv[2])))
+    sys.exit(main(sys.argv[1:]))
