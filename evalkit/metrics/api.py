@@ -85,6 +85,19 @@ class Preflighted(Protocol):
         ...
 
 
+# --- optional: records another metric already computes ----------------------------------------------------
+
+
+@runtime_checkable
+class Borrowing(Protocol):
+    """A metric whose per-image records are exactly another metric's (PRDC's are FID's Inception
+    features): scoring copies the records already stored under `lender()` — (metric name,
+    fingerprint) — instead of recomputing them, and scores a lender in the same call first, so
+    `--metrics fid,prdc` runs Inception once per image."""
+
+    def lender(self) -> tuple[str, str]: ...
+
+
 # --- optional: how the site shows per-image records ---------------------------------------------------------
 
 

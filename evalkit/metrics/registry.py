@@ -134,6 +134,16 @@ BUILTINS: Mapping[str, Implementation] = MappingProxyType({
                 Param("bootstrap_resamples", int, 50, "resamples for intervals and `evalkit check`")),
         reads=("coco_images",),
     ),
+    "prdc": Implementation(
+        factory="evalkit.metrics.prdc:PRDC",
+        extras=("fid",),
+        params=(Param("features", str, "fid", "the FID card whose Inception features and reference it reuses"),
+                Param("value", str, "precision", "the headline value: precision, recall, density or coverage"),
+                Param("pr_k", int, 3, "k of precision/recall (torch-fidelity's prc_neighborhood)"),
+                Param("dc_k", int, 5, "k of density/coverage (prdc's nearest_k)"),
+                Param("bootstrap_resamples", int, 200, "resamples for intervals and `evalkit check`")),
+        reads=("coco_images",),
+    ),
 })
 
 

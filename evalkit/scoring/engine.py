@@ -25,7 +25,7 @@ from evalkit.fileio.hashing import sha256_bytes
 from evalkit.fileio.pngio import write_atomic
 from evalkit.generation.manifest import ManifestRow
 from evalkit.generation.record import GenerationRecord
-from evalkit.metrics.api import ImageItem, Metric, Preflighted, Record
+from evalkit.metrics.api import Borrowing, ImageItem, Metric, Preflighted, Record
 from evalkit.options import DEFAULTS
 from evalkit.prompts.sets import PromptSet
 from evalkit.runtime.memory import is_out_of_memory, release_cached_memory
@@ -63,7 +63,15 @@ def score_step(step_dir: Path, metrics: Sequence[Metric], device: torch.device,
                batch_size: int = DEFAULTS.score_batch_size, quiet: bool = DEFAULTS.quiet) -> list[MetricResult]:
     folder = StepDir(step_dir)
     record, manifest = folder.read_generation(), folder.read_manifest()
-    return [_score_metric(step_dir, record, manifest, m, device, batch_size, quiet) for m in metrics]
+    results = {id(m): _score_metric(step_dir, record, manifest, m, device, batch_size, quiet)
+               for m in lenders_first(metrics)}
+    return [results[id(m)] for m in metrics]
+
+
+def lenders_first(metrics: Sequence[Metric]) -> list[Metric]:
+    """The metrics in scoring order: those that borrow records last, so a lender scored in the same call
+    has stored its records by then (otherwise in the order given)."""
+    return sorted(metrics, key=lambda m: isinstance(m, Borrowing))
 
 
 @dataclass(frozen=True)
@@ -86,28 +94,39 @@ def score_shard(step_dir: Path, metrics: Sequence[Metric], device: torch.device,
     record, manifest = folder.read_generation(), folder.read_manifest()
     wanted = set(files)
     mine = {file: row for file, row in manifest.items() if file in wanted}
-    results = []
-    for metric in metrics:
+    results = {}
+    for metric in lenders_first(metrics):
         started = time.perf_counter()
         owns = any(row.prompt_set == metric.info.prompt_set for row in mine.values())  # else: all in others
         items = image_items(step_dir, record, mine, metric.info.prompt_set, metric.info.name) if owns else []
         store = ScoreStore(step_dir, metric.info.name, metric.fingerprint(), shard_index, shard_count)
         pending, _ = _score_missing(step_dir, metric, store, items, device, batch_size, quiet)
-        results.append(ShardScores(metric.info.name, store.fingerprint, len(items), len(pending),
-                                   time.perf_counter() - started))
-    return results
+        results[id(metric)] = ShardScores(metric.info.name, store.fingerprint, len(items), len(pending),
+                                          time.perf_counter() - started)
+    return [results[id(m)] for m in metrics]
 
 
 def _score_missing(step_dir: Path, metric: Metric, store: ScoreStore, items: list[ImageItem], device: torch.device,
                    batch_size: int, quiet: bool) -> tuple[list[ImageItem], dict[tuple[str, str], list[Record]]]:
-    """Score the items without stored records into `store`; returns them, and the records stored before."""
+    """Store records for the items without them (borrowed where a lender has them, else scored); returns
+    those items, and the records stored before."""
     done = store.scored()
     pending = [it for it in items if (it.file, it.sha256) not in done]
-    if pending:
+    unscored = _borrow(step_dir, metric, store, pending) if pending and isinstance(metric, Borrowing) else pending
+    if unscored:
         metric.setup(device)
         fitting = FittingBatches(metric, batch_size, device)
-        _score_pending(fitting, store, pending, batch_size, quiet, label=f"{metric.info.name} {step_dir}")
+        _score_pending(fitting, store, unscored, batch_size, quiet, label=f"{metric.info.name} {step_dir}")
     return pending, done
+
+
+def _borrow(step_dir: Path, metric: Borrowing, store: ScoreStore, pending: list[ImageItem]) -> list[ImageItem]:
+    """Copy the lender's stored records of `pending` into `store`; returns the items it has none for."""
+    lent = ScoreStore(step_dir, *metric.lender()).scored()
+    found = [it for it in pending if (it.file, it.sha256) in lent]
+    if found:
+        store.append(found, [lent[(it.file, it.sha256)] for it in found])
+    return [it for it in pending if (it.file, it.sha256) not in lent]
 
 
 def _score_metric(step_dir: Path, record: GenerationRecord, manifest: dict[str, ManifestRow], metric: Metric,
