@@ -93,7 +93,7 @@ class Neighbourhoods:
     def statistic(self, name: str) -> Callable[[np.ndarray], float]:
         """`name` over the generated rows drawn (a resample); per-image means are precomputed once."""
         if name == "precision":
-            inside = (self.real_fake <= self.real_pr[:, None]).any(axis=0).astype(np.float64)
+            inside = np.asarray((self.real_fake <= self.real_pr[:, None]).any(axis=0), dtype=np.float64)
             return lambda rows: float(inside[rows].mean())
         if name == "density":
             counts = np.asarray((self.real_fake < self.real_dc[:, None]).sum(axis=0), dtype=np.float64) / self.dc_k
