@@ -83,8 +83,8 @@ class ClipScore:
                     prepared: Sequence[dict[str, torch.Tensor]]) -> list[list[Record]]:
         batch = {k: torch.stack([p[k] for p in prepared]).to(self._device) for k in prepared[0]}
         with torch.inference_mode():
-            image = _embedding(self._model.get_image_features(pixel_values=batch["pixel_values"]))
-            text = _embedding(self._model.get_text_features(input_ids=batch["input_ids"],
+            image = clip_embedding(self._model.get_image_features(pixel_values=batch["pixel_values"]))
+            text = clip_embedding(self._model.get_text_features(input_ids=batch["input_ids"],
                                                             attention_mask=batch["attention_mask"]))
         cosine = torch.nn.functional.cosine_similarity(image.float(), text.float(), dim=-1).cpu().tolist()
         return [[{"cosine": c, "value": self._per_image(c)}] for c in cosine]
@@ -109,6 +109,6 @@ class ClipScore:
         return {"value": mean, "n": len(values), "scale": self.scale}
 
 
-def _embedding(output: Any) -> torch.Tensor:
+def clip_embedding(output: Any) -> torch.Tensor:
     """transformers 5 returns a ModelOutput whose pooler_output is the projected embedding."""
     return output if isinstance(output, torch.Tensor) else output.pooler_output

@@ -17,6 +17,8 @@ from evalkit.runtime.assets import resolve_hub_snapshot
 
 MODEL_FILE_SUFFIXES = (".safetensors", ".json", ".txt", ".model")
 HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors"]
+PROCESSOR_FILE_SUFFIXES = (".json", ".txt")
+PROCESSOR_PATTERNS = ["*.json", "*.txt"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,25 @@ class ResolvedModel:
 
 
 def resolve_model(ref: ModelRef) -> ResolvedModel:
+    resolved = _resolve(ref, HUB_PATTERNS, MODEL_FILE_SUFFIXES)
+    if not any(name.endswith(".safetensors") for name in resolved.files):
+        raise EvalkitError(f"{ref.role} model {ref.source} has no .safetensors weights in {resolved.folder}",
+                           f"fetch it with `hf download {ref.source} --revision {ref.revision}`")
+    return resolved
+
+
+def resolve_processor(ref: ModelRef) -> ResolvedModel:
+    """A tokenizer + image-processor folder whose weights are not loaded (PickScore takes its processor
+    from the CLIP-H repository): only its configs and vocabulary are fetched and hashed."""
+    resolved = _resolve(ref, PROCESSOR_PATTERNS, PROCESSOR_FILE_SUFFIXES)
+    if "preprocessor_config.json" not in resolved.files:
+        raise EvalkitError(f"{ref.role} {ref.source} has no preprocessor_config.json in {resolved.folder}",
+                           f"fetch it with `hf download {ref.source} --revision {ref.revision} --include '*.json' "
+                           "'*.txt'`")
+    return resolved
+
+
+def _resolve(ref: ModelRef, patterns: list[str], suffixes: tuple[str, ...]) -> ResolvedModel:
     path = Path(ref.source).expanduser()
     if path.is_dir():
         folder = path
@@ -42,10 +63,7 @@ def resolve_model(ref: ModelRef) -> ResolvedModel:
         raise EvalkitError(f"{ref.role} model folder {ref.source} does not exist",
                            "fix the path in the metric card")
     else:
-        folder = resolve_hub_snapshot(ref.source, ref.revision, allow_patterns=HUB_PATTERNS)
+        folder = resolve_hub_snapshot(ref.source, ref.revision, allow_patterns=patterns)
     files = {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*"))
-             if p.is_file() and p.suffix in MODEL_FILE_SUFFIXES}
-    if not any(name.endswith(".safetensors") for name in files):
-        raise EvalkitError(f"{ref.role} model {ref.source} has no .safetensors weights in {folder}",
-                           f"fetch it with `hf download {ref.source} --revision {ref.revision}`")
+             if p.is_file() and p.suffix in suffixes}
     return ResolvedModel(ref, folder, files)

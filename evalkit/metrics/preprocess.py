@@ -37,6 +37,14 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
+def center_crop_floor(image: Image.Image, size: int) -> Image.Image:
+    """transformers' `image_transforms.center_crop` semantics: offsets floored (torchvision rounds; they
+    differ by a pixel when the excess is odd, which a square generated image never has)."""
+    width, height = image.size
+    top, left = (height - size) // 2, (width - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
 def to_normalized_tensor(image: Image.Image, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     tensor = torch.from_numpy(array).permute(2, 0, 1)
@@ -46,3 +54,11 @@ def to_normalized_tensor(image: Image.Image, mean: Sequence[float], std: Sequenc
 def clip_transform(image: Image.Image, size: int, mean: Sequence[float] = CLIP_MEAN,
                    std: Sequence[float] = CLIP_STD) -> torch.Tensor:
     return to_normalized_tensor(center_crop(resize_shorter_side(image.convert("RGB"), size), size), mean, std)
+
+
+def clip_processor_transform(image: Image.Image, shortest_edge: int, crop: int, mean: Sequence[float],
+                             std: Sequence[float]) -> torch.Tensor:
+    """transformers' slow CLIPImageProcessor (the one reference snippets of 2023 ran): PIL bicubic resize
+    of the shorter side (long side truncated, as torchvision), floored centre crop, /255, normalise."""
+    resized = resize_shorter_side(image.convert("RGB"), shortest_edge)
+    return to_normalized_tensor(center_crop_floor(resized, crop), mean, std)

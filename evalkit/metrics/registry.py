@@ -108,6 +108,7 @@ BUILTINS: Mapping[str, Implementation] = MappingProxyType({
         reads=("tifa_qa",),
     ),
     "imagereward": Implementation(factory="evalkit.metrics.imagereward:ImageReward", any_prompts=True),
+    "pickscore": Implementation(factory="evalkit.metrics.pickscore:PickScore", any_prompts=True),
     "hpsv2": Implementation(
         factory="evalkit.metrics.hpsv2:HPSv2",
         extras=("hpsv2",),

@@ -26,6 +26,33 @@ def build_tiny_clip(folder: Path, seed: int = 0, image_size: int = 32) -> Path:
     return folder
 
 
+def write_clip_processor(folder: Path, size: int = 32) -> Path:
+    """A CLIP processor folder as laion/CLIP-ViT-H-14-laion2B-s32B-b79K ships it: the tokenizer and a
+    preprocessor_config.json in the old feature-extractor form (ints for sizes), which transformers
+    loads as the slow CLIPImageProcessor — what PickScore's reference snippet ran."""
+    import json
+
+    from evalkit.metrics.preprocess import CLIP_MEAN, CLIP_STD
+
+    folder = write_clip_tokenizer(Path(folder))
+    config = {"crop_size": size, "do_center_crop": True, "do_normalize": True, "do_resize": True,
+              "feature_extractor_type": "CLIPFeatureExtractor", "image_mean": list(CLIP_MEAN),
+              "image_std": list(CLIP_STD), "resample": 3, "size": size}
+    (folder / "preprocessor_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return folder
+
+
+def write_tiny_pickscore(folder: Path, seed: int = 0) -> dict[str, Path]:
+    """A random tiny CLIP as the PickScore model and its processor folder: the card's two models."""
+    import shutil
+
+    folder = Path(folder)
+    model = build_tiny_clip(folder / "model", seed=seed)
+    processor = write_clip_processor(folder / "processor")
+    shutil.copy(model / "config.json", processor / "config.json")  # laion's repo has its model config too
+    return {"model": model, "processor": processor}
+
+
 def write_card(path: Path, name: str, implementation: str, prompt_set: str, models: dict[str, Path],
                params: dict[str, object] | None = None, higher_is_better: bool = True,
                headline: bool = False) -> Path:
