@@ -27,5 +27,5 @@ if not dst.exists():
     shutil.copyfile(src, dst)
 print("bpe vocabulary at", dst)
 PY
-HF_HUB_OFFLINE=1 "$VENV/bin/python" -c "import ImageReward, hpsv2.img_score, clip, pytorch_fid.fid_score, modelscope.models.multi_modal.mplug.modeling_mplug, prdc; print('reference packages import')"
+HF_HUB_OFFLINE=1 "$VENV/bin/python" -c "import ImageReward, hpsv2.img_score, clip, pytorch_fid.fid_score, modelscope.models.multi_modal.mplug.modeling_mplug, prdc, aesthetics_predictor; print('reference packages import')"
 touch "$STAMP"

@@ -64,7 +64,8 @@ class ImageProcessing:
                              tuple(float(v) for v in config["image_mean"]),  # type: ignore[arg-type]
                              tuple(float(v) for v in config["image_std"]))  # type: ignore[arg-type]
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise EvalkitError(f"{path} is not a CLIP image processor config ({e})", "re-fetch the processor files") from e
+            raise EvalkitError(f"{path} is not a CLIP image processor config ({e})",
+                               "re-fetch the processor files") from e
         steps = [config.get(k, True) for k in ("do_resize", "do_center_crop", "do_normalize")]
         if not all(steps) or config.get("resample", BICUBIC) != BICUBIC or config.get("do_rescale", True) is not True:
             raise EvalkitError(f"{path} asks for processing PickScore's reference never did",
@@ -115,7 +116,7 @@ class PickScore:
         if len(self._tokenizer) < 100:  # transformers 5 may return a near-empty tokenizer offline
             raise EvalkitError(f"the tokenizer in {self.processor.folder} is empty or missing",
                                "re-fetch the processor files")
-        self.processing  # read (and checked) before the first image is prepared in a worker thread
+        _ = self.processing  # read and checked here, before the first image is prepared in a worker thread
         self._device = device
 
     def prepare(self, item: ImageItem, image: Image.Image) -> dict[str, torch.Tensor]:

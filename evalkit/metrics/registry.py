@@ -109,6 +109,13 @@ BUILTINS: Mapping[str, Implementation] = MappingProxyType({
     ),
     "imagereward": Implementation(factory="evalkit.metrics.imagereward:ImageReward", any_prompts=True),
     "pickscore": Implementation(factory="evalkit.metrics.pickscore:PickScore", any_prompts=True),
+    "aesthetic": Implementation(
+        factory="evalkit.metrics.aesthetic:Aesthetic",
+        any_prompts=True,
+        local_files=("head",),
+        params=(Param("head", str, "~/.cache/evalkit/models/sac+logos+ava1-l14-linearMSE.pth",
+                      "the MLP head: the authors' .pth (read with weights_only=True) or a .safetensors"),),
+    ),
     "hpsv2": Implementation(
         factory="evalkit.metrics.hpsv2:HPSv2",
         extras=("hpsv2",),

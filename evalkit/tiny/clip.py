@@ -11,13 +11,14 @@ from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
 from evalkit.generation.tokenizer import clip_vocab_size, write_clip_tokenizer
 
 
-def build_tiny_clip(folder: Path, seed: int = 0, image_size: int = 32) -> Path:
+def build_tiny_clip(folder: Path, seed: int = 0, image_size: int = 32, intermediate_size: int = 64) -> Path:
     torch.manual_seed(seed)
     vocab = clip_vocab_size()
     text = CLIPTextConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_attention_heads=2,
                           num_hidden_layers=2, projection_dim=16, max_position_embeddings=77,
                           bos_token_id=vocab - 2, eos_token_id=vocab - 1, pad_token_id=vocab - 1)
-    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=2,
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=intermediate_size, num_attention_heads=2,
+                              num_hidden_layers=2,
                               image_size=image_size, patch_size=8, projection_dim=16)
     model = CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=16))
     folder = Path(folder)
@@ -51,6 +52,24 @@ def write_tiny_pickscore(folder: Path, seed: int = 0) -> dict[str, Path]:
     processor = write_clip_processor(folder / "processor")
     shutil.copy(model / "config.json", processor / "config.json")  # laion's repo has its model config too
     return {"model": model, "processor": processor}
+
+
+def write_tiny_aesthetic(folder: Path, seed: int = 0) -> tuple[Path, Path]:
+    """A random tiny CLIP (MLP width 4× as OpenAI's CLIP builds it) and a random aesthetic head .pth
+    for its 16-d embedding, the authors' module names (`layers.N`): the card's clip model and head."""
+    from evalkit.metrics.aesthetic import aesthetic_head
+
+    folder = Path(folder)
+    clip = build_tiny_clip(folder / "clip", seed=seed, intermediate_size=128)
+    torch.manual_seed(seed + 1)
+    head = aesthetic_head(16)
+    for module in head:
+        if isinstance(module, torch.nn.Linear):  # default init gives near-constant outputs through 5 layers
+            torch.nn.init.normal_(module.weight, std=1.0 / module.in_features ** 0.5)
+            torch.nn.init.normal_(module.bias, std=0.5)
+    path = folder / "aesthetic-head.pth"
+    torch.save({f"layers.{k}": v for k, v in head.state_dict().items()}, path)
+    return clip, path
 
 
 def write_card(path: Path, name: str, implementation: str, prompt_set: str, models: dict[str, Path],
