@@ -32,6 +32,7 @@ from evalkit.fileio.hashing import sha256_file, sha256_json
 from evalkit.metrics import fid_stats
 from evalkit.metrics.api import ImageItem, MetricInfo, Record
 from evalkit.metrics.cards import MetricCard
+from evalkit.metrics.coco_reference import CocoImages
 from evalkit.metrics.context import MetricContext
 from evalkit.metrics.registry import BUILTINS
 from evalkit.prompts.sets import PromptSet
@@ -85,6 +86,7 @@ class FID:
         self.card = card
         # Where the COCO images are (--coco-images); None: only cached reference statistics can be used.
         self.coco_images = context.coco_images.expanduser() if context.coco_images is not None else None
+        self.coco = CocoImages(self.coco_images, "FID")
         params = BUILTINS["fid"].values(card)
         self.resize: str = params["resize"]
         if self.resize not in RESIZE_POLICIES:
@@ -147,13 +149,7 @@ class FID:
         return out.float().cpu().numpy()
 
     def prepare(self, item: ImageItem, image: Image.Image) -> dict[str, Any]:
-        coco_file = item.prompt.data.get("coco_file") if item.prompt.data else None
-        if not coco_file:
-            raise EvalkitError(f"prompt {item.prompt.id} of {item.prompt_set} has no COCO image",
-                               "FID scores coco-10k prompts (they name their COCO val2014 image)")
-        if self.coco_images is not None and not (self.coco_images / coco_file).is_file():
-            raise self._missing(str(coco_file))  # fail early, before hours of feature extraction
-        return {"pixels": to_uint8_chw(image), "coco_file": str(coco_file)}
+        return {"pixels": to_uint8_chw(image), "coco_file": self.coco.coco_file(item)}
 
     def score_batch(self, items: Sequence[ImageItem], prepared: Sequence[dict[str, Any]]) -> list[list[Record]]:
         out: list[np.ndarray | None] = [None] * len(prepared)
@@ -173,71 +169,21 @@ class FID:
 
     # -- reference statistics ------------------------------------------------------------
     def preflight(self, prompts: PromptSet) -> None:
-        """Before generation: every prompt names its COCO image, and those images are in
-        --coco-images (a stat each), or, without it, their reference features are cached."""
-        files = []
-        for prompt in prompts:
-            coco_file = prompt.data.get("coco_file") if prompt.data else None
-            if not coco_file:
-                raise EvalkitError(f"FID needs prompts that name their COCO image; {prompts.name} prompt {prompt.id} "
-                                   "names none", "score FID on coco-10k")
-            files.append(str(coco_file))
-        coco_files = sorted(set(files))
-        if self.coco_images is not None:
-            self._files_identity(coco_files)
-        elif not fid_stats.has_reference(sha256_json(coco_files), self._weights_hash()):
-            raise self._missing(coco_files[0])
-
-    def _missing(self, coco_file: str) -> EvalkitError:
-        if self.coco_images is None:
-            return EvalkitError(f"FID needs the COCO val2014 images (first: {coco_file}); --coco-images is not given",
-                                "pass --coco-images DIR (the folder of COCO_val2014_*.jpg)")
-        return EvalkitError(f"COCO image {coco_file} is missing from --coco-images {self.coco_images}",
-                            "pass --coco-images DIR holding every COCO_val2014 image of the prompts")
+        self.coco.preflight(prompts, self._weights_hash())
 
     def reference_description(self, coco_files: Sequence[str], size: tuple[int, int]) -> dict[str, Any]:
         return {"images": sha256_json(list(coco_files)), "n": len(coco_files), "resolution": list(size),
                 "weights": self._weights_hash(), "resize": self.resize, "preprocess": REFERENCE_PREPROCESS,
                 "features": FEATURES, **self._versions()}
 
-    def _files_identity(self, coco_files: Sequence[str]) -> str:
-        """Folder, size and mtime of every reference image. The cache is keyed by file names (so a
-        later run without --coco-images can still use it), and this identity, stored beside the
-        entry, stops it from being reused for other images with the same names (a resized copy,
-        another folder) whenever the folder is given. Stat only: milliseconds for 10K files."""
-        folder = self.coco_images.resolve() if self.coco_images is not None else None
-        stats = []
-        for name in coco_files:
-            path = folder / name if folder is not None else None
-            if path is None or not path.is_file():
-                raise self._missing(name)
-            info = path.stat()
-            stats.append([name, info.st_size, info.st_mtime_ns])
-        return sha256_json({"folder": str(folder), "files": stats})
-
     def reference(self, coco_files: Sequence[str], size: tuple[int, int]) -> tuple[str, dict[str, np.ndarray]]:
-        description = self.reference_description(coco_files, size)
-        key = fid_stats.reference_key(description)
-        cached = fid_stats.load_reference(key)
-        if cached is not None and self.coco_images is None:
-            return key, cached
-        identity = self._files_identity(coco_files)
-        if cached is not None and fid_stats.load_reference_meta(key).get("files") == identity:
-            return key, cached
-        features = self._compute_reference(coco_files, size)
-        return key, fid_stats.save_reference(key, {**description, "files": identity}, features)
+        return self.coco.features(self.reference_description(coco_files, size), coco_files,
+                                  lambda: self._compute_reference(coco_files, size))
 
     def _compute_reference(self, coco_files: Sequence[str], size: tuple[int, int]) -> np.ndarray:
-        folder = self.coco_images
-        paths = []
-        for name in coco_files:
-            if folder is None or not (folder / name).is_file():
-                raise self._missing(name)
-            paths.append(folder / name)
-        chunks = []
-        for start in range(0, len(paths), REFERENCE_BATCH):
-            batch = torch.stack([reference_image(p, size) for p in paths[start:start + REFERENCE_BATCH]])
-            chunks.append(self.features(batch))
+        paths = self.coco.paths(coco_files)
+        chunks = [self.features(torch.stack([reference_image(p, size) for p in paths[i:i + REFERENCE_BATCH]]))
+                  for i in range(0, len(paths), REFERENCE_BATCH)]
         return np.concatenate(chunks)
 
     # -- aggregate -----------------------------------------------------------------------
