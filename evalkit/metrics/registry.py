@@ -142,6 +142,13 @@ BUILTINS: Mapping[str, Implementation] = MappingProxyType({
                 Param("bootstrap_resamples", int, 50, "resamples for intervals and `evalkit check`")),
         reads=("coco_images",),
     ),
+    "cmmd": Implementation(
+        factory="evalkit.metrics.cmmd:CMMD",
+        params=(Param("sigma", float, 10.0, "the Gaussian RBF kernel's bandwidth (the paper's 10)"),
+                Param("scale", float, 1000.0, "the factor the MMD is reported at (the paper's 1000)"),
+                Param("bootstrap_resamples", int, 200, "resamples for intervals and `evalkit check`")),
+        reads=("coco_images",),
+    ),
     "prdc": Implementation(
         factory="evalkit.metrics.prdc:PRDC",
         extras=("fid",),

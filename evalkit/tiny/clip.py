@@ -72,6 +72,12 @@ def write_tiny_aesthetic(folder: Path, seed: int = 0) -> tuple[Path, Path]:
     return clip, path
 
 
+def write_tiny_cmmd(folder: Path, seed: int = 0) -> Path:
+    """A random tiny CLIP folder with its preprocessor_config.json, as openai/clip-vit-large-patch14-336 has
+    (CMMD's reference reads the crop size from it)."""
+    return write_clip_processor(build_tiny_clip(Path(folder), seed=seed))
+
+
 def write_card(path: Path, name: str, implementation: str, prompt_set: str, models: dict[str, Path],
                params: dict[str, object] | None = None, higher_is_better: bool = True,
                headline: bool = False) -> Path:
