@@ -93,7 +93,7 @@ def test_value_equals_the_reference_value(compared):
 
 
 def test_the_port_itself_when_a_checkout_is_given(compared):
-    reference, ours_real, ours_fake, metric, records = compared
+    reference, ours_real, ours_fake, _, _ = compared
     if "port" not in reference:
         pytest.skip("no checkout of sayakpaul/cmmd-pytorch (set EVALKIT_CMMD_PORT to compare with it)")
     port = reference["port"]
