@@ -229,6 +229,10 @@ def copy_card_models(card: Path, dest: Path) -> tuple[Path, Path]:
         spec["source"] = str(copy)
         targets += sorted(p for p in copy.rglob("*") if p.suffix in (".safetensors", ".pt", ".pth"))
     params = raw.get("params") or {}
+    if "features" in params:  # PRDC: its weights are its features card's (FID's Inception)
+        params["features"], features_weights = (str(p) for p in copy_card_models(Path(params["features"]),
+                                                                                 dest / "features"))
+        targets.append(Path(features_weights))
     if "weights" in params:
         copy = dest / Path(params["weights"]).name
         shutil.copy2(params["weights"], copy)

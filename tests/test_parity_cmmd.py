@@ -67,7 +67,7 @@ def compared(tmp_path_factory):
             prepared.append(metric.prepare(item, image.convert("RGB")))
         items.append(item)
     records = [r[0] for r in metric.score_batch(items, prepared)]
-    ours_fake = np.stack([np.frombuffer(__import__("base64").b64decode(r["embedding"]), "<f4") for r in records])
+    ours_fake = np.stack([np.frombuffer(__import__("base64").b64decode(r["features"]), "<f4") for r in records])
     _, ours_real = metric.reference(names)
     return reference, ours_real, ours_fake, metric, records
 

@@ -56,7 +56,13 @@ def build_demo_models(models: Path) -> tuple[Path, Path]:
 def build_demo_cards(models: Path, coco_prompts: list[Prompt]) -> list[Path]:
     """Metric cards pointing at tiny random metric models (the real cards point at hub ids)."""
     from evalkit.metrics.hpsv2 import HPS_VERSIONS
-    from evalkit.tiny.clip import build_tiny_clip, write_card
+    from evalkit.tiny.clip import (
+        build_tiny_clip,
+        write_card,
+        write_tiny_aesthetic,
+        write_tiny_cmmd,
+        write_tiny_pickscore,
+    )
     from evalkit.tiny.fid import write_random_inception, write_synthetic_coco
     from evalkit.tiny.hpsv2 import write_tiny_card, write_tiny_checkpoint
     from evalkit.tiny.imagereward import build_tiny_imagereward
@@ -76,9 +82,24 @@ def build_demo_cards(models: Path, coco_prompts: list[Prompt]) -> list[Path]:
     inception = models / "random-inception.pth"
     if not inception.is_file():
         write_random_inception(inception)
+    pickscore = {"model": models / "tiny-pickscore" / "model", "processor": models / "tiny-pickscore" / "processor"}
+    if not (pickscore["processor"] / "config.json").is_file():
+        write_tiny_pickscore(models / "tiny-pickscore")
+    aesthetic_clip = models / "tiny-aesthetic" / "clip"
+    aesthetic_head = models / "tiny-aesthetic" / "aesthetic-head.pth"
+    if not aesthetic_head.is_file():
+        write_tiny_aesthetic(models / "tiny-aesthetic")
+    cmmd_clip = models / "tiny-cmmd"
+    if not (cmmd_clip / "preprocessor_config.json").is_file():
+        write_tiny_cmmd(cmmd_clip)
     write_synthetic_coco(coco_dir(models), coco_prompts)
     cards = models / "cards"
     cards.mkdir(parents=True, exist_ok=True)
+    fid = write_card(cards / "fid-tiny.yaml", "fid-tiny", "fid", "coco-10k", {},
+                     params={"resize": "tf1-bilinear", "weights": str(inception), "n": len(coco_prompts),
+                             "label": f"FID-{len(coco_prompts)}", "kid_subsets": 10,
+                             "kid_subset_size": len(coco_prompts) // 2, "kid_seed": 0},
+                     higher_is_better=False)
     return [
         write_card(cards / "clip-tiny.yaml", "clip-tiny", "clip_score", "coco-10k", {"clip": models / "tiny-clip"}),
         # TIFA on the 2-prompt sample set, whose 19 questions ship with evalkit.
@@ -88,11 +109,16 @@ def build_demo_cards(models: Path, coco_prompts: list[Prompt]) -> list[Path]:
         write_card(cards / "imagereward-tiny.yaml", "imagereward-tiny", "imagereward", "coco-10k",
                    {"imagereward": imagereward}),
         write_tiny_card(cards / "hpsv2-tiny.yaml", "hpsv2-tiny", hps.parent),
-        write_card(cards / "fid-tiny.yaml", "fid-tiny", "fid", "coco-10k", {},
-                   params={"resize": "tf1-bilinear", "weights": str(inception), "n": len(coco_prompts),
-                           "label": f"FID-{len(coco_prompts)}", "kid_subsets": 10,
-                           "kid_subset_size": len(coco_prompts) // 2, "kid_seed": 0},
-                   higher_is_better=False),
+        fid,
+        # precision/recall/density/coverage on fid-tiny's features and reference (its records, borrowed)
+        write_card(cards / "prdc-tiny.yaml", "prdc-tiny", "prdc", "coco-10k", {},
+                   params={"features": str(fid), "value": "precision", "pr_k": 3, "dc_k": 5,
+                           "bootstrap_resamples": 50}),
+        write_card(cards / "cmmd-tiny.yaml", "cmmd-tiny", "cmmd", "coco-10k", {"clip": cmmd_clip},
+                   params={"sigma": 10.0, "scale": 1000.0, "bootstrap_resamples": 50}, higher_is_better=False),
+        write_card(cards / "pickscore-tiny.yaml", "pickscore-tiny", "pickscore", "coco-10k", pickscore),
+        write_card(cards / "aesthetic-tiny.yaml", "aesthetic-tiny", "aesthetic", "coco-10k", {"clip": aesthetic_clip},
+                   params={"head": str(aesthetic_head)}),
     ]
 
 

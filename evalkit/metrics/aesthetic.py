@@ -34,11 +34,11 @@ from evalkit.errors import EvalkitError
 from evalkit.fileio.hashing import sha256_file
 from evalkit.metrics.api import ImageItem, MetricInfo, Ratio, Record, mean_value_ratios
 from evalkit.metrics.cards import MetricCard
+from evalkit.metrics.clip_vision import load_clip_vision
 from evalkit.metrics.context import MetricContext
 from evalkit.metrics.models import ResolvedModel, resolve_model
 from evalkit.metrics.preprocess import clip_transform
 from evalkit.metrics.registry import BUILTINS
-from evalkit.runtime.quiet import quiet_loading
 
 VERSION = "1"
 HEAD_URL = "https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/sac%2Blogos%2Bava1-l14-linearMSE.pth"
@@ -115,11 +115,7 @@ class Aesthetic:
         if self._vision is not None and self._device == device:
             return
         if self._vision is None:
-            from transformers import CLIPVisionModelWithProjection
-
-            with quiet_loading():
-                self._vision = CLIPVisionModelWithProjection.from_pretrained(str(self.clip.folder),
-                                                                             use_safetensors=True).eval()
+            self._vision = load_clip_vision(self.clip.folder)
             self._head = read_head(self.head_path, int(self._vision.config.projection_dim))
             self._image_size = int(self._vision.config.image_size)
         assert self._head is not None

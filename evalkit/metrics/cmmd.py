@@ -36,13 +36,13 @@ from evalkit.fileio.hashing import sha256_json
 from evalkit.metrics import fid_stats
 from evalkit.metrics.api import ImageItem, MetricInfo, Record
 from evalkit.metrics.cards import MetricCard
+from evalkit.metrics.clip_vision import load_clip_vision
 from evalkit.metrics.coco_reference import CocoImages
 from evalkit.metrics.context import MetricContext
 from evalkit.metrics.models import ResolvedModel, resolve_model
 from evalkit.metrics.preprocess import CLIP_MEAN, CLIP_STD, to_normalized_tensor
 from evalkit.metrics.registry import BUILTINS
 from evalkit.prompts.sets import PromptSet
-from evalkit.runtime.quiet import quiet_loading
 
 VERSION = "1"
 PREPROCESS = "square-crop-floor+pil-bicubic+clip-normalize"
@@ -112,11 +112,7 @@ class CMMD:
         if self._model is not None and self._device == device:
             return
         if self._model is None:
-            from transformers import CLIPVisionModelWithProjection
-
-            with quiet_loading():
-                self._model = CLIPVisionModelWithProjection.from_pretrained(str(self.clip.folder),
-                                                                            use_safetensors=True).eval()
+            self._model = load_clip_vision(self.clip.folder)
             self._size = int(self._model.config.image_size)
         self._model = self._model.to(device)
         self._device = device
@@ -133,7 +129,7 @@ class CMMD:
 
     def score_batch(self, items: Sequence[ImageItem], prepared: Sequence[dict[str, Any]]) -> list[list[Record]]:
         embeds = self.embed(torch.stack([p["pixels"] for p in prepared]))
-        return [[{"embedding": fid_stats.encode_features(e), "coco_file": p["coco_file"]}]
+        return [[{"features": fid_stats.encode_features(e), "coco_file": p["coco_file"]}]
                 for e, p in zip(embeds, prepared, strict=True)]
 
     # -- the reference side ---------------------------------------------------------------
@@ -160,7 +156,7 @@ class CMMD:
 
     # -- aggregate ------------------------------------------------------------------------
     def _sides(self, records: Sequence[Record]) -> tuple[str, np.ndarray, np.ndarray]:
-        fake = np.stack([fid_stats.decode_features(r["embedding"]) for r in records])
+        fake = np.stack([fid_stats.decode_features(r["features"]) for r in records])
         key, real = self.reference(sorted({str(r["coco_file"]) for r in records}))
         return key, real, fake
 
