@@ -19,10 +19,8 @@ Deviations, deliberate: many images and prompts per forward, float32 on every de
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -35,42 +33,12 @@ from evalkit.metrics.cards import MetricCard
 from evalkit.metrics.clip_score import clip_embedding
 from evalkit.metrics.context import MetricContext
 from evalkit.metrics.models import ResolvedModel, resolve_model, resolve_processor
-from evalkit.metrics.preprocess import clip_processor_transform
+from evalkit.metrics.preprocess import ImageProcessing, clip_processor_transform
 from evalkit.results.recordview import COSINE_VIEW
 from evalkit.runtime.quiet import quiet_loading
 
 VERSION = "1"
 MAX_LENGTH = 77  # the snippet's truncation length
-BICUBIC = 3  # PIL's code, what the reference processor's `resample` says
-
-
-@dataclass(frozen=True)
-class ImageProcessing:
-    """What the reference's preprocessor_config.json asks of the slow CLIPImageProcessor."""
-
-    shortest_edge: int
-    crop: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    @classmethod
-    def read(cls, files: ResolvedModel) -> ImageProcessing:
-        path = files.folder / "preprocessor_config.json"
-        try:
-            config = json.loads(path.read_text(encoding="utf-8"))
-            size, crop = config.get("size", 224), config.get("crop_size", 224)
-            processing = cls(int(size["shortest_edge"] if isinstance(size, dict) else size),
-                             int(crop["height"] if isinstance(crop, dict) else crop),
-                             tuple(float(v) for v in config["image_mean"]),  # type: ignore[arg-type]
-                             tuple(float(v) for v in config["image_std"]))  # type: ignore[arg-type]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise EvalkitError(f"{path} is not a CLIP image processor config ({e})",
-                               "re-fetch the processor files") from e
-        steps = [config.get(k, True) for k in ("do_resize", "do_center_crop", "do_normalize")]
-        if not all(steps) or config.get("resample", BICUBIC) != BICUBIC or config.get("do_rescale", True) is not True:
-            raise EvalkitError(f"{path} asks for processing PickScore's reference never did",
-                               "use the laion/CLIP-ViT-H-14-laion2B-s32B-b79K processor files")
-        return processing
 
 
 class PickScore:
@@ -95,7 +63,7 @@ class PickScore:
 
     @cached_property
     def processing(self) -> ImageProcessing:
-        return ImageProcessing.read(self.processor)
+        return ImageProcessing.read(self.processor.folder)
 
     def fingerprint(self) -> str:
         return self.card.metric_fingerprint(VERSION, weights=self.weights.fingerprint,

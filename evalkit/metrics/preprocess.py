@@ -8,14 +8,20 @@ same numbers without torchvision.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from evalkit.errors import EvalkitError
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+BICUBIC = 3  # PIL's code, what a processor config's `resample` says
 
 
 def resize_shorter_side(image: Image.Image, size: int, resample: int = Image.Resampling.BICUBIC) -> Image.Image:
@@ -62,3 +68,32 @@ def clip_processor_transform(image: Image.Image, shortest_edge: int, crop: int, 
     of the shorter side (long side truncated, as torchvision), floored centre crop, /255, normalise."""
     resized = resize_shorter_side(image.convert("RGB"), shortest_edge)
     return to_normalized_tensor(center_crop_floor(resized, crop), mean, std)
+
+
+@dataclass(frozen=True)
+class ImageProcessing:
+    """What a preprocessor_config.json asks of the slow CLIPImageProcessor (PickScore's, CLIP-FlanT5's)."""
+
+    shortest_edge: int
+    crop: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def read(cls, folder: Path) -> ImageProcessing:
+        path = folder / "preprocessor_config.json"
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+            size, crop = config.get("size", 224), config.get("crop_size", 224)
+            processing = cls(int(size["shortest_edge"] if isinstance(size, dict) else size),
+                             int(crop["height"] if isinstance(crop, dict) else crop),
+                             tuple(float(v) for v in config["image_mean"]),  # type: ignore[arg-type]
+                             tuple(float(v) for v in config["image_std"]))  # type: ignore[arg-type]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise EvalkitError(f"{path} is not a CLIP image processor config ({e})",
+                               "re-fetch the processor files") from e
+        steps = [config.get(k, True) for k in ("do_resize", "do_center_crop", "do_normalize")]
+        if not all(steps) or config.get("resample", BICUBIC) != BICUBIC or config.get("do_rescale", True) is not True:
+            raise EvalkitError(f"{path} turns off a step (or the bicubic resize) of the processing its metric's "
+                               "reference ran", "use the model's own processor files")
+        return processing
