@@ -17,7 +17,7 @@ PIP=(env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null "$VENV/bin/python" -m pip)
 [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
 "${PIP[@]}" install -q --upgrade pip
 "${PIP[@]}" install -q -r parity/requirements-reference.txt
-"${PIP[@]}" install -q --no-deps image-reward==1.5 hpsv2==1.2.0 openai-clip==1.0.1
+"${PIP[@]}" install -q --no-deps image-reward==1.5 hpsv2==1.2.0 openai-clip==1.0.1 t2v_metrics==3.0
 "$VENV/bin/python" - <<'PY'
 import pathlib, shutil
 import open_clip, hpsv2

@@ -42,13 +42,15 @@ def test_demo_writes_images_records_and_scores(cli, tmp_path, monkeypatch):
         assert [json.loads(r)["records"] for r in prdc_records] == [json.loads(r)["records"] for r in fid_records]
         cmmd = json.loads(next((step_dir / "scores" / "cmmd-tiny").glob("*.summary.json")).read_text())
         assert cmmd["values"]["n_ref"] == 8 and cmmd["values"]["value"] > 0
+        vqa = json.loads(next((step_dir / "scores" / "vqascore-tiny").glob("*.summary.json")).read_text())
+        assert vqa["n_images"] == 8 and 0.0 < vqa["values"]["value"] < 1.0 and vqa["values"]["backend"] == "clip-flant5"
         for name in ("pickscore-tiny", "aesthetic-tiny"):
             summary = json.loads(next((step_dir / "scores" / name).glob("*.summary.json")).read_text())
             assert summary["n_images"] == 8 and summary["values"]["value"] == summary["values"]["value"]  # not NaN
         run = json.loads((step_dir / "run.json").read_text())
         validator.validate(run)
         assert set(run["metrics"]) == {"clip-tiny", "tifa-tiny", "imagereward-tiny", "hpsv2-tiny", "fid-tiny",
-                                       "prdc-tiny", "cmmd-tiny", "pickscore-tiny", "aesthetic-tiny"}
+                                       "prdc-tiny", "cmmd-tiny", "pickscore-tiny", "aesthetic-tiny", "vqascore-tiny"}
         assert run["metrics"]["tifa-tiny"]["record_view"]["filter"] == "element_type"  # the site lists questions
         assert "record_view" not in run["metrics"]["imagereward-tiny"]  # one value per image: the default view
         for entry in run["metrics"].values():
@@ -63,7 +65,7 @@ def test_demo_writes_images_records_and_scores(cli, tmp_path, monkeypatch):
     assert {row["model"] for b in board["boards"] for row in b["rows"]} == {"tiny-sd", "tiny-sd-train"}
     assert (out / "site" / "index.html").is_file()
     index = (out / "site" / "index.html").read_text()
-    for name in ("prdc-tiny", "cmmd-tiny", "pickscore-tiny", "aesthetic-tiny"):  # the site shows every metric
+    for name in ("prdc-tiny", "cmmd-tiny", "pickscore-tiny", "aesthetic-tiny", "vqascore-tiny"):  # every metric
         assert name in index
     gallery = (out / "site" / "gallery.html").read_text()
     assert 'class="record-filter"' in gallery and "questions correct</summary>" in gallery and "VQA said" in gallery

@@ -63,6 +63,7 @@ def build_demo_cards(models: Path, coco_prompts: list[Prompt]) -> list[Path]:
         write_tiny_cmmd,
         write_tiny_pickscore,
     )
+    from evalkit.tiny.clip_t5 import write_tiny_clip_t5
     from evalkit.tiny.fid import write_random_inception, write_synthetic_coco
     from evalkit.tiny.hpsv2 import write_tiny_card, write_tiny_checkpoint
     from evalkit.tiny.imagereward import build_tiny_imagereward
@@ -92,6 +93,9 @@ def build_demo_cards(models: Path, coco_prompts: list[Prompt]) -> list[Path]:
     cmmd_clip = models / "tiny-cmmd"
     if not (cmmd_clip / "preprocessor_config.json").is_file():
         write_tiny_cmmd(cmmd_clip)
+    clip_t5 = {role: models / "tiny-clip-t5" / role for role in ("model", "tokenizer", "vision")}
+    if not (clip_t5["model"] / "model.safetensors").is_file():
+        write_tiny_clip_t5(models / "tiny-clip-t5")
     write_synthetic_coco(coco_dir(models), coco_prompts)
     cards = models / "cards"
     cards.mkdir(parents=True, exist_ok=True)
@@ -119,6 +123,8 @@ def build_demo_cards(models: Path, coco_prompts: list[Prompt]) -> list[Path]:
         write_card(cards / "pickscore-tiny.yaml", "pickscore-tiny", "pickscore", "coco-10k", pickscore),
         write_card(cards / "aesthetic-tiny.yaml", "aesthetic-tiny", "aesthetic", "coco-10k", {"clip": aesthetic_clip},
                    params={"head": str(aesthetic_head)}),
+        write_card(cards / "vqascore-tiny.yaml", "vqascore-tiny", "vqascore", "tifa-v1.0", clip_t5,
+                   params={"backend": "clip-flant5", "dtype": "float32"}),
     ]
 
 

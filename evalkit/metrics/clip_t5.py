@@ -98,11 +98,13 @@ def projector(kind: str, vision_width: int, width: int) -> nn.Module:
 
 
 class ClipT5(nn.Module):
-    def __init__(self, t5_config: Any, vision_config: Any) -> None:
+    def __init__(self, t5_config: Any, vision_config: Any, tied_head: bool) -> None:
         from transformers import T5ForConditionalGeneration
 
         super().__init__()
         self.t5 = T5ForConditionalGeneration(t5_config)
+        if not tied_head:  # FlanT5 (T5 v1.1) has its own lm_head; transformers 5 ties it at construction
+            self.t5.lm_head.weight = nn.Parameter(self.t5.lm_head.weight.detach().clone())
         select = VisionSelect(int(getattr(t5_config, "mm_vision_select_layer", -2)),
                               str(getattr(t5_config, "mm_vision_select_feature", "patch")))
         self.vision_tower = VisionTower(vision_config, select)
@@ -147,17 +149,45 @@ def read_config(folder: Path) -> dict[str, Any]:
     return dict(config)
 
 
+def module_name(key: str, net: ClipT5) -> str:
+    """A checkpoint name (the reference's, saved by transformers 4: `...vision_tower.vision_model.*`) as
+    this module names it (transformers 5's CLIPVisionModel has no `vision_model.` level)."""
+    if key.startswith("mm_projector."):
+        return key
+    if key.startswith(VISION_PREFIX):
+        rest = key[len(VISION_PREFIX):]
+        flat = not hasattr(net.vision_tower.vision_tower, "vision_model")
+        return VISION_PREFIX + (rest.removeprefix("vision_model.") if flat else rest)
+    return "t5." + key
+
+
+def checkpoint_name(key: str) -> str:
+    """The inverse of `module_name`: what the reference's checkpoint calls this module's tensor."""
+    if key.startswith("t5."):
+        return key[len("t5."):]
+    if key.startswith(VISION_PREFIX) and not key.startswith(VISION_PREFIX + "vision_model."):
+        return VISION_PREFIX + "vision_model." + key[len(VISION_PREFIX):]
+    return key
+
+
+def t5_config_of(config: dict[str, Any]) -> Any:
+    """transformers' T5Config of a CLIP-T5 config.json (its mm_* fields ride along as attributes)."""
+    from transformers import T5Config
+
+    return T5Config(**{k: v for k, v in config.items() if k not in ("model_type", "architectures")})
+
+
 def load_clip_t5(model: Path, vision: Path) -> ClipT5:
     """The checkpoint in `model` (safetensors, the reference's names); vision weights from it when it has
     them (a saved CLIPT5ForConditionalGeneration holds its whole tower), else from the CLIP folder `vision`,
     the tower the reference builds before loading the checkpoint over it."""
     from safetensors import safe_open
-    from transformers import CLIPVisionConfig, CLIPVisionModel, T5Config
+    from transformers import CLIPVisionConfig, CLIPVisionModel
 
     config = read_config(model)
-    t5_config = T5Config(**{k: v for k, v in config.items() if k not in ("model_type", "architectures")})
+    tied = bool(config.get("tie_word_embeddings", True))
     vision_config = CLIPVisionConfig.from_pretrained(str(vision))
-    net = ClipT5(t5_config, vision_config)
+    net = ClipT5(t5_config_of(config), vision_config, tied)
     state: dict[str, torch.Tensor] = {}
     files = sorted(model.glob("*.safetensors"))
     if not files:
@@ -169,20 +199,14 @@ def load_clip_t5(model: Path, vision: Path) -> ClipT5:
             for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
                 state[key] = f.get_tensor(key)
     state.pop("embed_tokens.weight", None)  # the reference's alias of encoder.embed_tokens (= shared)
-    ours: dict[str, torch.Tensor] = {}
-    for key, tensor in state.items():
-        if key.startswith(VISION_PREFIX) or key.startswith("mm_projector."):
-            ours[key] = tensor
-        else:
-            ours["t5." + key] = tensor
+    ours = {module_name(key, net): tensor for key, tensor in state.items()}
     if not any(k.startswith(VISION_PREFIX) for k in ours):
         tower = CLIPVisionModel.from_pretrained(str(vision), use_safetensors=True)
         ours.update({VISION_PREFIX + k: v for k, v in tower.state_dict().items()})
     missing, unexpected = net.load_state_dict(ours, strict=False)
-    tied = {"t5.encoder.embed_tokens.weight", "t5.decoder.embed_tokens.weight"}
-    if config.get("tie_word_embeddings", True):
-        tied.add("t5.lm_head.weight")
-    missing = [k for k in missing if k not in tied]
+    aliases = {"t5.encoder.embed_tokens.weight", "t5.decoder.embed_tokens.weight"} | ({"t5.lm_head.weight"} if tied
+                                                                                       else set())
+    missing = [k for k in missing if k not in aliases]
     if missing or unexpected:
         raise EvalkitError(f"{model} does not fit CLIP-T5 (missing {missing[:3]}, unexpected {unexpected[:3]})",
                            "point the card at a CLIP-FlanT5 checkpoint and its vision tower")

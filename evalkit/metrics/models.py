@@ -17,8 +17,8 @@ from evalkit.runtime.assets import resolve_hub_snapshot
 
 MODEL_FILE_SUFFIXES = (".safetensors", ".json", ".txt", ".model")
 HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors"]
-PROCESSOR_FILE_SUFFIXES = (".json", ".txt")
-PROCESSOR_PATTERNS = ["*.json", "*.txt"]
+PROCESSOR_FILE_SUFFIXES = (".json", ".txt", ".model")
+PROCESSOR_PATTERNS = ["*.json", "*.txt", "*.model"]
 
 
 @dataclass(frozen=True)
@@ -44,14 +44,14 @@ def resolve_model(ref: ModelRef) -> ResolvedModel:
     return resolved
 
 
-def resolve_processor(ref: ModelRef) -> ResolvedModel:
-    """A tokenizer + image-processor folder whose weights are not loaded (PickScore takes its processor
-    from the CLIP-H repository): only its configs and vocabulary are fetched and hashed."""
+def resolve_processor(ref: ModelRef, required: str = "preprocessor_config.json") -> ResolvedModel:
+    """A processor or tokenizer folder whose weights are not loaded (PickScore's processor is CLIP-H's,
+    VQAScore's tokenizer FlanT5-XXL's): only its configs and vocabulary are fetched and hashed."""
     resolved = _resolve(ref, PROCESSOR_PATTERNS, PROCESSOR_FILE_SUFFIXES)
-    if "preprocessor_config.json" not in resolved.files:
-        raise EvalkitError(f"{ref.role} {ref.source} has no preprocessor_config.json in {resolved.folder}",
+    if required not in resolved.files:
+        raise EvalkitError(f"{ref.role} {ref.source} has no {required} in {resolved.folder}",
                            f"fetch it with `hf download {ref.source} --revision {ref.revision} --include '*.json' "
-                           "'*.txt'`")
+                           "'*.txt' '*.model'`")
     return resolved
 
 

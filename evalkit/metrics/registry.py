@@ -109,6 +109,15 @@ BUILTINS: Mapping[str, Implementation] = MappingProxyType({
     ),
     "imagereward": Implementation(factory="evalkit.metrics.imagereward:ImageReward", any_prompts=True),
     "pickscore": Implementation(factory="evalkit.metrics.pickscore:PickScore", any_prompts=True),
+    "vqascore": Implementation(
+        factory="evalkit.metrics.vqascore:VQAScore",
+        any_prompts=True,
+        params=(Param("backend", str, "clip-flant5", "the VQA model: clip-flant5 (CLIP-FlanT5, the reference's)"),
+                Param("question_template", str, 'Does this figure show "{}"? Please answer yes or no.',
+                      "the question, {} replaced by the prompt (t2v_metrics' default)"),
+                Param("answer", str, "Yes", "the answer whose likelihood is the score"),
+                Param("dtype", str, "bfloat16", "bfloat16: the reference's on CUDA (float32 on CPU); float32")),
+    ),
     "aesthetic": Implementation(
         factory="evalkit.metrics.aesthetic:Aesthetic",
         any_prompts=True,
