@@ -65,8 +65,6 @@ def tokenizer_step(spec: dict) -> dict:
 
 
 def score_step(spec: dict) -> dict:
-    import torch
-
     module = import_clip_t5_model()
     module.CLIP_T5_MODELS["tiny"] = {"tokenizer": {"path": spec["tokenizer"], "model_max_length": 2048},
                                      "model": {"path": spec["model"], "conversation": "t5_chat",
@@ -92,8 +90,8 @@ def score_step(spec: dict) -> dict:
     question = module.format_question(module.default_question_template.format(spec["texts"][0]), "t5_chat")
     ids = list(t5_tokenizer_image_token(question, scorer.tokenizer))
     answer = list(t5_tokenizer_image_token(module.default_answer_template, scorer.tokenizer))
-    return {"scores": scores, "bfloat16_on_cpu": as_loaded, "input_ids": ids, "answer_ids": answer, "slow": type(scorer.tokenizer).__name__,
-            "dtype": str(next(scorer.model.parameters()).dtype), "torch_threads": torch.get_num_threads(),
+    return {"scores": scores, "bfloat16_on_cpu": as_loaded, "input_ids": ids, "answer_ids": answer,
+            "slow": type(scorer.tokenizer).__name__, "dtype": str(next(scorer.model.parameters()).dtype),
             "versions": {n: metadata.version(n) for n in ("t2v_metrics", "transformers", "torch")}}
 
 
