@@ -35,7 +35,12 @@ N_FAKE = len(REAL_SIZES)  # one generated image per prompt, each prompt naming i
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("parity-cmmd")
-    os.environ.setdefault("XDG_CACHE_HOME", str(tmp / "cache"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp / "cache"))  # the reference embeddings stay in the sandbox
+        return _compare(tmp)
+
+
+def _compare(tmp):
     clip = write_tiny_cmmd(tmp / "clip", seed=4)
     rng = np.random.default_rng(8)
     coco = tmp / "coco"
