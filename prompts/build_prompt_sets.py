@@ -251,7 +251,59 @@ def build_imagereward(shared: Path) -> SetFiles:
     return package_set(pset, desc, note, [src], shared)
 
 
+# --------------------------------------------------------------------------- DSG-1k
+
+DSG_UPSTREAM = Path(__file__).resolve().parent / "upstream"  # not in ../shared/data: kept in this repository
+DSG_SOURCE = "https://github.com/j-min/DSG/blob/7330119a39f76ff90e619a8bd3ff321e71aa986b/dsg/data/dsg-1k-anns.csv"
+DSG_LICENCE = "Apache-2.0 (DSG questions); prompts from their source datasets (see LICENSE-NOTE.txt)"
+DSG_SOURCES = {"tifa160": 160, "whoops": 100, "localized_narratives": 100, "posescript": 100, "vrd": 100,
+               "countbench": 100, "midjourney": 100, "drawtext": 100, "stanford_paragraph": 100, "diffusiondb": 100}
+
+
+def dsg_prompts(rows: list[dict[str, str]]) -> tuple[Prompt, ...]:
+    """One prompt per DSG item (first-appearance order), its questions under data.dsg in proposition order."""
+    items: dict[str, tuple[str, list[dict[str, Any]]]] = {}
+    for row in rows:
+        text, questions = items.setdefault(row["item_id"], (row["text"], []))
+        if row["text"] != text:
+            raise SystemExit(f"DSG item {row['item_id']} has two texts")
+        questions.append({"id": int(row["proposition_id"]), "question": row["question_natural_language"],
+                          "dependency": row["dependency"],
+                          "category": row["category_broad"], "detail": row["category_detailed"],
+                          "tuple": row["tuple"], "keywords": row["keywords"]})
+    prompts = []
+    for item_id, (text, questions) in items.items():
+        source = item_id.rsplit("_", 1)[0]
+        if source not in DSG_SOURCES:
+            raise SystemExit(f"unexpected DSG item prefix in {item_id!r}")
+        questions.sort(key=lambda q: q["id"])
+        prompts.append(Prompt(item_id, text, (source,), {"dsg": questions}))
+    return tuple(prompts)
+
+
+def build_dsg(shared: Path) -> SetFiles:
+    del shared  # the DSG file is kept in this repository (prompts/upstream/dsg/)
+    src = DSG_UPSTREAM / "dsg" / "dsg-1k-anns.csv"
+    prompts = dsg_prompts(read_table(src, ","))
+    counts = Counter(p.tags[0] for p in prompts)
+    if dict(counts) != DSG_SOURCES:
+        raise SystemExit(f"DSG-1k source counts changed: {dict(counts)}")
+    pset = PromptSet("dsg-1k", SET_VERSION, DSG_SOURCE, DSG_LICENCE, prompts)
+    note = licence_note(
+        DSG_UPSTREAM / "dsg" / "LICENSE-NOTE.txt",
+        "the rows of dsg-1k-anns.csv grouped by item_id into one prompt each (first-appearance order); "
+        "id = item_id, text verbatim, tags = [item_id prefix], data.dsg = the item's questions in proposition "
+        "order: id (proposition_id, an integer), question (question_natural_language), dependency (the parent "
+        "ids as upstream writes them, e.g. \"1,2\", 0 = none, 10 rows (in 8 items) with a stray word such as "
+        "\"5, right\"), "
+        "category (category_broad), detail (category_detailed), tuple, keywords - all verbatim.",
+    )
+    desc = "DSG-1k: 1,060 prompts with their 8,182 Davidsonian scene-graph questions and dependencies"
+    return package_set(pset, desc, note, [src], DSG_UPSTREAM, tag_kinds=("source",))
+
+
 BUILDERS: dict[str, Callable[[Path], SetFiles]] = {
+    "dsg-1k": build_dsg,
     "tifa-v1.0": build_tifa,
     "tifa-v1.0-sample": build_tifa_sample,
     "coco-10k": build_coco_10k,

@@ -22,7 +22,7 @@ def test_demo_writes_images_records_and_scores(cli, tmp_path, monkeypatch):
     validator = jsonschema.Draft202012Validator(json.loads(schema_path().read_text()))
     for step in steps:
         step_dir = out / "runs" / step
-        assert len(list((step_dir / "images").rglob("*.png"))) == 18
+        assert len(list((step_dir / "images").rglob("*.png"))) == 26
         summary = json.loads(next((step_dir / "scores" / "clip-tiny").glob("*.summary.json")).read_text())
         assert summary["n_images"] == 8 and -1.0 <= summary["values"]["value"] <= 1.0
         tifa = json.loads(next((step_dir / "scores" / "tifa-tiny").glob("*.summary.json")).read_text())
@@ -42,6 +42,8 @@ def test_demo_writes_images_records_and_scores(cli, tmp_path, monkeypatch):
         assert [json.loads(r)["records"] for r in prdc_records] == [json.loads(r)["records"] for r in fid_records]
         cmmd = json.loads(next((step_dir / "scores" / "cmmd-tiny").glob("*.summary.json")).read_text())
         assert cmmd["values"]["n_ref"] == 8 and cmmd["values"]["value"] > 0
+        dsg = json.loads(next((step_dir / "scores" / "dsg-tiny").glob("*.summary.json")).read_text())
+        assert dsg["n_images"] == 8 and 0.0 <= dsg["values"]["value"] <= dsg["values"]["without_dependency"] <= 1.0
         vqa = json.loads(next((step_dir / "scores" / "vqascore-tiny").glob("*.summary.json")).read_text())
         assert vqa["n_images"] == 8 and 0.0 < vqa["values"]["value"] < 1.0 and vqa["values"]["backend"] == "clip-flant5"
         for name in ("pickscore-tiny", "aesthetic-tiny"):
@@ -50,7 +52,8 @@ def test_demo_writes_images_records_and_scores(cli, tmp_path, monkeypatch):
         run = json.loads((step_dir / "run.json").read_text())
         validator.validate(run)
         assert set(run["metrics"]) == {"clip-tiny", "tifa-tiny", "imagereward-tiny", "hpsv2-tiny", "fid-tiny",
-                                       "prdc-tiny", "cmmd-tiny", "pickscore-tiny", "aesthetic-tiny", "vqascore-tiny"}
+                                       "prdc-tiny", "cmmd-tiny", "pickscore-tiny", "aesthetic-tiny", "vqascore-tiny",
+                                       "dsg-tiny"}
         assert run["metrics"]["tifa-tiny"]["record_view"]["filter"] == "element_type"  # the site lists questions
         assert "record_view" not in run["metrics"]["imagereward-tiny"]  # one value per image: the default view
         for entry in run["metrics"].values():
@@ -65,7 +68,7 @@ def test_demo_writes_images_records_and_scores(cli, tmp_path, monkeypatch):
     assert {row["model"] for b in board["boards"] for row in b["rows"]} == {"tiny-sd", "tiny-sd-train"}
     assert (out / "site" / "index.html").is_file()
     index = (out / "site" / "index.html").read_text()
-    for name in ("prdc-tiny", "cmmd-tiny", "pickscore-tiny", "aesthetic-tiny", "vqascore-tiny"):  # every metric
+    for name in ("prdc-tiny", "cmmd-tiny", "pickscore-tiny", "aesthetic-tiny", "vqascore-tiny", "dsg-tiny"):
         assert name in index
     gallery = (out / "site" / "gallery.html").read_text()
     assert 'class="record-filter"' in gallery and "questions correct</summary>" in gallery and "VQA said" in gallery

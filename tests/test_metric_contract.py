@@ -51,7 +51,7 @@ IMPLEMENTATIONS = sorted(BUILTINS)
 # The uninterrupted reference run uses this batch size; 8 images per metric make it one full
 # batch and one of a single image, so both a batch boundary and a partial batch are exercised.
 REFERENCE_BATCH = 7
-IMAGES = 8  # per metric: 8 coco-10k and 8 tifa-v1.0 prompts, or the 2 sample prompts x 4 images
+IMAGES = 8  # per metric: 8 coco-10k, tifa-v1.0 or dsg-1k prompts, or the 2 sample prompts x 4 images
 # BATCH SHAPES: every scoring call here batches 7+1, 1 or 4 images (FID references: 8 or 4). On CPU the
 # first forward of a new batch shape costs 1-3 s of kernel set-up in Inception, so the suite sticks
 # to these few shapes to stay fast; the contract itself does not depend on them.
@@ -111,14 +111,15 @@ def contract(tmp_path_factory: pytest.TempPathFactory, sd_dir: Path) -> Iterator
         mp.setenv("XDG_CACHE_HOME", str(root / "cache"))  # FID reference statistics stay in the sandbox
         coco = load_prompt_set("coco-10k").head(IMAGES)
         tifa = load_prompt_set("tifa-v1.0").head(IMAGES)
+        dsg = load_prompt_set("dsg-1k").head(IMAGES)
         sample = load_prompt_set("tifa-v1.0-sample")
         models = root / "models"
         card_paths = build_demo_cards(models, list(coco))
         cards = {read_card(p).implementation: p for p in card_paths}
-        main = _generate_shards(sd_dir, root / "gen-main", [coco, tifa], images_per_prompt=1)
+        main = _generate_shards(sd_dir, root / "gen-main", [coco, tifa, dsg], images_per_prompt=1)
         per_sample = IMAGES // len(sample)  # TIFA's two sample prompts, 4 images each
         sample_step = _generate_shards(sd_dir, root / "gen-sample", [sample], images_per_prompt=per_sample)
-        steps = {"coco-10k": main, "tifa-v1.0": main, "tifa-v1.0-sample": sample_step}
+        steps = {"coco-10k": main, "tifa-v1.0": main, "dsg-1k": main, "tifa-v1.0-sample": sample_step}
         yield Contract(root, cards, MetricContext(coco_images=coco_dir(models)), steps)
 
 

@@ -37,6 +37,7 @@ needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"upstream data no
 # Pinned on purpose: a change here invalidates every cached result keyed on these sets.
 FINGERPRINTS = {
     "coco-10k": "e53465a3f76daf4506671b39bfaabe4661ebad8a9af82e9a22526b3a9cb393b3",
+    "dsg-1k": "926d7210e9c0",
     "imagereward-benchmark": "87a5a1f5ea34",
     "partiprompts": "61bdb5db7756",
     "tifa-v1.0": "4666b9422487",
@@ -44,6 +45,7 @@ FINGERPRINTS = {
 }
 SIZES = {
     "coco-10k": 10_000,
+    "dsg-1k": 1060,
     "imagereward-benchmark": 100,
     "partiprompts": 1632,
     "tifa-v1.0": 4081,

@@ -125,6 +125,9 @@ def build_demo_cards(models: Path, coco_prompts: list[Prompt]) -> list[Path]:
                    params={"head": str(aesthetic_head)}),
         write_card(cards / "vqascore-tiny.yaml", "vqascore-tiny", "vqascore", "tifa-v1.0", clip_t5,
                    params={"backend": "clip-flant5", "dtype": "float32"}),
+        # DSG-1k's own questions (shipped with the prompt set), answered by the tiny GIT
+        write_card(cards / "dsg-tiny.yaml", "dsg-tiny", "dsg", "dsg-1k", {"vqa": models / "tiny-git"},
+                   params={"vqa_backend": "git"}),
     ]
 
 
@@ -251,7 +254,7 @@ def _run_demo(out: Path, quiet: bool, threads: int) -> list[StepOutcome]:
     click.echo(f"(torch uses {threads} CPU thread(s): the idle cores; OMP_NUM_THREADS overrides)")
     started = time.perf_counter()
     sets = [load_prompt_set("tifa-v1.0").head(DEMO_PROMPTS), load_prompt_set("coco-10k").head(DEMO_PROMPTS),
-            load_prompt_set("tifa-v1.0-sample")]
+            load_prompt_set("tifa-v1.0-sample"), load_prompt_set("dsg-1k").head(DEMO_PROMPTS)]
     models, runs = out / "models", out / "runs"
     with quiet_loading():
         pipeline_dir, training_dir = build_demo_models(models)

@@ -109,6 +109,11 @@ BUILTINS: Mapping[str, Implementation] = MappingProxyType({
     ),
     "imagereward": Implementation(factory="evalkit.metrics.imagereward:ImageReward", any_prompts=True),
     "pickscore": Implementation(factory="evalkit.metrics.pickscore:PickScore", any_prompts=True),
+    "dsg": Implementation(
+        factory="evalkit.metrics.dsg:DSG",
+        params=(Param("vqa_backend", str, "mplug-large", "a VQA backend of evalkit.metrics.tifa.vqa.BACKENDS"),
+                Param("dtype", str, "float32", "VQA precision: float32 (the reference's), bfloat16 or float16")),
+    ),
     "vqascore": Implementation(
         factory="evalkit.metrics.vqascore:VQAScore",
         any_prompts=True,
