@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evalkit.metrics.cards import MetricCard, ModelRef, shipped_cards
-from evalkit.metrics.registry import BUILTINS, available
+from evalkit.metrics.registry import BUILTINS, available, card_of
 from evalkit.runtime.assets import is_cached
 from evalkit.runtime.extras import installed
 
@@ -38,6 +38,10 @@ def _card_listing(name: str, origin: str, card: MetricCard) -> MetricListing:
         values = row.values(card)
         missing += [f"put the {param} file at {values[param]}" for param in row.local_files
                     if not Path(str(values[param])).expanduser().is_file()]
+        for param in row.card_refs:  # what the named card needs, this one needs too
+            other = card_of(str(values[param]))
+            missing += [f"{other.name}: {m}" for m in _card_listing(other.name, "", other).missing
+                        if not m.startswith("pip install")]
     models = tuple(ref.source + (f"@{ref.revision}" if ref.revision != "main" else "") for ref in card.models)
     return MetricListing(name, origin, card.implementation, card.prompt_set, card.higher_is_better, models,
                          tuple(missing))

@@ -61,6 +61,7 @@ class Implementation:
     card: PluginCard | None = None  # plugins: what a bare `--metrics NAME` scores with
     extras: tuple[str, ...] = ()  # evalkit extras (runtime.extras.EXTRAS) its code needs
     local_files: tuple[str, ...] = ()  # params naming local weight files (`metrics list` checks them)
+    card_refs: tuple[str, ...] = ()  # params naming another card whose files it uses (PRDC: its FID card)
     # It needs only each image and its prompt's text (no per-prompt data: TIFA's questions, FID's COCO
     # images), so `NAME@SET` may score it on another prompt set, free prompts included.
     any_prompts: bool = False
@@ -166,6 +167,7 @@ BUILTINS: Mapping[str, Implementation] = MappingProxyType({
     "prdc": Implementation(
         factory="evalkit.metrics.prdc:PRDC",
         extras=("fid",),
+        card_refs=("features",),
         params=(Param("features", str, "fid", "the FID card whose Inception features and reference it reuses"),
                 Param("value", str, "precision", "the headline value: precision, recall, density or coverage"),
                 Param("pr_k", int, 3, "k of precision/recall (torch-fidelity's prc_neighborhood)"),
