@@ -18,9 +18,7 @@ CUDA runs the vision tower in float16; on CPU it is float32, as here).
 
 from __future__ import annotations
 
-import math
 import pickle
-import statistics
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -32,7 +30,7 @@ from torch import nn
 
 from evalkit.errors import EvalkitError
 from evalkit.fileio.hashing import sha256_file
-from evalkit.metrics.api import ImageItem, MetricInfo, Ratio, Record, mean_value_ratios
+from evalkit.metrics.api import ImageItem, MetricInfo, Ratio, Record, mean_value_aggregate, mean_value_ratios
 from evalkit.metrics.cards import MetricCard
 from evalkit.metrics.clip_vision import load_clip_vision
 from evalkit.metrics.context import MetricContext
@@ -140,8 +138,4 @@ class Aesthetic:
         return mean_value_ratios(groups)
 
     def aggregate(self, records: Sequence[Record]) -> dict[str, Any]:
-        values = [float(r["value"]) for r in records]
-        if not values:
-            return {"value": math.nan, "n": 0, "stdev": math.nan}
-        stdev = statistics.stdev(values) if len(values) > 1 else math.nan
-        return {"value": math.fsum(values) / len(values), "n": len(values), "stdev": stdev}
+        return mean_value_aggregate(records)

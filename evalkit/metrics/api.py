@@ -10,6 +10,8 @@ aggregates, breakdowns and confidence intervals can always be recomputed from th
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,3 +157,12 @@ def mean_value_ratios(groups: Sequence[Sequence[Record]]) -> dict[str, Ratio]:
     num = [sum(float(r["value"]) for r in g) / len(g) if g else 0.0 for g in groups]
     den = [1.0 if g else 0.0 for g in groups]
     return {"value": (num, den)}
+
+
+def mean_value_aggregate(records: Sequence[Record], **extra: Any) -> dict[str, Any]:
+    """The mean and sample stdev of the records' `value` over images (NaN when undefined), plus `extra`."""
+    values = [float(r["value"]) for r in records]
+    if not values:
+        return {"value": math.nan, "n": 0, "stdev": math.nan, **extra}
+    stdev = statistics.stdev(values) if len(values) > 1 else math.nan
+    return {"value": math.fsum(values) / len(values), "n": len(values), "stdev": stdev, **extra}

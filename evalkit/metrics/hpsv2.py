@@ -31,9 +31,7 @@ the scale is exactly 1 and then cannot run such an image at all).
 
 from __future__ import annotations
 
-import math
 import pickle
-import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,7 +41,7 @@ from PIL import Image
 
 from evalkit.errors import EvalkitError
 from evalkit.fileio.hashing import sha256_file
-from evalkit.metrics.api import ImageItem, MetricInfo, Ratio, Record, mean_value_ratios
+from evalkit.metrics.api import ImageItem, MetricInfo, Ratio, Record, mean_value_aggregate, mean_value_ratios
 from evalkit.metrics.cards import MetricCard
 from evalkit.metrics.context import MetricContext
 from evalkit.metrics.preprocess import CLIP_MEAN, CLIP_STD
@@ -141,12 +139,7 @@ class HPSv2:
         return mean_value_ratios(groups)
 
     def aggregate(self, records: Sequence[Record]) -> dict[str, Any]:
-        values = [float(r["value"]) for r in records]
-        extra = {"scale": self.scale, "hps_version": self.hps_version}
-        if not values:
-            return {"value": math.nan, "n": 0, "stdev": math.nan, **extra}
-        stdev = statistics.stdev(values) if len(values) > 1 else math.nan
-        return {"value": math.fsum(values) / len(values), "n": len(values), "stdev": stdev, **extra}
+        return mean_value_aggregate(records, scale=self.scale, hps_version=self.hps_version)
 
 
 # --- preprocessing ------------------------------------------------------------------------------------------

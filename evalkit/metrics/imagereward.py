@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
-import statistics
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -27,7 +25,7 @@ from PIL import Image
 from torch import nn
 
 from evalkit.errors import EvalkitError
-from evalkit.metrics.api import ImageItem, MetricInfo, Ratio, Record, mean_value_ratios
+from evalkit.metrics.api import ImageItem, MetricInfo, Ratio, Record, mean_value_aggregate, mean_value_ratios
 from evalkit.metrics.cards import MetricCard, ModelRef
 from evalkit.metrics.context import MetricContext
 from evalkit.metrics.imagereward_convert import (
@@ -173,11 +171,7 @@ class ImageReward:
         return mean_value_ratios(groups)
 
     def aggregate(self, records: Sequence[Record]) -> dict[str, Any]:
-        values = [float(r["value"]) for r in records]
-        if not values:
-            return {"value": math.nan, "n": 0, "stdev": math.nan}
-        stdev = statistics.stdev(values) if len(values) > 1 else math.nan
-        return {"value": math.fsum(values) / len(values), "n": len(values), "stdev": stdev}
+        return mean_value_aggregate(records)
 
 
 def resolve_converted(ref: ModelRef) -> ResolvedModel:

@@ -18,8 +18,6 @@ everywhere (what the parity test checks, to 1e-5).
 from __future__ import annotations
 
 import contextlib
-import math
-import statistics
 from collections.abc import Iterator, Sequence
 from functools import cached_property
 from typing import Any
@@ -28,7 +26,7 @@ import torch
 from PIL import Image
 
 from evalkit.errors import EvalkitError
-from evalkit.metrics.api import ImageItem, MetricInfo, Ratio, Record, mean_value_ratios
+from evalkit.metrics.api import ImageItem, MetricInfo, Ratio, Record, mean_value_aggregate, mean_value_ratios
 from evalkit.metrics.cards import MetricCard
 from evalkit.metrics.clip_t5 import ClipT5, expand2square, image_token_ids, load_clip_t5, t5_chat
 from evalkit.metrics.context import MetricContext
@@ -142,8 +140,4 @@ class VQAScore:
         return mean_value_ratios(groups)
 
     def aggregate(self, records: Sequence[Record]) -> dict[str, Any]:
-        values = [float(r["value"]) for r in records]
-        if not values:
-            return {"value": math.nan, "n": 0, "stdev": math.nan, "backend": self.backend}
-        stdev = statistics.stdev(values) if len(values) > 1 else math.nan
-        return {"value": math.fsum(values) / len(values), "n": len(values), "stdev": stdev, "backend": self.backend}
+        return mean_value_aggregate(records, backend=self.backend)
