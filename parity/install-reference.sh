@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the reference environment of the parity tests in .venv-ref (if missing): the pinned
-# requirements installed normally, then the two reference packages and openai-clip with
-# --no-deps, then the BPE vocabulary that hpsv2's bundled open_clip expects next to itself.
+# requirements installed normally, then the reference packages (image-reward, hpsv2, openai-clip,
+# t2v_metrics, qwen-vl-utils) with --no-deps, then the BPE vocabulary that hpsv2's bundled
+# open_clip expects next to itself.
 # Needs network access to PyPI only; a second run with .venv-ref present does nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +18,7 @@ PIP=(env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null "$VENV/bin/python" -m pip)
 [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
 "${PIP[@]}" install -q --upgrade pip
 "${PIP[@]}" install -q -r parity/requirements-reference.txt
-"${PIP[@]}" install -q --no-deps image-reward==1.5 hpsv2==1.2.0 openai-clip==1.0.1 t2v_metrics==3.0
+"${PIP[@]}" install -q --no-deps image-reward==1.5 hpsv2==1.2.0 openai-clip==1.0.1 t2v_metrics==3.0 qwen-vl-utils==0.0.14
 "$VENV/bin/python" - <<'PY'
 import pathlib, shutil
 import open_clip, hpsv2
@@ -27,5 +28,5 @@ if not dst.exists():
     shutil.copyfile(src, dst)
 print("bpe vocabulary at", dst)
 PY
-HF_HUB_OFFLINE=1 "$VENV/bin/python" -c "import ImageReward, hpsv2.img_score, clip, pytorch_fid.fid_score, modelscope.models.multi_modal.mplug.modeling_mplug, prdc, aesthetics_predictor; print('reference packages import')"
+HF_HUB_OFFLINE=1 "$VENV/bin/python" -c "import ImageReward, hpsv2.img_score, clip, pytorch_fid.fid_score, qwen_vl_utils, modelscope.models.multi_modal.mplug.modeling_mplug, prdc, aesthetics_predictor; print('reference packages import')"
 touch "$STAMP"

@@ -32,7 +32,8 @@ from importlib import metadata
 from pathlib import Path
 
 
-def import_clip_t5_model():
+def import_t2v(module_name: str):
+    """t2v_metrics.models.vqascore_models.<module_name>, its parents stubbed (module doc)."""
     root = Path(importlib.util.find_spec("t2v_metrics").submodule_search_locations[0])
     for name, folder in [("t2v_metrics", root), ("t2v_metrics.models", root / "models"),
                          ("t2v_metrics.models.vqascore_models", root / "models" / "vqascore_models")]:
@@ -40,9 +41,7 @@ def import_clip_t5_model():
             module = types.ModuleType(name)
             module.__path__ = [str(folder)]
             sys.modules[name] = module
-    import t2v_metrics.models.vqascore_models.clip_t5_model as clip_t5_model
-
-    return clip_t5_model
+    return importlib.import_module(f"t2v_metrics.models.vqascore_models.{module_name}")
 
 
 def tokenizer_step(spec: dict) -> dict:
@@ -65,7 +64,7 @@ def tokenizer_step(spec: dict) -> dict:
 
 
 def score_step(spec: dict) -> dict:
-    module = import_clip_t5_model()
+    module = import_t2v("clip_t5_model")
     module.CLIP_T5_MODELS["tiny"] = {"tokenizer": {"path": spec["tokenizer"], "model_max_length": 2048},
                                      "model": {"path": spec["model"], "conversation": "t5_chat",
                                                "image_aspect_ratio": "pad"}}

@@ -46,6 +46,9 @@ def test_demo_writes_images_records_and_scores(cli, tmp_path, monkeypatch):
         assert dsg["n_images"] == 8 and 0.0 <= dsg["values"]["value"] <= dsg["values"]["without_dependency"] <= 1.0
         vqa = json.loads(next((step_dir / "scores" / "vqascore-tiny").glob("*.summary.json")).read_text())
         assert vqa["n_images"] == 8 and 0.0 < vqa["values"]["value"] < 1.0 and vqa["values"]["backend"] == "clip-flant5"
+        qwen = json.loads(next((step_dir / "scores" / "vqascore-qwen-tiny").glob("*.summary.json")).read_text())
+        assert qwen["n_images"] == 8 and 0.0 < qwen["values"]["value"] < 1.0
+        assert qwen["values"]["backend"] == "qwen2.5-vl"
         for name in ("pickscore-tiny", "aesthetic-tiny"):
             summary = json.loads(next((step_dir / "scores" / name).glob("*.summary.json")).read_text())
             assert summary["n_images"] == 8 and summary["values"]["value"] == summary["values"]["value"]  # not NaN
@@ -53,7 +56,7 @@ def test_demo_writes_images_records_and_scores(cli, tmp_path, monkeypatch):
         validator.validate(run)
         assert set(run["metrics"]) == {"clip-tiny", "tifa-tiny", "imagereward-tiny", "hpsv2-tiny", "fid-tiny",
                                        "prdc-tiny", "cmmd-tiny", "pickscore-tiny", "aesthetic-tiny", "vqascore-tiny",
-                                       "dsg-tiny"}
+                                       "vqascore-qwen-tiny", "dsg-tiny"}
         assert run["metrics"]["tifa-tiny"]["record_view"]["filter"] == "element_type"  # the site lists questions
         assert "record_view" not in run["metrics"]["imagereward-tiny"]  # one value per image: the default view
         for entry in run["metrics"].values():
@@ -68,7 +71,8 @@ def test_demo_writes_images_records_and_scores(cli, tmp_path, monkeypatch):
     assert {row["model"] for b in board["boards"] for row in b["rows"]} == {"tiny-sd", "tiny-sd-train"}
     assert (out / "site" / "index.html").is_file()
     index = (out / "site" / "index.html").read_text()
-    for name in ("prdc-tiny", "cmmd-tiny", "pickscore-tiny", "aesthetic-tiny", "vqascore-tiny", "dsg-tiny"):
+    for name in ("prdc-tiny", "cmmd-tiny", "pickscore-tiny", "aesthetic-tiny", "vqascore-tiny", "vqascore-qwen-tiny",
+                 "dsg-tiny"):
         assert name in index
     gallery = (out / "site" / "gallery.html").read_text()
     assert 'class="record-filter"' in gallery and "questions correct</summary>" in gallery and "VQA said" in gallery

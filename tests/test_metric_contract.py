@@ -48,6 +48,10 @@ from evalkit.scoring.store import ScoreStore
 
 CPU = torch.device("cpu")
 IMPLEMENTATIONS = sorted(BUILTINS)
+# An implementation with more than one code path (VQAScore's backends) has a demo card per path; the
+# second and later are the cases "implementation/card name", so the contract runs every path.
+VARIANTS = ["vqascore/vqascore-qwen-tiny"]
+CASES = sorted(IMPLEMENTATIONS + VARIANTS)
 # The uninterrupted reference run uses this batch size; 8 images per metric make it one full
 # batch and one of a single image, so both a batch boundary and a partial batch are exercised.
 REFERENCE_BATCH = 7
@@ -115,7 +119,11 @@ def contract(tmp_path_factory: pytest.TempPathFactory, sd_dir: Path) -> Iterator
         sample = load_prompt_set("tifa-v1.0-sample")
         models = root / "models"
         card_paths = build_demo_cards(models, list(coco))
-        cards = {read_card(p).implementation: p for p in card_paths}
+        cards: dict[str, Path] = {}
+        for path in card_paths:
+            card = read_card(path)
+            key = card.implementation if card.implementation not in cards else f"{card.implementation}/{card.name}"
+            cards[key] = path
         main = _generate_shards(sd_dir, root / "gen-main", [coco, tifa, dsg], images_per_prompt=1)
         per_sample = IMAGES // len(sample)  # TIFA's two sample prompts, 4 images each
         sample_step = _generate_shards(sd_dir, root / "gen-sample", [sample], images_per_prompt=per_sample)
@@ -248,13 +256,13 @@ def copy_card_models(card: Path, dest: Path) -> tuple[Path, Path]:
 # --- the suite ----------------------------------------------------------------------------------------------
 
 def test_every_registered_implementation_has_a_tiny_demo_card(contract):
-    """A new implementation must come with a tiny card, or the contract below never sees it."""
-    assert sorted(contract.cards) == IMPLEMENTATIONS
-    for impl in IMPLEMENTATIONS:
+    """A new implementation (or a second code path's card) must be a case, or the contract below never sees it."""
+    assert sorted(contract.cards) == CASES
+    for impl in CASES:
         assert isinstance(contract.metric(impl), Metric)
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", CASES)
 def test_batch_size_one_and_seven_give_the_same_records_and_aggregate(contract, impl, tmp_path):
     reference = contract.reference(impl)
     step = contract.fresh_step(impl, tmp_path / "step")
@@ -264,7 +272,7 @@ def test_batch_size_one_and_seven_give_the_same_records_and_aggregate(contract, 
 
 
 @pytest.mark.parametrize("cut", ["mid-line", "newline-missing"])
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", CASES)
 def test_killed_run_resumes_with_only_the_missing_images(contract, impl, cut, tmp_path):
     """The store after a kill: 4 whole rows, then the 5th torn (mid-row, or all but its newline)."""
     reference = contract.reference(impl)
@@ -287,7 +295,7 @@ def test_killed_run_resumes_with_only_the_missing_images(contract, impl, cut, tm
                          if file in reference.records} and len(done) == IMAGES
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", CASES)
 def test_shards_scored_as_they_land_equal_one_run(contract, impl, tmp_path):
     """Generation shard 0 scored alone, then again once shard 1's manifest is there."""
     reference = contract.reference(impl)
@@ -304,7 +312,7 @@ def test_shards_scored_as_they_land_equal_one_run(contract, impl, tmp_path):
     assert_matches_reference(reference, second, stored_records(store_of(step, second)))
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", CASES)
 def test_stores_of_two_disjoint_halves_concatenated_equal_one_run(contract, impl, tmp_path):
     """Each half scored in its own copy (two machines); the append-only stores, concatenated, are one run's."""
     reference = contract.reference(impl)
@@ -326,7 +334,7 @@ def test_stores_of_two_disjoint_halves_concatenated_equal_one_run(contract, impl
     assert_matches_reference(reference, result, stored_records(store))
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", CASES)
 def test_a_changed_card_changes_the_fingerprint(contract, impl, tmp_path):
     """Any card content is part of the fingerprint (and so of the store's file name); a param the
     implementation does not declare is refused, never silently ignored."""
@@ -342,7 +350,7 @@ def test_a_changed_card_changes_the_fingerprint(contract, impl, tmp_path):
         create(str(probe), contract.context)
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", CASES)
 def test_changed_weights_under_the_same_card_never_reuse_stale_records(contract, impl, tmp_path):
     """Same card text, same model path; one weight changed in place → new fingerprint, everything rescored."""
     reference = contract.reference(impl)

@@ -75,9 +75,9 @@ def test_reference_ran_its_slow_tokenizer_in_float32(compared):
 
 def test_token_ids_equal_the_reference(compared):
     reference, metric, _ = compared
-    ours = image_token_ids(t5_chat(metric.question_template.format(TEXTS[0])), metric._tokenizer)
+    ours = image_token_ids(t5_chat(metric.question_template.format(TEXTS[0])), metric._scorer.tokenizer)
     assert ours == reference["input_ids"] and ours.count(-200) == 1 and ours.count(1) == 2  # a </s> per chunk
-    assert metric._answer_ids == reference["answer_ids"] and metric._answer_ids[-1] == 1
+    assert metric._scorer.answer_ids == reference["answer_ids"] and metric._scorer.answer_ids[-1] == 1
 
 
 def test_scores_equal_the_reference(compared):

@@ -67,10 +67,11 @@ def build_demo_cards(models: Path, coco_prompts: list[Prompt]) -> list[Path]:
     from evalkit.tiny.fid import write_random_inception, write_synthetic_coco
     from evalkit.tiny.hpsv2 import write_tiny_card, write_tiny_checkpoint
     from evalkit.tiny.imagereward import build_tiny_imagereward
+    from evalkit.tiny.qwen_vl import write_tiny_qwen_vl
     from evalkit.tiny.tifa_models import write_tiny_git, write_tiny_mpnet
 
     built: dict[str, Callable[[Path], object]] = {"tiny-clip": build_tiny_clip, "tiny-git": write_tiny_git,
-                                                  "tiny-mpnet": write_tiny_mpnet}
+                                                  "tiny-mpnet": write_tiny_mpnet, "tiny-qwen-vl": write_tiny_qwen_vl}
     for name, build in built.items():
         if not (models / name / "config.json").is_file():
             build(models / name)
@@ -125,6 +126,8 @@ def build_demo_cards(models: Path, coco_prompts: list[Prompt]) -> list[Path]:
                    params={"head": str(aesthetic_head)}),
         write_card(cards / "vqascore-tiny.yaml", "vqascore-tiny", "vqascore", "tifa-v1.0", clip_t5,
                    params={"backend": "clip-flant5", "dtype": "float32"}),
+        write_card(cards / "vqascore-qwen-tiny.yaml", "vqascore-qwen-tiny", "vqascore", "tifa-v1.0",
+                   {"model": models / "tiny-qwen-vl"}, params={"backend": "qwen2.5-vl", "dtype": "float32"}),
         # DSG-1k's own questions (shipped with the prompt set), answered by the tiny GIT
         write_card(cards / "dsg-tiny.yaml", "dsg-tiny", "dsg", "dsg-1k", {"vqa": models / "tiny-git"},
                    params={"vqa_backend": "git"}),

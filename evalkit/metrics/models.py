@@ -15,10 +15,13 @@ from evalkit.fileio.hashing import sha256_file, sha256_json
 from evalkit.metrics.cards import ModelRef
 from evalkit.runtime.assets import resolve_hub_snapshot
 
-MODEL_FILE_SUFFIXES = (".safetensors", ".json", ".txt", ".model")
-HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors"]
-PROCESSOR_FILE_SUFFIXES = (".json", ".txt", ".model")
-PROCESSOR_PATTERNS = ["*.json", "*.txt", "*.model"]
+# What loading needs from a hub repository: configs, safetensors weights, tokenizer vocabularies (BERT's
+# vocab.txt, T5's spiece.model, Qwen's merges.txt), chat templates (chat_template.jinja in newer repositories,
+# hashed too: it changes the prompts). Pickled `pytorch_model*.bin` copies are never fetched.
+MODEL_FILE_SUFFIXES = (".safetensors", ".json", ".txt", ".model", ".jinja")
+HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.jinja", "*.safetensors"]
+PROCESSOR_FILE_SUFFIXES = (".json", ".txt", ".model", ".jinja")
+PROCESSOR_PATTERNS = ["*.json", "*.txt", "*.model", "*.jinja"]
 
 
 @dataclass(frozen=True)

@@ -118,9 +118,10 @@ BUILTINS: Mapping[str, Implementation] = MappingProxyType({
     "vqascore": Implementation(
         factory="evalkit.metrics.vqascore:VQAScore",
         any_prompts=True,
-        params=(Param("backend", str, "clip-flant5", "the VQA model: clip-flant5 (CLIP-FlanT5, the reference's)"),
-                Param("question_template", str, 'Does this figure show "{}"? Please answer yes or no.',
-                      "the question, {} replaced by the prompt (t2v_metrics' default)"),
+        params=(Param("backend", str, "clip-flant5",
+                      "the VQA model: clip-flant5 (CLIP-FlanT5, the paper's) or qwen2.5-vl (Qwen2.5-VL/Qwen2-VL)"),
+                Param("question_template", str, None,
+                      "the question, {} replaced by the prompt (default: t2v_metrics' for the backend)"),
                 Param("answer", str, "Yes", "the answer whose likelihood is the score"),
                 Param("dtype", str, "bfloat16", "bfloat16: the reference's on CUDA (float32 on CPU); float32")),
     ),

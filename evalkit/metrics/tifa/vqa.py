@@ -37,6 +37,7 @@ import torch
 from PIL import Image
 
 from evalkit.errors import EvalkitError
+from evalkit.metrics.models import HUB_PATTERNS
 from evalkit.metrics.tifa.questions import Question
 from evalkit.runtime.assets import resolve_hub_snapshot
 from evalkit.runtime.imports import import_object
@@ -45,10 +46,6 @@ from evalkit.runtime.imports import import_object
 # into a single call, so that image is encoded once even if it has more questions than this.
 DEFAULT_MAX_ROWS = 32
 DEFAULT_REVISION = "main"
-# What loading needs from a hub repository: configs, safetensors weights, tokenizer vocabularies
-# (BERT's vocab.txt, T5's spiece.model, Qwen's merges.txt), chat templates (*.jinja in newer
-# repositories). Pickled `pytorch_model*.bin` copies are never fetched.
-HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]
 
 
 @runtime_checkable
@@ -269,10 +266,10 @@ class CheckpointFolder:
         """`cls.from_pretrained` on the folder, never the network."""
         return cls.from_pretrained(str(self.folder), local_files_only=True, **kwargs)
 
-    def image_processor(self) -> Any:
+    def image_processor(self, backend: str = "pil") -> Any:
         from transformers import AutoImageProcessor
 
-        return self.pretrained(AutoImageProcessor, backend="pil")
+        return self.pretrained(AutoImageProcessor, backend=backend)
 
     def model(self, cls: Any, dtype: torch.dtype) -> Any:
         return self.pretrained(cls, use_safetensors=True, dtype=dtype)

@@ -77,6 +77,17 @@ def question_messages(question: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": f"{question}\n{INSTRUCTION}"}]}]
 
 
+def chat_ids(processor: Any, messages: list[dict[str, Any]], n_image_tokens: int, name: str) -> list[int]:
+    """The chat-templated prompt's tokens, the image placeholder expanded to the image's tokens
+    (what the processor's `__call__` does, without preprocessing the image again)."""
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    if text.count(IMAGE_TOKEN) != 1:
+        raise EvalkitError(f"VQA model {name}: the chat template does not place exactly one {IMAGE_TOKEN}",
+                           "use the checkpoint's own Qwen-VL chat template (chat_template.json)")
+    return processor.tokenizer(text.replace(IMAGE_TOKEN, IMAGE_TOKEN * n_image_tokens),
+                               add_special_tokens=False)["input_ids"]
+
+
 @dataclass(frozen=True)
 class EncodedImages:
     """A call's images through the vision tower, once."""
@@ -103,15 +114,7 @@ class QwenVLVQA(BatchedVQA):
         return self.processor.tokenizer
 
     def prompt_ids(self, question: str, n_image_tokens: int) -> list[int]:
-        """The chat-templated prompt's tokens, the image placeholder expanded to the image's tokens
-        (what the processor's `__call__` does, without preprocessing the image again)."""
-        text = self.processor.apply_chat_template(question_messages(question), add_generation_prompt=True,
-                                                  tokenize=False)
-        if text.count(IMAGE_TOKEN) != 1:
-            raise EvalkitError(f"VQA model {self.name}: the chat template does not place exactly one {IMAGE_TOKEN}",
-                               "use the checkpoint's own Qwen-VL chat template (chat_template.json)")
-        return self.tokenizer(text.replace(IMAGE_TOKEN, IMAGE_TOKEN * n_image_tokens),
-                              add_special_tokens=False)["input_ids"]
+        return chat_ids(self.processor, question_messages(question), n_image_tokens, self.name)
 
     def encode(self, images: Sequence[Image.Image]) -> EncodedImages:
         device = model_device(self.model)
@@ -151,8 +154,10 @@ class QwenVLVQA(BatchedVQA):
         return [normalize_answer(text) for text in texts]
 
 
-def load_qwen_vl(checkpoint: CheckpointFolder, *, dtype: torch.dtype, max_rows: int = DEFAULT_MAX_ROWS) -> QwenVLVQA:
-    """A Qwen2.5-VL or Qwen2-VL checkpoint (class from config.json) + processor from a local folder."""
+def load_qwen_vl(checkpoint: CheckpointFolder, *, dtype: torch.dtype, max_rows: int = DEFAULT_MAX_ROWS,
+                 image_backend: str = "pil") -> QwenVLVQA:
+    """A Qwen2.5-VL or Qwen2-VL checkpoint (class from config.json) + processor from a local folder.
+    `image_backend`: the image processor's, "pil" (TIFA's, as its other backends) or "torchvision"."""
     import transformers
     from transformers import AutoConfig, AutoProcessor
 
@@ -161,7 +166,7 @@ def load_qwen_vl(checkpoint: CheckpointFolder, *, dtype: torch.dtype, max_rows: 
         if config.model_type not in MODEL_CLASSES:
             raise checkpoint.refuse(f"is a {config.model_type!r} checkpoint, not Qwen-VL", checkpoint.hint)
         processor = checkpoint.pretrained(AutoProcessor)
-        image_processor = checkpoint.image_processor()
+        image_processor = checkpoint.image_processor(image_backend)
         model = checkpoint.model(getattr(transformers, MODEL_CLASSES[config.model_type]), dtype)
     if getattr(processor, "chat_template", None) is None or processor.tokenizer.pad_token_id is None:
         raise checkpoint.refuse(
