@@ -61,6 +61,8 @@ from evalkit.prompts.sets import PromptSet, load_prompt_set
 from evalkit.runtime.devicetime import release_memory, synced_clock
 
 TARGET_OVERHEAD = 0.10  # evalkit may cost at most 10% more than the bare loop (generation part)
+TARGET_ONE_PROMPT_SPEEDUP = 15.0  # evalkit's images/s over the one-prompt-at-a-time loop (issue 10; GPU, 256 px)
+LOOPS = ("batched", "one-prompt")
 # Repetitions of one side further apart than this (slowest/fastest) mean the machine was busy
 # (shared CPUs slow down by whole factors at times); the verdict is then flagged, not trusted.
 NOISY_SPREAD = 0.15
@@ -233,6 +235,30 @@ def run_bare(folder: Path, batches: Sequence[Batch], steps: int, resolution: int
     return {"load": t1 - t0, "gen": t2 - t1, "total": t2 - t0}, first
 
 
+def run_one_prompt(folder: Path, samples: Sequence[Sample], steps: int, resolution: int, dtype: torch.dtype,
+                   device: torch.device, out: Path) -> tuple[dict[str, float], torch.Tensor]:
+    """The loop researchers write today: `pipe(prompt).images[0].save(...)` once per prompt (batch 1,
+    PIL output, one PNG each), same pipeline folder, scheduler, steps, CFG and per-sample seeds as
+    evalkit. Returns timings and the first image (for parity)."""
+    t0 = synced_clock(device)
+    pipe = load_bare(folder, dtype, device)
+    t1 = synced_clock(device)
+    out.mkdir(parents=True, exist_ok=True)
+    first: torch.Tensor | None = None
+    for i, sample in enumerate(samples):
+        image = pipe(prompt=sample.text, num_inference_steps=steps, guidance_scale=GUIDANCE_SCALE, height=resolution,
+                     width=resolution, generator=torch.Generator(device="cpu").manual_seed(sample.seed)).images[0]
+        image.save(out / f"{i:05d}.png")
+        if first is None:
+            first = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+    t2 = synced_clock(device)
+    assert first is not None
+    del pipe
+    release_memory(device)
+    shutil.rmtree(out, ignore_errors=True)
+    return {"load": t1 - t0, "gen": t2 - t1, "total": t2 - t0}, first
+
+
 def run_evalkit(ref: CheckpointRef, prompt_set: PromptSet, request: GenerationRequest, out: Path,
                 batch_size: int, device: torch.device) -> tuple[dict[str, float], Path]:
     """One whole evalkit call into an empty folder, so every image is planned, made and recorded."""
@@ -298,8 +324,12 @@ def table(report: dict[str, Any]) -> str:
     p = report["parity"]
     lines.append(f"parity (first batch, uint8): max |diff| {p['max_abs_diff']}, "
                  f"{p['share_differing']:.2%} of values differ")
-    lines.append(f"{report['verdict']}: generation overhead {o['generation_median']:+.1%} "
-                 f"(median) vs target <= {TARGET_OVERHEAD:.0%}")
+    if report["config"]["loop"] == "one-prompt":
+        lines.append(f"{report['verdict']}: evalkit {report['speedup']:.1f}x the images/s of the one-prompt loop "
+                     f"(median) vs target >= {TARGET_ONE_PROMPT_SPEEDUP:.0f}x")
+    else:
+        lines.append(f"{report['verdict']}: generation overhead {o['generation_median']:+.1%} "
+                     f"(median) vs target <= {TARGET_OVERHEAD:.0%}")
     if report["noisy"]:
         worst = max(report["spread"].values())
         lines.append(f"WARNING: repetitions of one side differ by up to {worst:.0%} (> {NOISY_SPREAD:.0%}); "
@@ -321,6 +351,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--prompts", type=int, default=32, help=f"first N prompts of {PROMPT_SET}")
     p.add_argument("--steps", type=int, default=DEFAULTS.steps)
     p.add_argument("--repeats", type=int, default=3, help="timed repetitions per side (interleaved)")
+    p.add_argument("--loop", default="batched", choices=LOOPS,
+                   help="the bare side: batched (evalkit's batches; verdict: overhead) or one-prompt "
+                        "(pipe(prompt) per prompt, a PNG each; verdict: evalkit's speed-up)")
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"),
                    help="auto: bfloat16 on CUDA, float32 on CPU")
     p.add_argument("--json", type=Path, default=None, help="also write the full report here")
@@ -355,15 +388,20 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     samples = plan_samples([prompt_set], request)
     batches = batches_of(samples, args.batch_size)
 
+    def bare_side(sample_list: Sequence[Sample], batch_list: Sequence[Batch]) -> tuple[dict[str, float], torch.Tensor]:
+        if args.loop == "one-prompt":
+            return run_one_prompt(folder, sample_list, args.steps, args.resolution, dtype, device, work / "one-prompt")
+        return run_bare(folder, batch_list, args.steps, args.resolution, dtype, device)
+
     # Warm-up, untimed: lazy imports, allocator pools, oneDNN/cuDNN kernel selection.
-    run_bare(folder, batches[:1], args.steps, args.resolution, dtype, device)
+    bare_side(samples[:1], batches[:1])
     run_evalkit(ref, prompt_set.head(args.batch_size), request, work / "warmup", args.batch_size, device)
     shutil.rmtree(work / "warmup", ignore_errors=True)
 
     bare_rows: list[dict[str, float]] = []
     ours_rows: list[dict[str, float]] = []
     for i in range(args.repeats):
-        bare_row, bare_first = run_bare(folder, batches, args.steps, args.resolution, dtype, device)
+        bare_row, bare_first = bare_side(samples, batches)
         bare_rows.append(bare_row)
         ours_row, step_dir = run_evalkit(ref, prompt_set, request, work / f"evalkit-{i}", args.batch_size, device)
         ours_rows.append(ours_row)
@@ -385,9 +423,15 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "end_to_end_median": overhead(s_ours["total"]["median"], s_bare["total"]["median"]),
         "end_to_end_min": overhead(s_ours["total"]["min"], s_bare["total"]["min"]),
     }
+    speedup = s_bare["gen"]["median"] / s_ours["gen"]["median"]
+    if args.loop == "one-prompt":
+        target, passed = TARGET_ONE_PROMPT_SPEEDUP, speedup >= TARGET_ONE_PROMPT_SPEEDUP
+    else:
+        target, passed = TARGET_OVERHEAD, result["generation_median"] <= TARGET_OVERHEAD
     return {
-        "schema": "evalkit.bench.generate_overhead/1",
-        "config": {"model": args.model, "device": str(device), "dtype": str(dtype).removeprefix("torch."),
+        "schema": "evalkit.bench.generate_overhead/2",
+        "config": {"loop": args.loop, "model": args.model, "device": str(device),
+                   "dtype": str(dtype).removeprefix("torch."),
                    "resolution": args.resolution, "batch_size": args.batch_size, "prompts": args.prompts,
                    "images": len(samples), "batches": len(batches), "steps": args.steps,
                    "guidance_scale": GUIDANCE_SCALE, "scheduler": "DDIMScheduler", "repeats": args.repeats,
@@ -399,11 +443,12 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "summary": {"bare": s_bare, "evalkit": s_ours,
                     "evalkit_parts": {k: summary(ours_rows, k) for k in ("plan", "generate")}},
         "overhead": result,
+        "speedup": speedup,  # evalkit's images/s over the bare side's (median generation seconds)
         "spread": spread,
         "noisy": max(spread.values()) > NOISY_SPREAD,
         "parity": agreement,
-        "target": TARGET_OVERHEAD,
-        "verdict": "PASS" if result["generation_median"] <= TARGET_OVERHEAD else "FAIL",
+        "target": target,
+        "verdict": "PASS" if passed else "FAIL",
     }
 
 

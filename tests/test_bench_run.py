@@ -1,0 +1,62 @@
+"""bench/run.py's verdicts: pure arithmetic over raw bench reports (no bench runs here; no timing asserted)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH_RUN = Path(__file__).resolve().parents[1] / "bench" / "run.py"
+
+
+@pytest.fixture(scope="module")
+def bench_run():
+    spec = importlib.util.spec_from_file_location("bench_run", BENCH_RUN)
+    module = importlib.util.module_from_spec(spec)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(sys.modules, "bench_run", module)  # dataclasses look their module up while it executes
+        spec.loader.exec_module(module)
+    return module
+
+
+def _generation(gen_seconds, images, overhead=0.02, speedup=1.0):
+    return {"config": {"images": images, "resolution": 32}, "summary": {"evalkit": {"gen": {"median": gen_seconds}}},
+            "overhead": {"generation_median": overhead}, "speedup": speedup, "parity": {"max_abs_diff": 1}}
+
+
+def _metrics():
+    rows = [{"metric": "clip_score", "summary": {"evalkit_seconds_median": 2.0, "speedup": 3.0}},
+            {"metric": "tifa", "summary": {"evalkit_seconds_median": 4.0, "speedup": 25.0}},
+            {"metric": "tifa/vqa", "summary": {"evalkit_seconds_median": 3.0, "speedup": 30.0}},
+            {"metric": "fid", "summary": {"evalkit_seconds_median": 1.0, "speedup": 1.5}}]
+    return {"config": {"images": 10, "tifa_images": 4, "fid_images": 5}, "rows": rows}
+
+
+def test_metrics_share_weighs_each_metric_by_its_prompt_set(bench_run):
+    # generation 0.5 s/image; clip 0.2 s/image x 100, tifa 1 s/image x 50, fid 0.2 s/image x 100 (tifa/vqa left out)
+    share, per_metric = bench_run.metrics_share(_metrics(), _generation(8.0, 16),
+                                                {"clip_score": 100, "tifa": 50, "fid": 100})
+    assert per_metric == pytest.approx({"clip_score": 20.0, "tifa": 50.0, "fid": 20.0})
+    assert share == pytest.approx(90.0 / (0.5 * bench_run.PROTOCOL_IMAGES))
+
+
+def test_targets_judge_each_line_and_say_what_was_not_measured(bench_run):
+    raw = {"generation_overhead": {"report": _generation(8.0, 16, overhead=0.05)},
+           "generation_vs_one_prompt": {"report": _generation(1.0, 16, speedup=16.0)},
+           "latency": {"report": {"achieved_tflops": {"1": 10.0, "4": 30.0}}},
+           "metrics": {"report": _metrics()},
+           "metrics_failed": {"report": None, "error": "exit 1"}}
+    got = {t.name: t for t in bench_run.targets(raw, "tiny-cpu", {"tflops": 100.0, "dtype": "float32"},
+                                                 {"clip_score": 100, "tifa": 50, "fid": 100})}
+    assert got["generation_mfu"].value == pytest.approx(0.30) and got["generation_mfu"].verdict == "FAIL"
+    assert got["generation_vs_one_prompt"].verdict == "PASS"
+    assert got["generation_vs_one_prompt_512"].verdict == "NOT MEASURED"
+    assert got["tifa_vs_reference_loop"].value == 25.0 and got["tifa_vs_reference_loop"].verdict == "PASS"
+    assert got["harness_overhead"].verdict == "FAIL"  # 5 % > 3 %
+    assert got["metrics_share"].verdict == "PASS"
+    assert got["imagereward_vs_package"].verdict == "NOT MEASURED"
+    assert {t.setting for t in got.values()} == {"tiny-cpu"}
+    empty = {t.name: t.verdict for t in bench_run.targets({}, "full-gpu", {}, {})}
+    assert set(empty.values()) == {"NOT MEASURED"}
