@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +26,20 @@ def write_random_pngs(folder: Path, sizes: list[tuple[int, int]], seed: int = 0)
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
         paths.append(path)
     return paths
+
+
+def score_pairs(metric: Any, paths: list[Path], texts: list[str], prompt_set: str = "coco-10k") -> tuple[list, list]:
+    """Each image with its text through `prepare` (as the engine hands it: RGB) and one `score_batch`
+    over all of them: (prepared inputs, each pair's headline value)."""
+    from evalkit.metrics.api import ImageItem
+    from evalkit.prompts.sets import Prompt
+
+    items, prepared = [], []
+    for k, (path, text) in enumerate(zip(paths, texts, strict=True)):
+        items.append(ImageItem(prompt_set, Prompt(str(k), text), 0, path.name, path, ""))
+        with Image.open(path) as image:
+            prepared.append(metric.prepare(items[-1], image.convert("RGB")))
+    return prepared, [r[0]["value"] for r in metric.score_batch(items, prepared)]
 
 
 def manifest_hashes(step_dir: Path) -> dict[str, str]:

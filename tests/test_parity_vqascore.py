@@ -16,13 +16,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-from support import parity_marks, run_reference
+from support import parity_marks, run_reference, score_pairs, write_random_pngs
 
-from evalkit.metrics.api import ImageItem
 from evalkit.metrics.clip_t5 import image_token_ids, t5_chat
 from evalkit.metrics.registry import create
-from evalkit.prompts.sets import Prompt
 from evalkit.tiny.clip import build_tiny_clip, write_card, write_clip_processor
 from evalkit.tiny.clip_t5 import VOCAB_WORDS, write_clip_t5_checkpoint
 
@@ -45,24 +42,15 @@ def compared(tmp_path_factory):
                                            "size": 150}, tmp)["vocab_size"]
     vision = write_clip_processor(build_tiny_clip(tmp / "vision", seed=7))
     model = write_clip_t5_checkpoint(tmp / "model", vocab, vision, seed=7)
-    rng = np.random.default_rng(9)
-    images = []
-    for i, (w, h) in enumerate(SIZES):
-        path = tmp / f"{i}.png"
-        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
-        images.append(str(path))
+    paths = write_random_pngs(tmp, SIZES, seed=9)
+    images = [str(path) for path in paths]
     reference = run_reference("ref_vqascore", {"step": "score", "model": str(model), "tokenizer": str(tokenizer),
                                                "images": images, "texts": TEXTS, "cache": str(tmp / "hf")}, tmp)
     card = write_card(tmp / "vqascore-tiny.yaml", "vqascore-tiny", "vqascore", "coco-10k",
                       {"model": model, "tokenizer": tokenizer, "vision": vision}, params={"dtype": "float32"})
     metric = create(str(card))
     metric.setup(torch.device("cpu"))
-    items, prepared = [], []
-    for k, (path, text) in enumerate(zip(images, TEXTS, strict=True)):
-        items.append(ImageItem("coco-10k", Prompt(str(k), text), 0, path, tmp / path, ""))
-        with Image.open(path) as image:
-            prepared.append(metric.prepare(items[-1], image.convert("RGB")))
-    scores = [r[0]["value"] for r in metric.score_batch(items, prepared)]
+    _, scores = score_pairs(metric, paths, TEXTS)
     return reference, metric, scores
 
 

@@ -16,13 +16,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-from support import parity_marks, run_reference
+from support import parity_marks, run_reference, score_pairs, write_random_pngs
 
-from evalkit.metrics.api import ImageItem
 from evalkit.metrics.registry import create
 from evalkit.metrics.vqascore_qwen import utils_size
-from evalkit.prompts.sets import Prompt
 from evalkit.tiny.clip import write_card
 from evalkit.tiny.qwen_vl import write_tiny_qwen_vl
 
@@ -41,12 +38,8 @@ def compared(tmp_path_factory):
     model = tmp / "hub"
     run_reference("ref_vqascore_qwen", {"step": "checkpoint", "source": str(write_tiny_qwen_vl(tmp / "tiny", seed=3)),
                                         "folder": str(model)}, tmp)
-    rng = np.random.default_rng(9)
-    images = []
-    for i, (w, h) in enumerate(SIZES):
-        path = tmp / f"{i}.png"
-        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
-        images.append(str(path))
+    paths = write_random_pngs(tmp, SIZES, seed=9)
+    images = [str(path) for path in paths]
     reference = run_reference("ref_vqascore_qwen", {"step": "score", "model": str(model), "images": images,
                                                     "texts": TEXTS}, tmp)
     reference["sizes"] = run_reference("ref_vqascore_qwen", {"step": "sizes", "sizes": EDGE_SIZES}, tmp)["sizes"]
@@ -54,12 +47,7 @@ def compared(tmp_path_factory):
                       {"model": model}, params={"backend": "qwen2.5-vl", "dtype": "float32"})
     metric = create(str(card))
     metric.setup(torch.device("cpu"))
-    items, prepared = [], []
-    for k, (path, text) in enumerate(zip(images, TEXTS, strict=True)):
-        items.append(ImageItem("coco-10k", Prompt(str(k), text), 0, path, tmp / path, ""))
-        with Image.open(path) as image:
-            prepared.append(metric.prepare(items[-1], image.convert("RGB")))
-    scores = [r[0]["value"] for r in metric.score_batch(items, prepared)]
+    prepared, scores = score_pairs(metric, paths, TEXTS)
     return reference, metric, prepared, scores
 
 

@@ -115,12 +115,12 @@ class QwenYesScorer:
                              mm_token_type_ids=(input_ids == image_token_id).long() * mask,
                              use_cache=False, logits_to_keep=1)
             logits = out.logits[:, -1, :].float()
+            penalty = RepetitionPenaltyLogitsProcessor(penalty=self.penalty) if self.penalty != 1.0 else None
             scores = []
             for row, row_ids in enumerate(ids):
                 row_logits = logits[row:row + 1]
-                if self.penalty != 1.0:
-                    row_logits = RepetitionPenaltyLogitsProcessor(penalty=self.penalty)(
-                        torch.tensor([row_ids], device=device), row_logits.clone())
+                if penalty is not None:  # on the row's own prompt tokens: padding is not part of its prompt
+                    row_logits = penalty(torch.tensor([row_ids], device=device), row_logits.clone())
                 scores.append(float(torch.softmax(row_logits, dim=-1)[0, self.answer_id]))
         return scores
 
