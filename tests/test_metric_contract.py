@@ -401,3 +401,44 @@ def test_fid_of_the_images_against_themselves_is_zero(contract, tmp_path, monkey
     by_coco = {r[0]["coco_file"]: fid_stats.decode_features(r[0]["features"]) for r in reference.records.values()}
     expected = np.stack([by_coco[name] for name in sorted(by_coco)])
     assert float(np.abs(cached["features"] - expected).max()) <= REL * max(float(np.abs(expected).max()), 1.0)
+
+
+def test_all_metrics_in_one_call_decode_each_image_once_and_store_what_each_stores_alone(contract, tmp_path,
+                                                                                        monkeypatch):
+    """`evalkit score --metrics a,b,c` walks the images once (scoring/onepass.py): every PNG is read and
+    decoded once for all metrics, yet each metric's store is the one it writes scored alone, byte for
+    byte, because it still gets its own batches (7 + 1 here). PRDC borrows FID's records in the same
+    call (a second decode would show as a second read), and CLIP score resumes from a killed run."""
+    from evalkit.scoring import onepass
+
+    impls = [i for i in CASES if contract.metric(i).info.prompt_set != "tifa-v1.0-sample"]
+    assert {"fid", "prdc", "clip_score", "dsg", "imagereward", "hpsv2"} <= set(impls)  # TIFA: its sample step
+    references = {impl: contract.reference(impl) for impl in impls}
+    step = contract.fresh_step("fid", tmp_path / "step")
+    resumed = "clip_score"
+    kept = IMAGES // 2
+    store = store_path(step, references[resumed].result)
+    store.parent.mkdir(parents=True)
+    store.write_text("".join(references[resumed].store_text.splitlines(keepends=True)[:kept]), encoding="utf-8")
+
+    reads: list[str] = []
+    read_verified = onepass.read_verified
+
+    def counted(item):
+        reads.append(item.file)
+        return read_verified(item)
+
+    monkeypatch.setattr(onepass, "read_verified", counted)
+    results = score_step(step, [contract.metric(impl) for impl in impls], CPU, batch_size=REFERENCE_BATCH,
+                         quiet=True)
+
+    needed = {file for impl in impls for file in references[impl].records}
+    assert sorted(reads) == sorted(needed)  # once each: 24 reads where one call per metric makes 8 per metric
+    assert len(reads) < sum(len(references[impl].records) for impl in impls) / 3
+    for impl, result in zip(impls, results, strict=True):
+        reference = references[impl]
+        assert_matches_reference(reference, result, stored_records(store_of(step, result)))
+        expected = (IMAGES - kept, kept) if impl == resumed else (IMAGES, 0)
+        assert (result.scored, result.reused) == expected, impl
+        if impl != resumed:  # the same batches as alone: the same bytes, not merely the same values
+            assert store_of(step, result).read_text(encoding="utf-8") == reference.store_text, impl

@@ -27,6 +27,7 @@ from evalkit.fileio.pngio import save_png
 from evalkit.generation.adapters import latent_shape, native_resolution, resolution_multiple
 from evalkit.generation.checkpoints import CheckpointRef
 from evalkit.generation.embeddings import CHUNK, EmbeddingStore
+from evalkit.generation.fitting import AutoRange, BatchFit, auto_range, chunked_decode
 from evalkit.generation.loading import LoadedCheckpoint, PipelineLoader
 from evalkit.generation.manifest import ManifestRow, append_manifest
 from evalkit.generation.protocol import EffectiveProtocol, GenerationRequest, apply_scheduler, read_back
@@ -38,7 +39,6 @@ from evalkit.runtime.memory import is_out_of_memory, release_cached_memory
 from evalkit.runtime.provenance import provenance
 from evalkit.stepdir import StepDir
 
-AUTO_START = {"cuda": 32, "cpu": 8}
 MAX_BATCHES_IN_FLIGHT = 2
 
 
@@ -63,7 +63,7 @@ class GenerateOptions:
 
     out: Path
     batch_size: int  # unused when auto_batch
-    auto_batch: bool = False  # start at AUTO_START and halve on out-of-memory
+    auto_batch: bool = False  # probe upward from fitting.AUTO_RANGES, halve on out-of-memory
     shard_index: int = 0
     shard_count: int = 1
     quiet: bool = DEFAULTS.quiet
@@ -216,6 +216,7 @@ class Generator:
         self.device = request.torch_device()
         self.loader = PipelineLoader(self.device, request.torch_dtype(self.device), allow_pickle)
         self.store = EmbeddingStore()
+        self.fits: dict[tuple[str, int, int, str], BatchFit] = {}  # one per shape of work, kept across checkpoints
 
     def run(self, refs: Sequence[CheckpointRef], prompt_sets: Sequence[PromptSet]) -> list[StepResult]:
         return [self.run_one(ref, prompt_sets) for ref in refs]
@@ -248,26 +249,38 @@ class Generator:
                           {"load": load_seconds, "plan": t_plan - t_load, "generate": t_end - t_plan},
                           loaded.fingerprint)
 
+    def fit_for(self, protocol: EffectiveProtocol) -> BatchFit:
+        """The batch-size state of this shape of work: the same object for every checkpoint of the run
+        with this pipeline class, resolution and dtype, so what one found the next starts from."""
+        key = (protocol.pipeline_class, protocol.height, protocol.width, str(self.loader.dtype))
+        if key not in self.fits:
+            size = self.options.batch_size
+            limits = auto_range(self.device) if self.options.auto_batch else AutoRange(size, size)
+            self.fits[key] = BatchFit(limits)
+        return self.fits[key]
+
     def _write_images(self, loaded: LoadedCheckpoint, protocol: EffectiveProtocol, step_dir: StepDir,
                       todo: list[Sample], prompt_sets: dict[str, PromptSet]) -> int:
-        batch_size = AUTO_START[self.device.type] if self.options.auto_batch else self.options.batch_size
+        fit = self.fit_for(protocol)
         if not todo:
-            return batch_size
+            return fit.size
         manifest = step_dir.manifest(self.options.shard_index, self.options.shard_count)
         label = f"{loaded.ref.name}@{loaded.ref.step_label}"
         with ThreadPoolExecutor(max_workers=2) as pool, _ProgressBar(label, len(todo), self.options.quiet) as advance:
             in_flight: deque[_InFlight] = deque()
             position = 0
             while position < len(todo):
-                batch = _one_set(todo[position:position + batch_size])
+                batch = _one_set(todo[position:position + fit.size])
                 started = time.perf_counter()
                 try:
-                    images = render(loaded, protocol, batch, prompt_sets, self.store)
+                    with chunked_decode(loaded.pipe.vae, self.device, fit):
+                        images = render(loaded, protocol, batch, prompt_sets, self.store)
                 except RuntimeError as e:  # torch.OutOfMemoryError is one; so are cuBLAS/cuDNN alloc failures
                     if not is_out_of_memory(e):
                         raise
-                    batch_size = self._back_off(batch_size, e)
+                    self._back_off(fit, len(batch), e)
                     continue
+                fit.succeeded(len(batch))
                 finite = torch.isfinite(images).flatten(1).all(dim=1).tolist()
                 pixels = quantize(images)
                 elapsed = time.perf_counter() - started
@@ -278,14 +291,13 @@ class Generator:
                 position += len(batch)
             while in_flight:
                 advance(_commit(manifest, in_flight.popleft()))
-        return batch_size
+        return min(fit.size, fit.fitted) if fit.fitted else fit.size  # not a size probed but never run
 
-    def _back_off(self, batch_size: int, error: BaseException) -> int:
+    def _back_off(self, fit: BatchFit, size: int, error: BaseException) -> None:
         release_cached_memory(self.device)
-        if not self.options.auto_batch or batch_size == 1:
-            raise EvalkitError(f"out of memory at batch size {batch_size} ({_short(error)})",
+        if not self.options.auto_batch or not fit.ran_out(size):
+            raise EvalkitError(f"out of memory at batch size {size} ({_short(error)})",
                                "use --batch-size auto, a smaller --batch-size, or --dtype float16") from error
-        return max(1, batch_size // 2)
 
 
 def _one_set(batch: list[Sample]) -> list[Sample]:

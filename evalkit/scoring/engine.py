@@ -12,13 +12,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Collection, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 
 from evalkit.errors import EvalkitError
 from evalkit.fileio.hashing import sha256_bytes
@@ -29,11 +27,11 @@ from evalkit.metrics.api import Borrowing, ImageItem, Metric, Preflighted, Recor
 from evalkit.options import DEFAULTS
 from evalkit.prompts.sets import PromptSet
 from evalkit.runtime.memory import is_out_of_memory, release_cached_memory
+from evalkit.scoring.onepass import Job, run_pass
 from evalkit.scoring.store import ScoreStore
 from evalkit.stepdir import StepDir
 
 SUMMARY_SCHEMA = "evalkit.metric-summary/1"
-PREPARE_WORKERS = 2
 
 
 @dataclass(frozen=True)
@@ -61,17 +59,16 @@ def check_inputs(metrics: Sequence[Metric], prompt_sets: Sequence[PromptSet]) ->
 
 def score_step(step_dir: Path, metrics: Sequence[Metric], device: torch.device,
                batch_size: int = DEFAULTS.score_batch_size, quiet: bool = DEFAULTS.quiet) -> list[MetricResult]:
+    """Score and aggregate `metrics` on one step folder, decoding each image once for all of them
+    (`onepass`)."""
     folder = StepDir(step_dir)
     record, manifest = folder.read_generation(), folder.read_manifest()
-    results = {id(m): _score_metric(step_dir, record, manifest, m, device, batch_size, quiet)
-               for m in lenders_first(metrics)}
-    return [results[id(m)] for m in metrics]
-
-
-def lenders_first(metrics: Sequence[Metric]) -> list[Metric]:
-    """The metrics in scoring order: those that borrow records last, so a lender scored in the same call
-    has stored its records by then (otherwise in the order given)."""
-    return sorted(metrics, key=lambda m: isinstance(m, Borrowing))
+    plans = [_Plan(m, image_items(step_dir, record, manifest, m.info.prompt_set, m.info.name),
+                   ScoreStore(step_dir, m.info.name, m.fingerprint())) for m in metrics]
+    _score_plans(step_dir, plans, device, batch_size, quiet)
+    # lenders' aggregates first too: FID's caches the COCO reference statistics that PRDC's then reads
+    summaries = {id(plan): _summarise(plan) for plan in sorted(plans, key=lambda p: isinstance(p.metric, Borrowing))}
+    return [summaries[id(plan)] for plan in plans]
 
 
 @dataclass(frozen=True)
@@ -94,30 +91,55 @@ def score_shard(step_dir: Path, metrics: Sequence[Metric], device: torch.device,
     record, manifest = folder.read_generation(), folder.read_manifest()
     wanted = set(files)
     mine = {file: row for file, row in manifest.items() if file in wanted}
-    results = {}
-    for metric in lenders_first(metrics):
-        started = time.perf_counter()
+    plans = []
+    for metric in metrics:
         owns = any(row.prompt_set == metric.info.prompt_set for row in mine.values())  # else: all in others
         items = image_items(step_dir, record, mine, metric.info.prompt_set, metric.info.name) if owns else []
-        store = ScoreStore(step_dir, metric.info.name, metric.fingerprint(), shard_index, shard_count)
-        pending, _ = _score_missing(step_dir, metric, store, items, device, batch_size, quiet)
-        results[id(metric)] = ShardScores(metric.info.name, store.fingerprint, len(items), len(pending),
-                                          time.perf_counter() - started)
-    return [results[id(m)] for m in metrics]
+        plans.append(_Plan(metric, items,
+                           ScoreStore(step_dir, metric.info.name, metric.fingerprint(), shard_index, shard_count)))
+    _score_plans(step_dir, plans, device, batch_size, quiet)
+    return [ShardScores(p.metric.info.name, p.store.fingerprint, len(p.items), len(p.pending), p.seconds)
+            for p in plans]
 
 
-def _score_missing(step_dir: Path, metric: Metric, store: ScoreStore, items: list[ImageItem], device: torch.device,
-                   batch_size: int, quiet: bool) -> tuple[list[ImageItem], dict[tuple[str, str], list[Record]]]:
-    """Store records for the items without them (borrowed where a lender has them, else scored); returns
-    those items, and the records stored before."""
-    done = store.scored()
-    pending = [it for it in items if (it.file, it.sha256) not in done]
-    unscored = _borrow(step_dir, metric, store, pending) if pending and isinstance(metric, Borrowing) else pending
-    if unscored:
-        metric.setup(device)
-        fitting = FittingBatches(metric, batch_size, device)
-        _score_pending(fitting, store, unscored, batch_size, quiet, label=f"{metric.info.name} {step_dir}")
-    return pending, done
+@dataclass
+class _Plan:
+    """One metric of a scoring call: its images, its store, and what this call found and did."""
+
+    metric: Metric
+    items: list[ImageItem]
+    store: ScoreStore
+    pending: list[ImageItem] = field(default_factory=list)  # without stored records when the call began
+    done: dict[tuple[str, str], list[Record]] = field(default_factory=dict)  # the records stored before
+    seconds: float = 0.0
+
+
+def _score_plans(step_dir: Path, plans: Sequence[_Plan], device: torch.device, batch_size: int,
+                 quiet: bool) -> None:
+    """Store records for every plan's images without them, in two passes over the images: the metrics
+    that compute records, then those that borrow them (`Borrowing`), so a lender scored in the same
+    call has stored its records by the time its borrower looks (`--metrics fid,prdc` runs Inception
+    once per image) and a borrower scores only what no lender has."""
+    for borrowing in (False, True):
+        jobs: list[tuple[_Plan, Job]] = []
+        for plan in plans:
+            metric = plan.metric
+            if isinstance(metric, Borrowing) != borrowing:
+                continue
+            started = time.perf_counter()
+            plan.done = plan.store.scored()
+            plan.pending = [it for it in plan.items if (it.file, it.sha256) not in plan.done]
+            unscored = _borrow(step_dir, metric, plan.store, plan.pending) \
+                if plan.pending and isinstance(metric, Borrowing) else plan.pending
+            if unscored:
+                metric.setup(device)
+                fitting = FittingBatches(metric, batch_size, device)
+                jobs.append((plan, Job(metric, plan.items, unscored, fitting.score, plan.store.append,
+                                       label=f"{metric.info.name} {step_dir}")))
+            plan.seconds += time.perf_counter() - started
+        run_pass([job for _, job in jobs], batch_size, quiet)
+        for plan, job in jobs:
+            plan.seconds += job.seconds
 
 
 def _borrow(step_dir: Path, metric: Borrowing, store: ScoreStore, pending: list[ImageItem]) -> list[ImageItem]:
@@ -129,25 +151,24 @@ def _borrow(step_dir: Path, metric: Borrowing, store: ScoreStore, pending: list[
     return [it for it in pending if (it.file, it.sha256) not in lent]
 
 
-def _score_metric(step_dir: Path, record: GenerationRecord, manifest: dict[str, ManifestRow], metric: Metric,
-                  device: torch.device, batch_size: int, quiet: bool) -> MetricResult:
+def _summarise(plan: _Plan) -> MetricResult:
+    """The metric's aggregate from every stored record of its images, written next to them."""
     started = time.perf_counter()
-    items = image_items(step_dir, record, manifest, metric.info.prompt_set, metric.info.name)
-    fingerprint = metric.fingerprint()
-    store = ScoreStore(step_dir, metric.info.name, fingerprint)
-    pending, done = _score_missing(step_dir, metric, store, items, device, batch_size, quiet)
-    if pending or store.shard_files():  # else the records read before scoring are all there is
+    metric, items, store = plan.metric, plan.items, plan.store
+    done = plan.done
+    if plan.pending or store.shard_files():  # else the records read before scoring are all there is
         done = store.fold_shards([(it.file, it.sha256) for it in items])
     records = [r for it in items for r in done[(it.file, it.sha256)]]
     values = metric.aggregate(records)
-    summary = store.files.summary
     payload = {"schema": SUMMARY_SCHEMA, "metric": metric.info.name, "display_name": metric.info.display_name,
                "version": metric.info.version, "higher_is_better": metric.info.higher_is_better,
-               "prompt_set": metric.info.prompt_set, "fingerprint": fingerprint, "n_images": len(items),
+               "prompt_set": metric.info.prompt_set, "fingerprint": store.fingerprint, "n_images": len(items),
                "values": values}
-    write_atomic(summary, (json.dumps(payload, indent=2, sort_keys=True, default=float) + "\n").encode("utf-8"))
-    return MetricResult(metric.info.name, fingerprint, values, len(items), len(pending), len(items) - len(pending),
-                        time.perf_counter() - started, summary)
+    write_atomic(store.files.summary, (json.dumps(payload, indent=2, sort_keys=True, default=float) + "\n")
+                 .encode("utf-8"))
+    seconds = plan.seconds + time.perf_counter() - started
+    return MetricResult(metric.info.name, store.fingerprint, values, len(items), len(plan.pending),
+                        len(items) - len(plan.pending), seconds, store.files.summary)
 
 
 def missing_records(step_dir: Path, metric: Metric) -> list[str]:
@@ -189,33 +210,6 @@ class FittingBatches:
                 continue
             start += size
         return records
-
-
-def _score_pending(fitting: FittingBatches, store: ScoreStore, pending: list[ImageItem], batch_size: int,
-                   quiet: bool, label: str) -> None:
-    """Prepare the next batch in worker threads while the current one is scored."""
-    metric = fitting.metric
-    batches = [pending[i:i + batch_size] for i in range(0, len(pending), batch_size)]
-    with ThreadPoolExecutor(max_workers=PREPARE_WORKERS) as pool:
-        upcoming: list[Future[Any]] = [pool.submit(_prepare, metric, it) for it in batches[0]]
-        for index, batch in enumerate(batches):
-            prepared = [f.result() for f in upcoming]
-            if index + 1 < len(batches):
-                upcoming = [pool.submit(_prepare, metric, it) for it in batches[index + 1]]
-            store.append(batch, fitting.score(batch, prepared))
-            if not quiet:
-                print(f"  {label}: {min((index + 1) * batch_size, len(pending))}/{len(pending)} images", flush=True)
-
-
-def _prepare(metric: Metric, item: ImageItem) -> Any:
-    data = item.path.read_bytes()
-    if sha256_bytes(data) != item.sha256:
-        raise EvalkitError(f"{item.path} changed since it was generated (hash differs from the manifest)",
-                           "re-run `evalkit generate` on the same --out to regenerate it")
-    from io import BytesIO
-
-    with Image.open(BytesIO(data)) as image:
-        return metric.prepare(item, image.convert("RGB"))
 
 
 def image_items(step_dir: Path, record: GenerationRecord, manifest: dict[str, ManifestRow], prompt_set: str,
