@@ -167,6 +167,28 @@ def targets(raw: Mapping[str, Any], setting: str, matmul: Mapping[str, Any],
     return out
 
 
+def levers(raw: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The levers measured on their own in this run (evalkit with the lever against evalkit without it,
+    same models and inputs), each with its parity check: what docs/performance.md's lever table quotes."""
+    metrics = _ok(raw, "metrics")
+    if not metrics:
+        return []
+    out: list[dict[str, Any]] = []
+    one = metrics.get("one_pass")
+    if one:
+        out.append({"name": "one_pass", "description": f"{'+'.join(one['metrics'])} in one score_step call vs a "
+                    "call per metric (each PNG read and decoded once, not once per metric)",
+                    "speedup": one["speedup"], "parity": "values equal" if one["values_equal"] else "values DIFFER"})
+    for row in metrics["rows"]:
+        if row["metric"] == "tifa/git-cache":
+            p = row["parity"]
+            out.append({"name": "git_image_token_cache", "description": "GIT's image tokens through the decoder "
+                        "once per image vs tiled over every question row (batched both)",
+                        "speedup": row["summary"]["speedup"],
+                        "parity": f"{p['answers_equal']}/{p['answers']} answers equal"})
+    return out
+
+
 def matmul_throughput(device: str) -> dict[str, Any]:
     """Dense matmul TFLOP/s in this process: bf16 on CUDA (the dtype generation runs), float32 on CPU."""
     import torch
@@ -230,6 +252,10 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     for t in report["targets"]:
         value = "—" if t["value"] is None else f"{t['value']:.3g}"
         lines.append(f"| {t['name']}: {t['description']} | {value} | {t['target']} | {t['verdict']} | {t['note']} |")
+    if report.get("levers"):
+        lines += ["", "| lever | speed-up | parity |", "|---|---|---|"]
+        lines += [f"| {lv['name']}: {lv['description']} | {lv['speedup']:.2f}x | {lv['parity']} |"
+                  for lv in report["levers"]]
     lines += ["", "| bench | seconds | status | command |", "|---|---|---|---|"]
     for name, entry in report["raw"].items():
         lines.append(f"| {name} | {entry['seconds']:.0f} | {entry['error'] or 'ok'} | `{entry['command']}` |")
@@ -274,6 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": {"matmul": matmul, "cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "versions": versions(("evalkit", "torch", "diffusers", "transformers"))},
         "targets": [asdict(t) for t in targets(raw, setting, matmul, prompt_counts())],
+        "levers": levers(raw),
         "raw": raw,
         "wall_seconds": time.perf_counter() - started,
     }

@@ -60,3 +60,19 @@ def test_targets_judge_each_line_and_say_what_was_not_measured(bench_run):
     assert {t.setting for t in got.values()} == {"tiny-cpu"}
     empty = {t.name: t.verdict for t in bench_run.targets({}, "full-gpu", {}, {})}
     assert set(empty.values()) == {"NOT MEASURED"}
+
+
+def test_levers_quote_the_one_pass_and_git_cache_measurements_with_their_parity(bench_run):
+    metrics = _metrics()
+    metrics["one_pass"] = {"metrics": ["clip_score", "imagereward"], "speedup": 1.6, "values_equal": True}
+    metrics["rows"].append({"metric": "tifa/git-cache", "summary": {"speedup": 3.5},
+                            "parity": {"answers_equal": 37, "answers": 38}})
+    got = {lever["name"]: lever for lever in bench_run.levers({"metrics": {"report": metrics}})}
+    assert got["one_pass"]["speedup"] == 1.6 and got["one_pass"]["parity"] == "values equal"
+    assert "clip_score+imagereward" in got["one_pass"]["description"]
+    assert got["git_image_token_cache"]["speedup"] == 3.5
+    assert got["git_image_token_cache"]["parity"] == "37/38 answers equal"
+    metrics["one_pass"]["values_equal"] = False
+    assert bench_run.levers({"metrics": {"report": metrics}})[0]["parity"] == "values DIFFER"
+    assert bench_run.levers({"metrics": {"report": None, "error": "timed out"}}) == []
+    assert bench_run.levers({}) == []

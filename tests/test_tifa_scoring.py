@@ -200,6 +200,28 @@ def test_mapping_is_computed_once_per_answer_and_choices() -> None:
     assert calls == [["two"], ["1", "2", "3"]]
 
 
+def test_a_memo_shared_across_images_maps_each_answer_once_with_the_same_records() -> None:
+    """TIFA keeps one ChoiceMemo per sentence model, so an answer seen on an earlier image is not
+    embedded again; the records are those of scoring each image on its own."""
+    from evalkit.metrics.tifa.scoring import ChoiceMemo
+
+    per_image = [[question("p_1", "q0", answer="2", choices=("1", "2", "3")), question("p_1", "q1")],
+                 [question("p_2", "q0", answer="3", choices=("1", "2", "3")), question("p_2", "q1", answer="no")]]
+    answers = [["two", "nope"], ["two", "nope"]]
+    decisions = {"two": "2", "nope": "no"}
+    alone_calls: list[list[str]] = []
+    pairs = list(zip(per_image, answers, strict=True))
+    alone = [score_questions(qs, a, recorded_embed(decisions, alone_calls)) for qs, a in pairs]
+    memo, shared_calls = ChoiceMemo(), []
+    shared = [score_questions(qs, a, recorded_embed(decisions, shared_calls), memo) for qs, a in pairs]
+    assert shared == alone
+    assert [r.correct for rs in shared for r in rs] == [True, False, False, True]
+    assert len(alone_calls) == 8 and shared_calls == alone_calls[:4]  # the second image embeds nothing
+    small = ChoiceMemo(limit=1)  # bounded: full, it starts afresh and still decides the same
+    assert [score_questions(qs, a, recorded_embed(decisions), small) for qs, a in pairs] == alone
+    assert len(small.decisions) == 1
+
+
 # ---------------------------------------------------------------------------------------
 # Records and aggregates
 

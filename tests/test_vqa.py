@@ -194,12 +194,17 @@ def test_git_batched_answers_equal_the_reference_loop(git: GitVQA, git_reference
 
 
 def test_git_encodes_each_image_once(git: GitVQA) -> None:
+    uncached = GitVQA(git.model, git.tokenizer, git.image_processor, cache_image_tokens=False)
     sizes, handle = vision_calls(git.model.git.image_encoder)
     try:
         git.answer(images(), QUESTIONS)
+        cached_sizes = list(sizes)
+        sizes.clear()
+        uncached.answer(images(), QUESTIONS)
     finally:
         handle.remove()
-    # images 0 and 2 (two questions each) share one call, image 1 (three) has its own;
+    assert cached_sizes == [3]  # cached image tokens: whole images packed in one call
+    # tiled: images 0 and 2 (two questions each) share one call, image 1 (three) has its own;
     # nothing re-encodes during decoding
     assert sorted(sizes) == [1, 2]
     assert sum(sizes) == len(QUESTIONS)
@@ -340,3 +345,61 @@ def test_tifa_questions_are_answered_flat_in_question_order() -> None:
     flat = [q for qs in per_image for q in qs]
     assert isinstance(EchoBackend(), VQABackend)
     assert answers == [f"{q.question}|{'/'.join(q.choices)}" for q in flat]
+
+
+def _decoder_rows(git: GitVQA) -> tuple[list[tuple[int, int]], torch.utils.hooks.RemovableHandle]:
+    """(rows, tokens) of every forward of GIT's first decoder layer."""
+    seen: list[tuple[int, int]] = []
+
+    def record(_module: torch.nn.Module, args: tuple, _output: object) -> None:
+        seen.append((int(args[0].shape[0]), int(args[0].shape[1])))
+
+    return seen, git.model.git.encoder.layer[0].register_forward_hook(record)
+
+
+def test_git_image_tokens_cached_once_per_image_give_the_uncached_answers(git: GitVQA,
+                                                                          git_reference: list[list[str]]) -> None:
+    """The image tokens go through the decoder once per image and are shared by its questions
+    (vqa_git's module doc); the answers are those of tiling them over every question row."""
+    uncached = GitVQA(git.model, git.tokenizer, git.image_processor, cache_image_tokens=False)
+    assert git.caches and not uncached.caches
+    noise = np.random.default_rng(5).integers(0, 256, (8, 30, 34, 3), dtype=np.uint8)
+    many = [*images(), *(Image.fromarray(a) for a in noise)]
+    questions = [QUESTIONS[i % 3][: 1 + i % 3] for i in range(len(many))]  # 1-3 questions, counts mixed
+    image_tokens = git.model.git.encoder.layer[0].attention.self.image_patch_tokens
+    seen, handle = _decoder_rows(git)
+    try:
+        cached_answers = git.answer(many, questions)
+        cached_rows = sum(rows for rows, tokens in seen if tokens >= image_tokens)
+        seen.clear()
+        uncached_answers = uncached.answer(many, questions)
+        uncached_rows = sum(rows for rows, tokens in seen if tokens >= image_tokens)
+    finally:
+        handle.remove()
+    assert_informative(cached_answers)
+    assert cached_answers == uncached_answers
+    assert cached_answers[:3] == [git_reference[i][: len(questions[i])] for i in range(3)]
+    assert cached_rows == len(many)  # once per image ...
+    assert uncached_rows == sum(len(qs) for qs in questions) > cached_rows  # ... where tiling ran it per question
+
+
+def test_git_keeps_generate_for_a_checkpoint_that_is_not_plain_greedy(git: GitVQA) -> None:
+    """A generation config the cached greedy loop does not reproduce (here a repetition penalty) is
+    decoded by transformers' generate, as the reference decodes it."""
+    import copy
+
+    model = copy.deepcopy(git.model)
+    model.generation_config.repetition_penalty = 1.3
+    penalised = GitVQA(model, git.tokenizer, git.image_processor)
+    assert not penalised.caches
+    expected = []
+    for image, qs in zip(images(), QUESTIONS, strict=True):
+        pixel_values = git.image_processor(images=image.convert("RGB"), return_tensors="pt").pixel_values
+        answers = []
+        for q in qs:
+            ids = torch.tensor([git.prompt_ids(q)])
+            with torch.inference_mode():
+                out = model.generate(pixel_values=pixel_values, input_ids=ids, max_length=REFERENCE_MAX_LENGTH)
+            answers.append(git.tokenizer.batch_decode(out[..., ids.shape[-1]:], skip_special_tokens=True)[0])
+        expected.append(answers)
+    assert penalised.answer(images(), QUESTIONS) == expected

@@ -24,7 +24,7 @@ from evalkit.metrics.context import MetricContext
 from evalkit.metrics.models import ResolvedModel, resolve_model
 from evalkit.metrics.registry import BUILTINS
 from evalkit.metrics.tifa.questions import Question, TifaQuestions, load_tifa_questions, sample_questions
-from evalkit.metrics.tifa.scoring import QuestionRecord, aggregate, score_questions
+from evalkit.metrics.tifa.scoring import ChoiceMemo, QuestionRecord, aggregate, score_questions
 from evalkit.results.recordview import RecordField, RecordView
 from evalkit.runtime.quiet import quiet_loading
 
@@ -60,6 +60,7 @@ class TifaMetric:
         self._questions: TifaQuestions | None = None
         self._backend: Any = None
         self._embed: Any = None
+        self._memo = ChoiceMemo()  # decisions of the loaded sentence model, across images and steps
         self._device: torch.device | None = None
 
     def _model(self, role: str) -> ResolvedModel:
@@ -95,6 +96,7 @@ class TifaMetric:
             self._backend = load_vqa_backend(self.backend_name, self._model("vqa").folder, device=device,
                                              dtype=self.dtype)
             self._embed = load_sentence_embedder(self._model("sentence").folder, device=device)
+        self._memo = ChoiceMemo()
         self._device = device
 
     def prepare(self, item: ImageItem, image: Image.Image) -> Image.Image:
@@ -110,7 +112,7 @@ class TifaMetric:
         for questions in per_image:
             chunk = answers[position:position + len(questions)]
             position += len(questions)
-            out.append([_as_record(r) for r in score_questions(questions, chunk, self._embed)])
+            out.append([_as_record(r) for r in score_questions(questions, chunk, self._embed, self._memo)])
         return out
 
     def _questions_for(self, item: ImageItem) -> tuple[Question, ...]:

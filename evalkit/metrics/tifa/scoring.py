@@ -112,28 +112,44 @@ def prompt_source(prompt_id: str) -> str:
     return prompt_id.partition("_")[0]
 
 
+@dataclass
+class ChoiceMemo:
+    """Mapping decisions remembered across calls, keyed by (answer, choices): a metric keeps one per
+    loaded sentence model, so an answer seen on an earlier image ("two" for "how many ...?" with the
+    same choices) is not embedded again. Exact, not approximate: a decision depends only on those
+    texts, embedded in the reference's own two calls, so a repeated call would return the same.
+    Bounded: past `limit` entries it starts afresh (a checkpoint has ~26K questions)."""
+
+    limit: int = 100_000
+    decisions: dict[tuple[str, tuple[str, ...]], str] = field(default_factory=dict)
+
+    def choose(self, answer: str, choices: Sequence[str], embed: Embed | None) -> str:
+        key = (answer, tuple(choices))
+        if key not in self.decisions:
+            if len(self.decisions) >= self.limit:
+                self.decisions.clear()
+            self.decisions[key] = choose(answer, choices, embed)
+        return self.decisions[key]
+
+
 def score_questions(
     questions: Iterable[Question] | Mapping[str, Sequence[Question]],
     free_form_answers: Sequence[str],
     embed: Embed | None = None,
+    memo: ChoiceMemo | None = None,
 ) -> list[QuestionRecord]:
     """Score free-form answers, given in the order of `questions` (flattened prompt by prompt).
 
-    Duplicated questions stay separate records: the reference counts them twice. A mapping
-    decision is remembered per (answer, choices) within the call, which only saves time: the
-    same inputs give the same embedding, hence the same choice.
+    Duplicated questions stay separate records: the reference counts them twice. Mapping
+    decisions are remembered in `memo` (one for this call when none is given), which only saves
+    time (`ChoiceMemo`).
     """
     flat = _flatten(questions)
     if len(flat) != len(free_form_answers):
         raise ValueError(f"{len(free_form_answers)} answers for {len(flat)} questions; need one per question")
-    decisions: dict[tuple[str, tuple[str, ...]], str] = {}
-    records = []
-    for question, free_form in zip(flat, free_form_answers, strict=True):
-        key = (free_form, tuple(question.choices))
-        if key not in decisions:
-            decisions[key] = choose(free_form, question.choices, embed)
-        records.append(_record(question, free_form, decisions[key]))
-    return records
+    decisions = memo if memo is not None else ChoiceMemo()
+    return [_record(question, free_form, decisions.choose(free_form, question.choices, embed))
+            for question, free_form in zip(flat, free_form_answers, strict=True)]
 
 
 def _flatten(questions: Iterable[Question] | Mapping[str, Sequence[Question]]) -> list[Question]:
