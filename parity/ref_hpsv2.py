@@ -6,8 +6,10 @@ SPEC.json (written by tests/test_parity_reference.py):
     {"checkpoint": a {'state_dict': ...} .pt as xswu/HPSv2 ships, for the open_clip model config
      "config" (a dict, the form open_clip's model_configs/*.json hold), "hps_version": "v2.0"|"v2.1",
      "tensor_resize_antialias": null | false,
-     "cases": [{"prompt": str, "images": [png paths]}]}
-OUT.json: {"cases": [{"score": hpsv2.img_score.score([paths], prompt, cp=checkpoint), ...}], ...}
+     "cases": [{"prompt": str, "images": [png paths]}],
+     "time_repeats": R   (optional; written by bench/package_baselines.py)}
+OUT.json: {"cases": [{"score": hpsv2.img_score.score([paths], prompt, cp=checkpoint), ...}], ...,
+           "timing": only with time_repeats, see `time_package`}
 
 The scores come from hpsv2 1.2.0's own `img_score.score` (its checkpoint load with strict
 load_state_dict, its tokenizer call get_tokenizer('ViT-H-14'), its preprocess_val, forward and
@@ -20,6 +22,12 @@ tensor_resize_antialias: hpsv2's ResizeMaxSize calls torchvision's F.resize on a
 `antialias`; torchvision >= 0.17 (this venv) then antialiases, older ones did not. null runs the
 package as installed; false makes that one call pass antialias=False, i.e. what the same code did
 with torchvision < 0.17, which is what evalkit's card pins (antialias: false).
+
+With "time_repeats", the package's public call is also timed as a user makes it (model built
+once beforehand, not timed): `img_score.score([that prompt's paths], prompt, cp=checkpoint)` for
+every case, once untimed as a warm-up, then R timed passes over all cases. That call reads and
+loads the checkpoint file on every call; that is the package's own cost and is timed with it.
+The parity outputs above are computed first and are the same with or without timing.
 """
 
 from __future__ import annotations
@@ -28,7 +36,9 @@ import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 MODEL_NAME = "evalkit-tiny-hps"
 
@@ -45,6 +55,32 @@ class _ResizeWithoutAntialias:
     def resize(self, img, size, interpolation, *args, **kwargs):
         kwargs.setdefault("antialias", False)
         return self._f.resize(img, size, interpolation, *args, **kwargs)
+
+
+def time_package(img_score: Any, spec: dict[str, Any], repeats: int) -> dict[str, Any]:
+    """Seconds per pass of `img_score.score([paths], prompt, cp=...)` over every case (one untimed warm-up
+    pass first), and the last pass's scores (per case, one per image) for the caller's parity check."""
+    import statistics
+
+    import torch
+
+    def one_pass() -> list[list[float]]:
+        return [[float(s) for s in img_score.score(list(case["images"]), case["prompt"], cp=spec["checkpoint"],
+                                                    hps_version=spec.get("hps_version", "v2.0"))]
+                for case in spec["cases"]]
+
+    t0 = time.perf_counter()
+    scores = one_pass()
+    warmup = time.perf_counter() - t0
+    seconds = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        scores = one_pass()
+        seconds.append(time.perf_counter() - t0)
+    return {"call": "hpsv2.img_score.score([paths], prompt, cp=checkpoint) per prompt", "repeats": repeats,
+            "seconds": seconds, "median_seconds": statistics.median(seconds), "warmup_seconds": warmup,
+            "calls": len(spec["cases"]), "images": sum(len(c["images"]) for c in spec["cases"]),
+            "torch_threads": torch.get_num_threads(), "scores": scores}
 
 
 def main(spec_path: str, out_path: str) -> None:
@@ -89,6 +125,8 @@ def main(spec_path: str, out_path: str) -> None:
     result = {"cases": out_cases, "device": img_score.device,
               "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
                            "module": img_score.__file__}}
+    if spec.get("time_repeats"):
+        result["timing"] = time_package(img_score, spec, int(spec["time_repeats"]))
     Path(out_path).write_text(json.dumps(result, indent=1), encoding="utf-8")
 
 

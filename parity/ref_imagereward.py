@@ -6,11 +6,13 @@ SPEC.json (written by tests/test_parity_reference.py):
     {"pt": ImageReward.pt (original layout), "med_config": med_config.json,
      "tokenizer": a bert-style tokenizer folder standing in for bert-base-uncased,
      "vit": {"image_size", "patch_size", "width", "layers", "heads"},
-     "cases": [{"prompt": str, "images": [png paths]}]}
+     "cases": [{"prompt": str, "images": [png paths]}],
+     "time_repeats": R   (optional; written by bench/package_baselines.py)}
 OUT.json: {"cases": [{"score": [ImageReward.score(prompt, path) per image],
                       "rank": [...], "rank_rewards": [...]   (ImageReward.score(prompt, [paths]) / inference_rank),
                       "input_ids": [...], "attention_mask": [...]   (the reference tokenizer's output)}],
-           "load": {"missing": [...], "unexpected": [...]}, "versions": {...}}
+           "load": {"missing": [...], "unexpected": [...]}, "versions": {...},
+           "timing": only with time_repeats, see `time_package`}
 
 Everything numeric runs through the image-reward 1.5 package's own code: `ImageReward.ImageReward`
 (`score`, `inference_rank`, its `MLP`, `_transform`), BLIP_Pretrain's `init_tokenizer`
@@ -21,6 +23,11 @@ the package's own VisionTransformer at the spec's size, and after construction `
 rebuilt with the package's `_transform(image_size)` and `mlp` with the package's
 `MLP(text_width)`. The checkpoint is loaded as ImageReward.utils.load does (strict=False).
 bert-base-uncased is served offline from a throw-away HF hub cache holding the spec's tokenizer.
+
+With "time_repeats", the package's own scoring call is also timed the way its README calls it
+(under torch.no_grad, model loaded once and not timed): `model.score(prompt, [that prompt's
+paths])` for every case, once untimed as a warm-up, then R timed passes over all cases. The
+parity outputs above are computed first and are the same with or without timing.
 """
 
 from __future__ import annotations
@@ -31,7 +38,9 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 FAKE_REVISION = "0" * 40
 
@@ -47,6 +56,35 @@ def fake_hub_cache(tokenizer: Path, root: Path) -> Path:
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(FAKE_REVISION)
     return root
+
+
+def time_package(model: Any, cases: list[dict[str, Any]], repeats: int) -> dict[str, Any]:
+    """Seconds per pass of `model.score(prompt, [paths])` over every case (one untimed warm-up pass first),
+    and the last pass's scores (per case, one per image) for the caller's parity check."""
+    import statistics
+
+    import torch
+
+    def one_pass() -> list[list[float]]:
+        out = []
+        with torch.no_grad():  # as the package's README scores
+            for case in cases:
+                rewards = model.score(case["prompt"], list(case["images"]))
+                out.append([float(r) for r in rewards] if isinstance(rewards, list) else [float(rewards)])
+        return out  # a one-image list comes back as a bare float (torch.squeeze in inference_rank)
+
+    t0 = time.perf_counter()
+    scores = one_pass()
+    warmup = time.perf_counter() - t0
+    seconds = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        scores = one_pass()
+        seconds.append(time.perf_counter() - t0)
+    return {"call": "ImageReward.score(prompt, [paths]) per prompt, under torch.no_grad", "repeats": repeats,
+            "seconds": seconds, "median_seconds": statistics.median(seconds), "warmup_seconds": warmup,
+            "calls": len(cases), "images": sum(len(c["images"]) for c in cases),
+            "torch_threads": torch.get_num_threads(), "scores": scores}
 
 
 def main(spec_path: str, out_path: str) -> None:
@@ -101,6 +139,8 @@ def main(spec_path: str, out_path: str) -> None:
               "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                            "image-reward": getattr(RM, "__version__", "1.5"),
                            "module": ir_module.__file__}}
+    if spec.get("time_repeats"):
+        result["timing"] = time_package(model, spec["cases"], int(spec["time_repeats"]))
     Path(out_path).write_text(json.dumps(result, indent=1), encoding="utf-8")
     shutil.rmtree(cache, ignore_errors=True)
 

@@ -76,3 +76,36 @@ def test_levers_quote_the_one_pass_and_git_cache_measurements_with_their_parity(
     assert bench_run.levers({"metrics": {"report": metrics}})[0]["parity"] == "values DIFFER"
     assert bench_run.levers({"metrics": {"report": None, "error": "timed out"}}) == []
     assert bench_run.levers({}) == []
+
+
+def _packages(ir_speedup, hps_speedup, hps_diff=1e-6):
+    def row(metric, speedup, diff):
+        return {"metric": metric, "images": 64, "parity": {"max_abs_diff": diff},
+                "summary": {"speedup": speedup, "evalkit_images_per_second": 10.0 * speedup,
+                            "package_images_per_second": 10.0}}
+
+    return {"config": {"device": "cpu", "package_device": "cpu"}, "noisy": False,
+            "rows": [row("imagereward", ir_speedup, 1e-6), row("hpsv2", hps_speedup, hps_diff)], "skipped": []}
+
+
+def test_package_targets_need_the_speedup_and_score_parity(bench_run):
+    def verdicts(report):
+        got = {t.name: t for t in bench_run.targets({"packages": {"report": report}}, "tiny-cpu", {}, {})}
+        return got["imagereward_vs_package"], got["hpsv2_vs_package"]
+
+    ir, hps = verdicts(_packages(12.0, 9.5))
+    assert (ir.value, ir.verdict) == (12.0, "PASS")
+    assert (hps.value, hps.verdict) == (9.5, "FAIL")  # below 10x
+    assert "parity max |diff| 1.0e-06" in ir.note
+    _, hps = verdicts(_packages(12.0, 40.0, hps_diff=0.5))
+    assert hps.verdict == "FAIL" and "SCORES DISAGREE" in hps.note  # fast but not the package's metric
+    # One metric skipped by the bench (e.g. its reference script failed): that line alone is not measured.
+    report = _packages(12.0, 40.0)
+    report["rows"] = report["rows"][:1]
+    report["skipped"] = [{"metric": "hpsv2", "reason": "ref_hpsv2 failed in the reference venv"}]
+    ir, hps = verdicts(report)
+    assert ir.verdict == "PASS" and hps.verdict == "NOT MEASURED" and "ref_hpsv2 failed" in hps.note
+    # The packages bench failed (no report) or did not run: both lines stay NOT MEASURED.
+    for raw in ({"packages": {"report": None, "error": "exit 1"}}, {}):
+        got = {t.name: t for t in bench_run.targets(raw, "tiny-cpu", {}, {})}
+        assert got["imagereward_vs_package"].verdict == got["hpsv2_vs_package"].verdict == "NOT MEASURED"

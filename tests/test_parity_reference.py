@@ -13,8 +13,6 @@ Skipped as a whole when `.venv-ref/bin/python` does not exist.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -27,19 +25,17 @@ from evalkit.metrics.cards import read_card
 from evalkit.metrics.context import NO_INPUTS
 from evalkit.metrics.hpsv2 import HPSv2
 from evalkit.metrics.imagereward import ImageReward
-from evalkit.metrics.imagereward_convert import convert_imagereward
 from evalkit.tiny.clip import write_card
-from evalkit.tiny.hpsv2 import tiny_config, write_tiny_card, write_tiny_checkpoint
-from evalkit.tiny.imagereward import WORDS, TinyImageRewardConfig, tokenizer_tokens, write_tiny_original
+from evalkit.tiny.hpsv2 import write_tiny_card
+from evalkit.tiny.imagereward import WORDS
+from evalkit.tiny.reference import hpsv2_reference_checkpoint, hpsv2_reference_spec, imagereward_reference
 
 TOL = 1e-5
 
 pytestmark = parity_marks()
 
-# ImageReward's MLP is hard-wired 1024→128→64→16→1 after the text width; keep that so the package's own
-# MLP class holds the head, and BLIP_Pretrain's embed_dim 256 for its (unused) projections. The ViT has
-# head dim 64 (as BLIP's) and is tiny.
-IR_CONFIG = dataclasses.replace(TinyImageRewardConfig(), head_widths=(32, 1024, 128, 64, 16, 1), embed_dim=256)
+# The tiny checkpoints and the specs the reference scripts read: evalkit/tiny/reference.py (shared with
+# bench/package_baselines.py, which times the packages on the same weights).
 LONG_35 = " ".join(WORDS * 2)  # 52 words: truncated at 35 tokens by ImageReward
 LONG_77 = " ".join(WORDS * 4)  # 104 words: truncated at 77 tokens by CLIP, end token kept
 PROMPTS = ["a red dog", "Two cats sitting on the table!", LONG_35, LONG_77, "pizza"]
@@ -53,16 +49,6 @@ def _run_reference(script: str, spec: dict, tmp: Path) -> dict:
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> list[Path]:
     return write_random_pngs(tmp_path_factory.mktemp("parity-images"), SIZES)
-
-
-def _reference_vocab(folder: Path) -> Path:
-    """The tiny vocabulary in bert-base-uncased's hub form (vocab.txt + tokenizer_config.json), which the
-    reference's slow BertTokenizer.from_pretrained reads (evalkit's transformers writes only tokenizer.json)."""
-    folder.mkdir(parents=True)
-    (folder / "vocab.txt").write_text("".join(f"{t}\n" for t in tokenizer_tokens()), encoding="utf-8")
-    (folder / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "model_max_length": 512}),
-                                                  encoding="utf-8")
-    return folder
 
 
 def _cases(images: list[Path]) -> list[dict]:
@@ -92,16 +78,11 @@ def _max_diff(got: list[list[float]], expected: list[list[float]]) -> float:
 @pytest.fixture(scope="module")
 def imagereward(tmp_path_factory, images):
     folder = tmp_path_factory.mktemp("parity-ir")
-    original = write_tiny_original(folder / "original", seed=0, config=IR_CONFIG)
-    converted = convert_imagereward(original.pt, original.med_config, folder / "converted",
-                                    tokenizer=original.tokenizer)
-    hub_vocab = _reference_vocab(folder / "bert-base-uncased-hub")
-    spec = {"pt": str(original.pt), "med_config": str(original.med_config), "tokenizer": str(hub_vocab),
-            "vit": {"image_size": IR_CONFIG.image_size, "patch_size": IR_CONFIG.patch_size,
-                    "width": IR_CONFIG.vit_width, "layers": IR_CONFIG.vit_layers, "heads": IR_CONFIG.vit_heads},
-            "cases": _cases(images)}
+    built = imagereward_reference(folder, seed=0)
+    spec = {**built.spec, "cases": _cases(images)}
     reference = _run_reference("ref_imagereward", spec, folder)
-    card = write_card(folder / "ir.yaml", "imagereward-parity", "imagereward", "coco-10k", {"imagereward": converted})
+    card = write_card(folder / "ir.yaml", "imagereward-parity", "imagereward", "coco-10k",
+                      {"imagereward": built.converted})
     metric = ImageReward(read_card(card), NO_INPUTS)
     metric.setup(torch.device("cpu"))
     return metric, spec, reference
@@ -143,7 +124,7 @@ def test_imagereward_scores_equal_the_reference_package(imagereward):
 @pytest.fixture(scope="module")
 def hps_weights(tmp_path_factory) -> Path:
     # float16, as the official *_compressed.pt files; both sides load it into float32 modules.
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("parity-hps"), version="v2.1", seed=0, dtype=torch.float16)
+    return hpsv2_reference_checkpoint(tmp_path_factory.mktemp("parity-hps"), seed=0)
 
 
 @pytest.mark.parametrize("antialias", [False, True])
@@ -152,8 +133,7 @@ def test_hpsv2_scores_equal_the_reference_package(hps_weights, images, tmp_path,
     antialias=False: the same code with the resize's antialias off, as under the torchvision the
     published numbers were made with — what evalkit's shipped card pins."""
     cases = _cases(images)
-    spec = {"checkpoint": str(hps_weights), "config": tiny_config(), "hps_version": "v2.1",
-            "tensor_resize_antialias": None if antialias else False, "cases": cases}
+    spec = {**hpsv2_reference_spec(hps_weights, antialias), "cases": cases}
     reference = _run_reference("ref_hpsv2", spec, tmp_path)
     card = write_tiny_card(tmp_path / "hps.yaml", "hpsv2-parity", hps_weights.parent, version="v2.1",
                            antialias=antialias)
