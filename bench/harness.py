@@ -1,4 +1,5 @@
-"""What every benchmark script shares: its work folder, the report table and JSON, library versions.
+"""What every benchmark script shares: its work folder, the report table and JSON, library versions,
+and the step-folder copies and image lists of the scoring benches.
 
 A benchmark reports ratios against a baseline measured in the same run; it never turns a
 verdict into an exit status (only unusable input, such as --device cuda without CUDA, exits
@@ -9,15 +10,19 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import sys
 import tempfile
 import time
 from argparse import Namespace
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evalkit.errors import EvalkitError
+
+if TYPE_CHECKING:
+    from evalkit.metrics.api import ImageItem, Metric
 
 Report = dict[str, Any]
 
@@ -56,3 +61,20 @@ def run_and_report(args: Namespace, run: Callable[[Namespace, Path], Report], ta
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {args.json}")
     return 0
+
+
+def fresh_copy(step_dir: Path, dest: Path) -> Path:
+    """The step folder's images and records without any scores, so evalkit scores everything."""
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(step_dir, dest, ignore=shutil.ignore_patterns("scores"))
+    return dest
+
+
+def items_of(step_dir: Path, metric: Metric) -> list[ImageItem]:
+    """The images the metric scores, as score_step lists them (same order, same prompts)."""
+    from evalkit.scoring.engine import image_items
+    from evalkit.stepdir import StepDir
+
+    folder = StepDir(step_dir)
+    return image_items(step_dir, folder.read_generation(), folder.read_manifest(), metric.info.prompt_set,
+                       metric.info.name)

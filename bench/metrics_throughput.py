@@ -55,20 +55,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from harness import run_and_report, versions  # bench/harness.py (scripts run from bench/)
+from harness import fresh_copy, items_of, run_and_report, versions  # bench/harness.py (scripts run from bench/)
 from PIL import Image
 
 from evalkit.errors import EvalkitError
 from evalkit.generation.checkpoints import ResolveOptions, resolve
 from evalkit.generation.generator import GenerateOptions, Generator
 from evalkit.generation.protocol import GenerationRequest
-from evalkit.metrics.api import ImageItem, Metric
+from evalkit.metrics.api import ImageItem
 from evalkit.metrics.cards import read_card
 from evalkit.metrics.context import MetricContext
 from evalkit.prompts.sets import PromptSet, load_prompt_set
 from evalkit.runtime.devicetime import release_memory, synced_clock
 from evalkit.runtime.quiet import quiet_loading
-from evalkit.stepdir import StepDir
 
 SCHEMA = "evalkit.bench.metrics_throughput/1"
 IMPLEMENTATIONS = ("clip_score", "tifa", "imagereward", "hpsv2", "fid")
@@ -299,22 +298,6 @@ def generate_images(work: Path, jobs: Sequence[Workload], resolution: int, devic
     return steps
 
 
-def fresh_copy(step_dir: Path, dest: Path) -> Path:
-    """The step folder's images and records without any scores, so evalkit scores everything."""
-    shutil.rmtree(dest, ignore_errors=True)
-    shutil.copytree(step_dir, dest, ignore=shutil.ignore_patterns("scores"))
-    return dest
-
-
-def items_of(step_dir: Path, metric: Metric) -> list[ImageItem]:
-    """The images the metric scores, as score_step lists them (same order, same prompts)."""
-    from evalkit.scoring.engine import image_items
-
-    folder = StepDir(step_dir)
-    return image_items(step_dir, folder.read_generation(), folder.read_manifest(), metric.info.prompt_set,
-                       metric.info.name)
-
-
 def load_rgb(path: Path) -> Image.Image:
     with Image.open(path) as image:
         return image.convert("RGB")
@@ -449,20 +432,26 @@ def tifa_models(card: Path, device: torch.device) -> tuple[Any, Any]:
         return backend, load_sentence_embedder(parsed.model("sentence").source, device=device)
 
 
+def batched_answers(vqa: Any, images: list[Image.Image], questions: list[Any],
+                    batch_size: int) -> Callable[[], list[str]]:
+    """evalkit's VQA side: `answer_tifa_questions` per batch of `batch_size` images, answers in order."""
+    from evalkit.metrics.tifa.vqa import answer_tifa_questions
+
+    def run() -> list[str]:
+        answers: list[str] = []
+        for start in range(0, len(images), batch_size):
+            answers += answer_tifa_questions(vqa, images[start:start + batch_size], questions[start:start + batch_size])
+        return answers
+
+    return run
+
+
 def measure_vqa(metric: Any, backend: Any, items: list[ImageItem], batch_size: int, repeats: int,
                 device: torch.device, model: str) -> list[Comparison]:
     """VQA alone, in questions/s: evalkit's batched call per batch of images vs one question per call."""
-    from evalkit.metrics.tifa.vqa import answer_tifa_questions
-
     images = [load_rgb(it.path) for it in items]
     questions = [metric.questions()[it.prompt.id] for it in items]
-
-    def batched() -> list[str]:
-        answers: list[str] = []
-        for start in range(0, len(images), batch_size):
-            answers += answer_tifa_questions(backend, images[start:start + batch_size],
-                                             questions[start:start + batch_size])
-        return answers
+    batched = batched_answers(backend, images, questions, batch_size)
 
     def one_by_one() -> list[str]:
         return [backend.answer([image], [[q.question]], [[q.choices]])[0][0]
@@ -479,23 +468,15 @@ def measure_git_cache(backend: Any, images: list[Image.Image], questions: list[A
                       device: torch.device, model: str) -> list[Comparison]:
     """GIT's image tokens through the decoder once per image (the default) against tiled over every
     question row (`cache_image_tokens=False`, what GIT's own forward does), both batched, in q/s."""
-    from evalkit.metrics.tifa.vqa import answer_tifa_questions
     from evalkit.metrics.tifa.vqa_git import GitVQA
 
     if not isinstance(backend, GitVQA) or not backend.caches:
         return []
     tiled = dataclasses.replace(backend, cache_image_tokens=False)
 
-    def batched(vqa: Any) -> Callable[[], list[str]]:
-        def run() -> list[str]:
-            answers: list[str] = []
-            for start in range(0, len(images), batch_size):
-                answers += answer_tifa_questions(vqa, images[start:start + batch_size],
-                                                 questions[start:start + batch_size])
-            return answers
-        return run
-
-    seconds, last = alternate({"evalkit": batched(backend), "naive": batched(tiled)}, repeats, device, "tifa/git-cache")
+    seconds, last = alternate({"evalkit": batched_answers(backend, images, questions, batch_size),
+                               "naive": batched_answers(tiled, images, questions, batch_size)},
+                              repeats, device, "tifa/git-cache")
     row = Comparison("tifa/git-cache", model, "q/s", sum(len(qs) for qs in questions), seconds["evalkit"],
                      seconds["naive"])
     same = sum(a == b for a, b in zip(last["evalkit"], last["naive"], strict=True))

@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from harness import run_and_report, versions  # bench/harness.py (scripts run from bench/)
+from harness import fresh_copy, items_of, run_and_report, versions  # bench/harness.py (scripts run from bench/)
 
 from evalkit.errors import EvalkitError
 from evalkit.metrics.api import ImageItem, Metric
@@ -133,23 +133,6 @@ def generate_step(work: Path, prompts: int, images_per_prompt: int, resolution: 
                                 device=device)
     return Generator(request, GenerateOptions(out=work / "generated", batch_size=16, quiet=True)).run_one(
         ref, sets).step_dir
-
-
-def fresh_copy(step_dir: Path, dest: Path) -> Path:
-    """The step folder's images and records without any scores, so evalkit scores everything."""
-    shutil.rmtree(dest, ignore_errors=True)
-    shutil.copytree(step_dir, dest, ignore=shutil.ignore_patterns("scores"))
-    return dest
-
-
-def items_of(step_dir: Path, metric: Metric) -> list[ImageItem]:
-    """The images the metric scores, as score_step lists them (same order, same prompts)."""
-    from evalkit.scoring.engine import image_items
-    from evalkit.stepdir import StepDir
-
-    folder = StepDir(step_dir)
-    return image_items(step_dir, folder.read_generation(), folder.read_manifest(), metric.info.prompt_set,
-                       metric.info.name)
 
 
 def cases_of(items: Sequence[ImageItem]) -> tuple[list[dict[str, Any]], list[list[ImageItem]]]:
