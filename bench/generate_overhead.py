@@ -54,6 +54,7 @@ from harness import run_and_report, versions  # bench/harness.py (scripts run fr
 from PIL import Image
 
 from evalkit.generation.checkpoints import CheckpointRef, ResolveOptions, resolve
+from evalkit.generation.compiling import CompilePlan
 from evalkit.generation.generator import GenerateOptions, Generator, Sample, plan_samples, quantize
 from evalkit.generation.protocol import GenerationRequest
 from evalkit.options import DEFAULTS
@@ -62,7 +63,7 @@ from evalkit.runtime.devicetime import release_memory, synced_clock
 
 TARGET_OVERHEAD = 0.10  # evalkit may cost at most 10% more than the bare loop (generation part)
 TARGET_ONE_PROMPT_SPEEDUP = 15.0  # evalkit's images/s over the one-prompt-at-a-time loop (issue 10; GPU, 256 px)
-LOOPS = ("batched", "one-prompt")
+LOOPS = ("batched", "one-prompt", "compile")
 # Repetitions of one side further apart than this (slowest/fastest) mean the machine was busy
 # (shared CPUs slow down by whole factors at times); the verdict is then flagged, not trusted.
 NOISY_SPREAD = 0.15
@@ -260,10 +261,12 @@ def run_one_prompt(folder: Path, samples: Sequence[Sample], steps: int, resoluti
 
 
 def run_evalkit(ref: CheckpointRef, prompt_set: PromptSet, request: GenerationRequest, out: Path,
-                batch_size: int, device: torch.device) -> tuple[dict[str, float], Path]:
+                batch_size: int, device: torch.device,
+                compile_plan: CompilePlan = CompilePlan("off")) -> tuple[dict[str, float], Path]:  # noqa: B008 (frozen)
     """One whole evalkit call into an empty folder, so every image is planned, made and recorded."""
     t0 = synced_clock(device)
-    generator = Generator(request, GenerateOptions(out=out, batch_size=batch_size, quiet=True))
+    generator = Generator(request, GenerateOptions(out=out, batch_size=batch_size, quiet=True,
+                                                   compile_plan=compile_plan))
     result = generator.run_one(ref, [prompt_set])
     t1 = synced_clock(device)
     if result.generated != len(prompt_set) or result.reused:
@@ -353,7 +356,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="timed repetitions per side (interleaved)")
     p.add_argument("--loop", default="batched", choices=LOOPS,
                    help="the bare side: batched (evalkit's batches; verdict: overhead) or one-prompt "
-                        "(pipe(prompt) per prompt, a PNG each; verdict: evalkit's speed-up)")
+                        "(pipe(prompt) per prompt, a PNG each; verdict: evalkit's speed-up), or compile "
+                        "(evalkit with --compile on vs off: speed-up, compile cost, break-even)")
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"),
                    help="auto: bfloat16 on CUDA, float32 on CPU")
     p.add_argument("--json", type=Path, default=None, help="also write the full report here")
@@ -385,6 +389,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     print(f"built and saved the {args.model} model in {time.perf_counter() - t:.1f} s", flush=True)
     ref = resolve(str(folder), ResolveOptions(name=f"bench-{args.model}"))[0]
     prompt_set = load_prompt_set(PROMPT_SET).head(args.prompts)
+    if args.loop == "compile":
+        return run_compile(args, work, ref, prompt_set, request, device)
     samples = plan_samples([prompt_set], request)
     batches = batches_of(samples, args.batch_size)
 
@@ -452,8 +458,89 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     }
 
 
+def run_compile(args: argparse.Namespace, work: Path, ref: CheckpointRef, prompt_set: PromptSet,
+                request: GenerationRequest, device: torch.device) -> dict[str, Any]:
+    """The torch.compile lever: evalkit with the denoiser compiled against evalkit eager, same run.
+
+    Compiling costs once and saves per image, so three numbers are measured: the steady speed-up
+    (eager runs alternating with compiled runs after the compiled side's first), the compile cost
+    on a cold inductor cache (a fresh TORCHINDUCTOR_CACHE_DIR under the work folder: the first
+    compiled run minus a steady one) and on a warm one (after torch._dynamo.reset(), as the next
+    checkpoint or process sees it), and from them the break-even: how many images a checkpoint
+    needs before compiling pays, what `--compile auto`'s threshold (generation.compiling) should be.
+    """
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(work / "inductor-cache")  # cold, and never the user's cache
+    plan = CompilePlan("on")
+
+    def side(label: str, compiled: bool) -> tuple[float, Path]:
+        row, step_dir = run_evalkit(ref, prompt_set, request, work / label, args.batch_size, device,
+                                    plan if compiled else CompilePlan("off"))
+        return row["gen"], step_dir
+
+    side("warmup", False)
+    cold, _ = side("compiled-cold", True)
+    eager_s, compiled_s = [], []
+    for i in range(args.repeats):
+        seconds, eager_dir = side(f"eager-{i}", False)
+        eager_s.append(seconds)
+        seconds, compiled_dir = side(f"compiled-{i}", True)
+        compiled_s.append(seconds)
+        print(f"  repeat {i + 1}/{args.repeats}: eager {eager_s[-1]:.3f} s, compiled {compiled_s[-1]:.3f} s",
+              flush=True)
+    torch._dynamo.reset()
+    warm, _ = side("compiled-warm", True)
+    images = len(prompt_set)
+    eager, steady = statistics.median(eager_s), statistics.median(compiled_s)
+    saving = (eager - steady) / images
+    cost_cold, cost_warm = max(cold - steady, 0.0), max(warm - steady, 0.0)
+    diffs = [np.abs(np.asarray(Image.open(path), np.int16) - np.asarray(Image.open(compiled_dir / path.relative_to(
+        eager_dir)), np.int16)) for path in sorted((eager_dir / "images").rglob("*.png"))]
+    spread = {side_: max(v) / min(v) - 1.0 for side_, v in (("eager", eager_s), ("compiled", compiled_s))}
+    return {
+        "schema": "evalkit.bench.generate_overhead.compile/1",
+        "config": {"loop": args.loop, "model": args.model, "device": str(device),
+                   "dtype": str(request.torch_dtype(device)).removeprefix("torch."), "resolution": args.resolution,
+                   "batch_size": args.batch_size, "images": images, "steps": args.steps, "repeats": args.repeats,
+                   "backend": str(plan.backend), "torch_threads": torch.get_num_threads(),
+                   "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+                   "versions": versions(("evalkit", "torch", "diffusers", "transformers"))},
+        "runs": {"eager": eager_s, "compiled": compiled_s, "compiled_cold_first": cold, "compiled_warm_first": warm},
+        "speedup": eager / steady,  # steady state: compiled images/s over eager images/s
+        "compile_seconds": {"cold": cost_cold, "warm": cost_warm},
+        "breakeven_images": {"cold": cost_cold / saving if saving > 0 else None,
+                             "warm": cost_warm / saving if saving > 0 else None},
+        "parity": {"images": len(diffs), "max_abs_diff": int(max(int(d.max()) for d in diffs)),
+                   "share_differing": float(np.mean([float((d > 0).mean()) for d in diffs]))},
+        "spread": spread,
+        "noisy": max(spread.values()) > NOISY_SPREAD,
+    }
+
+
+def compile_table(report: dict[str, Any]) -> str:
+    c, b, p = report["compile_seconds"], report["breakeven_images"], report["parity"]
+    eager, compiled = (statistics.median(report["runs"][side]) for side in ("eager", "compiled"))
+
+    def images(value: float | None) -> str:
+        return "never (no saving)" if value is None else f"{value:,.0f} images"
+
+    lines = [f"torch.compile ({report['config']['backend']}) of the denoiser vs eager, "
+             f"{report['config']['images']} images per run:",
+             f"  steady speed-up {report['speedup']:.2f}x (medians: eager {eager:.3f} s, compiled {compiled:.3f} s)",
+             f"  compile cost: cold cache {c['cold']:.1f} s, warm cache {c['warm']:.1f} s",
+             f"  break-even: cold {images(b['cold'])}, warm {images(b['warm'])}",
+             f"  parity (every image, uint8): max |diff| {p['max_abs_diff']}, "
+             f"{p['share_differing']:.2%} of values differ"]
+    if report["noisy"]:
+        lines.append(f"WARNING: repetitions of one side differ by up to {max(report['spread'].values()):.0%}; rerun")
+    return "\n".join(lines)
+
+
+def report_table(report: dict[str, Any]) -> str:
+    return compile_table(report) if report["config"]["loop"] == "compile" else table(report)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_and_report(parse_args(argv), run, table)
+    return run_and_report(parse_args(argv), run, report_table)
 
 
 if __name__ == "__main__":

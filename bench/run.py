@@ -58,6 +58,11 @@ BENCHES = (
           ("--model", "tiny", "--device", "cpu", "--prompts", "16", "--repeats", "2", "--loop", "one-prompt"),
           ("--model", "sd2", "--device", "cuda", "--resolution", "256", "--batch-size", "32", "--prompts", "64",
            "--repeats", "1", "--loop", "one-prompt"), 1500),
+    # torch.compile of the denoiser against eager: steady speed-up, compile cost, break-even (a lever).
+    Bench("generation_compile", "generate_overhead.py",
+          ("--model", "tiny", "--device", "cpu", "--prompts", "16", "--repeats", "2", "--loop", "compile"),
+          ("--model", "sd2", "--device", "cuda", "--resolution", "256", "--batch-size", "32", "--prompts", "128",
+           "--repeats", "2", "--loop", "compile"), 1500),
     Bench("generation_vs_one_prompt_512", "generate_overhead.py", (),
           ("--model", "sd2", "--device", "cuda", "--resolution", "512", "--batch-size", "16", "--prompts", "32",
            "--repeats", "1", "--loop", "one-prompt"), 1500),
@@ -200,10 +205,10 @@ def targets(raw: Mapping[str, Any], setting: str, matmul: Mapping[str, Any],
 def levers(raw: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The levers measured on their own in this run (evalkit with the lever against evalkit without it,
     same models and inputs), each with its parity check: what docs/performance.md's lever table quotes."""
+    out = generation_levers(raw)
     metrics = _ok(raw, "metrics")
     if not metrics:
-        return []
-    out: list[dict[str, Any]] = []
+        return out
     one = metrics.get("one_pass")
     if one:
         out.append({"name": "one_pass", "description": f"{'+'.join(one['metrics'])} in one score_step call vs a "
@@ -217,6 +222,23 @@ def levers(raw: Mapping[str, Any]) -> list[dict[str, Any]]:
                         "speedup": row["summary"]["speedup"],
                         "parity": f"{p['answers_equal']}/{p['answers']} answers equal"})
     return out
+
+
+def generation_levers(raw: Mapping[str, Any]) -> list[dict[str, Any]]:
+    compiled = _ok(raw, "generation_compile")
+    if not compiled:
+        return []
+    cost, even, p = compiled["compile_seconds"], compiled["breakeven_images"], compiled["parity"]
+
+    def images(value: float | None) -> str:
+        return "never" if value is None else f"{value:,.0f}"
+
+    return [{"name": "torch_compile", "description": f"the denoiser torch.compile'd ({compiled['config']['backend']}) "
+             f"vs eager, steady state; compile {cost['cold']:.1f} s cold / {cost['warm']:.1f} s warm cache, "
+             f"pays after {images(even['cold'])} / {images(even['warm'])} images",
+             "speedup": compiled["speedup"],
+             "parity": f"max |diff| {p['max_abs_diff']} uint8 levels over {p['images']} images",
+             "noisy": compiled["noisy"]}]
 
 
 def matmul_throughput(device: str) -> dict[str, Any]:

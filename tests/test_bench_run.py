@@ -78,6 +78,16 @@ def test_levers_quote_the_one_pass_and_git_cache_measurements_with_their_parity(
     assert bench_run.levers({}) == []
 
 
+def test_the_compile_lever_quotes_speedup_cost_break_even_and_parity(bench_run):
+    compiled = {"config": {"backend": "inductor"}, "speedup": 1.3, "compile_seconds": {"cold": 60.0, "warm": 9.0},
+                "breakeven_images": {"cold": 2400.0, "warm": None}, "noisy": False,
+                "parity": {"images": 16, "max_abs_diff": 1, "share_differing": 0.001}}
+    (lever,) = bench_run.levers({"generation_compile": {"report": compiled}})
+    assert lever["name"] == "torch_compile" and lever["speedup"] == 1.3
+    assert "60.0 s cold / 9.0 s warm" in lever["description"] and "2,400 / never images" in lever["description"]
+    assert lever["parity"] == "max |diff| 1 uint8 levels over 16 images"
+
+
 def _packages(ir_speedup, hps_speedup, hps_diff=1e-6):
     def row(metric, speedup, diff):
         return {"metric": metric, "images": 64, "parity": {"max_abs_diff": diff},

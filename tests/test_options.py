@@ -82,6 +82,7 @@ def test_engine_option_objects_are_views_of_one_group_each():
     ({"shard": "3/2"}, "shard '3/2' is out of range"),
     ({"score_batch_size": 0}, "score_batch_size must be at least 1"),
     ({"scheduler": "magic"}, "unknown scheduler 'magic'"),
+    ({"compile_denoiser": "always"}, "compile_denoiser 'always' is not one of auto, on, off"),
 ])
 def test_rules_name_the_parameter(values, problem):
     with pytest.raises(EvalkitError) as raised:
@@ -95,6 +96,7 @@ def test_rules_name_the_parameter(values, problem):
     (["run", "x", "--metrics", "clip", "--score-batch-size", "0"], "error: --score-batch-size must be at least 1"),
     (["score", "x", "--metrics", "clip", "--batch-size", "0"], "error: --batch-size must be at least 1"),
     (["generate", "x", "--batch-size", "0"], "error: --batch-size must be at least 1 (got 0)"),
+    (["run", "x", "--metrics", "clip", "--compile", "yes"], "error: --compile 'yes' is not one of auto, on, off"),
 ])
 def test_the_cli_names_its_flag(args, line, cli):
     code, _, err = cli(*args)

@@ -384,7 +384,7 @@ def evaluate(pipeline: Any, *, metrics: str | Sequence[str | Metric], step: int 
              batch_size: int | str = IN_PROCESS.batch_size, score_batch_size: int = IN_PROCESS.score_batch_size,
              allow_pickle: bool = IN_PROCESS.allow_pickle, flops_per_step: float = IN_PROCESS.flops_per_step,
              train_batch_size: int = IN_PROCESS.train_batch_size, curves: bool = True, quiet: bool = IN_PROCESS.quiet,
-             **protocol: Any) -> EvalResult:
+             compile_denoiser: str = IN_PROCESS.compile_denoiser, **protocol: Any) -> EvalResult:
     """Evaluate one checkpoint: generate, score, write run.json and (for a training step) the curves.
 
     `pipeline` is a pipeline folder, hub id, single file (with `base`), checkpoint-N folder or a
@@ -392,13 +392,14 @@ def evaluate(pipeline: Any, *, metrics: str | Sequence[str | Metric], step: int 
     `metrics` are names, card files or Metric objects (pass objects to keep their models loaded
     between calls). `prompts` default to the sets the metrics score. The other keywords are the
     options of evalkit.options.RunOptions (the CLI's flags, with the same defaults except a fixed
-    `batch_size` and `quiet`); protocol overrides are its protocol fields: scheduler, steps,
+    `batch_size`, `quiet` and `compile_denoiser` off); protocol overrides are its protocol fields: scheduler, steps,
     guidance_scale, seed, resolution, dtype, device, negative_prompt, images_per_prompt, eta. A
     step already covered by its run.json is not redone.
     """
     options = _options(protocol, out=Path(out), name=name, limit=limit, subset=subset, base=base, revision=revision,
                        ema=ema, batch_size=batch_size, score_batch_size=score_batch_size, allow_pickle=allow_pickle,
-                       flops_per_step=flops_per_step, train_batch_size=train_batch_size, quiet=quiet)
+                       flops_per_step=flops_per_step, train_batch_size=train_batch_size, quiet=quiet,
+                       compile_denoiser=compile_denoiser)
     metric_objects = _metrics(metrics)
     sets = options.select(_prompt_sets(prompts, metric_objects))
     request = GenerationRequest.of(options)

@@ -26,6 +26,7 @@ from evalkit.fileio.hashing import sha256_bytes, sha256_file
 from evalkit.fileio.pngio import save_png
 from evalkit.generation.adapters import latent_shape, native_resolution, resolution_multiple
 from evalkit.generation.checkpoints import CheckpointRef
+from evalkit.generation.compiling import CompiledDenoiser, CompilePlan, compile_failure_types
 from evalkit.generation.embeddings import CHUNK, EmbeddingStore
 from evalkit.generation.fitting import AutoRange, BatchFit, auto_range, chunked_decode
 from evalkit.generation.loading import LoadedCheckpoint, PipelineLoader
@@ -68,12 +69,14 @@ class GenerateOptions:
     shard_count: int = 1
     quiet: bool = DEFAULTS.quiet
     shard_block: int = DEFAULTS.score_batch_size  # a shard takes whole scoring batches (plan_samples)
+    compile_plan: CompilePlan = CompilePlan()  # noqa: RUF009 (frozen); torch.compile of the denoiser (generation.compiling)
 
     @classmethod
     def of(cls, options: RunOptions) -> GenerateOptions:
         index, count = shard_position(options.shard)
         size = 1 if options.auto_batch else int(options.batch_size)
-        return cls(options.out, size, options.auto_batch, index, count, options.quiet, options.score_batch_size)
+        return cls(options.out, size, options.auto_batch, index, count, options.quiet, options.score_batch_size,
+                   CompilePlan(options.compile_denoiser))
 
 
 @dataclass
@@ -196,8 +199,8 @@ def _check_honoured(pipe: Any, protocol: EffectiveProtocol) -> None:
 
 
 # A batch whose PNGs are being written: futures of their hashes, the samples, the batch's seconds,
-# its size, and per sample whether the float output was finite.
-_InFlight = tuple[list[Future[str]], list[Sample], float, int, list[bool]]
+# its size, per sample whether the float output was finite, and whether a compiled denoiser made it.
+_InFlight = tuple[list[Future[str]], list[Sample], float, int, list[bool], bool]
 
 
 def quantize(images: torch.Tensor) -> np.ndarray:
@@ -266,7 +269,10 @@ class Generator:
             return fit.size
         manifest = step_dir.manifest(self.options.shard_index, self.options.shard_count)
         label = f"{loaded.ref.name}@{loaded.ref.step_label}"
-        with ThreadPoolExecutor(max_workers=2) as pool, _ProgressBar(label, len(todo), self.options.quiet) as advance:
+        plan = self.options.compile_plan
+        compiled = CompiledDenoiser(loaded.pipe, loaded.adapter.denoiser, plan, plan.wanted(self.device, len(todo)))
+        with ThreadPoolExecutor(max_workers=2) as pool, _ProgressBar(label, len(todo), self.options.quiet) as advance, \
+                compiled:
             in_flight: deque[_InFlight] = deque()
             position = 0
             while position < len(todo):
@@ -275,6 +281,11 @@ class Generator:
                 try:
                     with chunked_decode(loaded.pipe.vae, self.device, fit):
                         images = render(loaded, protocol, batch, prompt_sets, self.store)
+                except compile_failure_types() as e:  # before RuntimeError: dynamo's errors derive from it
+                    if not compiled.active:
+                        raise
+                    compiled.fall_back(e)
+                    continue
                 except RuntimeError as e:  # torch.OutOfMemoryError is one; so are cuBLAS/cuDNN alloc failures
                     if not is_out_of_memory(e):
                         raise
@@ -285,7 +296,7 @@ class Generator:
                 pixels = quantize(images)
                 elapsed = time.perf_counter() - started
                 futures = [pool.submit(save_png, step_dir.path / s.file, pixels[i]) for i, s in enumerate(batch)]
-                in_flight.append((futures, batch, elapsed, len(batch), finite))
+                in_flight.append((futures, batch, elapsed, len(batch), finite, compiled.active))
                 while len(in_flight) > MAX_BATCHES_IN_FLIGHT:
                     advance(_commit(manifest, in_flight.popleft()))
                 position += len(batch)
@@ -306,10 +317,11 @@ def _one_set(batch: list[Sample]) -> list[Sample]:
 
 
 def _commit(manifest: Path, item: _InFlight) -> int:
-    futures, batch, elapsed, size, finite = item
+    futures, batch, elapsed, size, finite, compiled = item
     rows = [ManifestRow(prompt_set=s.prompt_set, prompt_id=s.prompt_id, prompt_sha256=s.prompt_sha256, k=s.k,
                         seed=s.seed, file=s.file, sha256=f.result(), seconds=round(elapsed / size, 6),
-                        batch_size=size, nonfinite=not ok) for f, s, ok in zip(futures, batch, finite, strict=True)]
+                        batch_size=size, nonfinite=not ok, compiled=compiled)
+            for f, s, ok in zip(futures, batch, finite, strict=True)]
     append_manifest(manifest, rows)
     return len(rows)
 

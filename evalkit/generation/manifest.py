@@ -28,10 +28,13 @@ class ManifestRow:
     # The pipeline's float output held NaN or ±inf (fp16 overflow, broken weights): the PNG is what
     # quantising it gives (often all black). Written only when true, so clean manifests stay as they were.
     nonfinite: bool = False
+    # A torch.compile'd denoiser made it (generation.compiling): its floats differ from eager by rounding.
+    # Written only when true, like nonfinite.
+    compiled: bool = False
 
 
 _FIELDS = {f.name for f in fields(ManifestRow)}
-_OPTIONAL = {"nonfinite"}
+_OPTIONAL = {"nonfinite", "compiled"}
 
 
 def read_manifest_rows(paths: Iterable[Path]) -> dict[str, ManifestRow]:
