@@ -2,25 +2,31 @@
 
 Issue 10 asks that evalkit score ImageReward and HPSv2 at least 10x the images/s of the packages
 a user would otherwise call (image-reward 1.5, hpsv2 1.2.0). Those packages cannot be installed
-next to evalkit, so their side runs in `.venv-ref` through the parity scripts
-(parity/ref_imagereward.py, parity/ref_hpsv2.py) with "time_repeats" in the spec. Both sides
-score the same images with the same weights — the tiny random checkpoints the parity tests use
-(evalkit/tiny/reference.py), in each package's own layout on its side and converted on evalkit's
-— and the scores are compared, so a speedup is only reported next to the evidence that the two
-sides computed the same thing.
+next to evalkit, so their side runs in `.venv-ref`, in a process of its own that lives as long as
+the metric's measurement: a parity script in its serve-rounds mode (``parity/ref_imagereward.py
+--serve`` / ``parity/ref_hpsv2.py --serve``; protocol and timing loop in parity/timing.py), which
+loads the model once and then runs one timed pass of the package's own call over all images each
+time the bench asks. Both sides score the same images with the same weights — the tiny random
+checkpoints the parity tests use (evalkit/tiny/reference.py), in each package's own layout on its
+side and converted on evalkit's — and the scores are compared, so a speedup is only reported next
+to the evidence that the two sides computed the same thing.
 
 * evalkit: ``score_step(step_dir, [metric], device, batch_size=B)`` on a fresh, unscored copy of a
-  step folder of tiny-generator output each repeat (read, hash-check, prepare, batched scoring,
+  step folder of tiny-generator output each pass (read, hash-check, prepare, batched scoring,
   store, aggregate: the whole call is timed); the model is loaded once before, not timed.
 * package: in .venv-ref, the model loaded once (not timed), then per prompt the call its README
   shows: ImageReward ``model.score(prompt, [paths])`` under ``torch.no_grad``; hpsv2
   ``hpsv2.img_score.score([paths], prompt, cp=checkpoint)`` (which reloads the checkpoint file
-  on every call: that is the package's own cost, so it is timed with it).
+  on every call: that is the package's own cost, so it is timed with it). Each pass is timed in
+  that process, so the pipe to it is not counted.
 
-Each side warms up once untimed, then runs ``--repeats`` timed passes over all images; medians
-are reported, speedup = package seconds ÷ evalkit seconds. The sides run one after the other
-(the package in its own process), not interleaved, so a busy machine shows as spread. The
-package side always runs on the CPU in float32 (the parity scripts pin it, so the scores are
+The sides are interleaved, as metrics_throughput.py's ``alternate`` does: one untimed warm-up pass
+per side, then for each of ``--repeats`` repeats evalkit's timed pass followed by the package's
+(whose process waits on its stdin meanwhile), so a machine that gets busier or quieter during the
+run weighs on both sides of a repeat alike; run one after the other instead, a busy machine gave
+ratios from 0.19x to 17x. Each repeat's times and ratio are printed; medians are reported, speedup
+= package seconds ÷ evalkit seconds (median over median; the per-repeat ratios are in the JSON).
+The package side always runs on the CPU in float32 (the parity scripts pin it, so the scores are
 comparable at 1e-5); full-size models on a GPU are not built here yet, and an evalkit side on
 another device than cpu is recorded but is not a like-for-like comparison. Benchmarks report, they do not
 assert: the exit status is 0 whatever the verdict; only when nothing can be measured (no
@@ -41,15 +47,17 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 import argparse
+import contextlib
 import json
 import platform
 import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,56 +154,153 @@ def cases_of(items: Sequence[ImageItem]) -> tuple[list[dict[str, Any]], list[lis
 
 
 # ---------------------------------------------------------------------------------------------
-# Timed sides
+# Timed sides: each call of a side is one timed pass over every image, (seconds, what it scored)
+
+Side = Callable[[], tuple[float, Any]]
 
 
-def time_evalkit(metric: Metric, step_dir: Path, runs: Path, items: list[ImageItem], batch_size: int,
-                 repeats: int, device: torch.device) -> tuple[list[float], dict[tuple[str, str], float]]:
-    """One untimed warm-up call, then `repeats` timed `score_step` calls, each on an unscored copy
-    (made before any clock starts); returns the seconds and the last call's per-image values."""
+def evalkit_side(metric: Metric, step_dir: Path, runs: Path, images: int, batch_size: int, calls: int,
+                 device: torch.device) -> Side:
+    """One `score_step` call per invocation, each on its own unscored copy (all `calls` copies made
+    now, before any clock starts); returns (seconds, (scored folder, result))."""
     from evalkit.scoring.engine import score_step
-    from evalkit.scoring.store import ScoreStore
 
-    pending = [fresh_copy(step_dir, runs / f"evalkit-{i}") for i in range(repeats + 1)]
-    seconds: list[float] = []
-    last: tuple[Path, Any] | None = None
-    for i in range(repeats + 1):
+    pending = [fresh_copy(step_dir, runs / f"evalkit-{i}") for i in range(calls)]
+
+    def one_call() -> tuple[float, Any]:
         folder = pending.pop()
         t0 = synced_clock(device)
         result = score_step(folder, [metric], device, batch_size=batch_size, quiet=True)[0]
         elapsed = synced_clock(device) - t0
-        if result.scored != len(items):
-            raise RuntimeError(f"evalkit scored {result.scored} of {len(items)} images; the copy was not fresh")
-        if i:  # the first call is the warm-up
-            seconds.append(elapsed)
-            print(f"  evalkit repeat {i}/{repeats}: {elapsed:.3f} s", flush=True)
-        last = (folder, result)
-    assert last is not None
-    folder, result = last
+        if result.scored != images:
+            raise RuntimeError(f"evalkit scored {result.scored} of {images} images; the copy was not fresh")
+        return elapsed, (folder, result)
+
+    return one_call
+
+
+def stored_values(folder: Path, result: Any) -> dict[tuple[str, str], float]:
+    """Per-image values as evalkit's store holds them after the call, keyed (file, sha256)."""
+    from evalkit.scoring.store import ScoreStore
+
     stored = ScoreStore(folder, result.metric, result.fingerprint).scored()
-    return seconds, {key: float(records[0]["value"]) for key, records in stored.items()}
+    return {key: float(records[0]["value"]) for key, records in stored.items()}
 
 
-def time_package(metric: str, spec: dict[str, Any], ref_python: Path, tmp: Path, timeout: int) -> dict[str, Any]:
-    """The reference script in .venv-ref with "time_repeats": its OUT.json (timing + parity outputs)."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    script = SCRIPTS[metric]
-    spec_file, out_file = tmp / f"{script}.spec.json", tmp / f"{script}.out.json"
-    spec_file.write_text(json.dumps(spec), encoding="utf-8")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONNOUSERSITE": "1"}
-    env.pop("PYTHONPATH", None)  # the reference venv must not import this checkout's packages
-    try:
-        proc = subprocess.run([str(ref_python), str(REPO / "parity" / f"{script}.py"), str(spec_file), str(out_file)],
-                              env=env, capture_output=True, text=True, timeout=timeout, cwd=tmp)
-    except subprocess.TimeoutExpired as e:
-        raise Skip(f"{script} in the reference venv timed out after {timeout} s") from e
-    if proc.returncode != 0 or not out_file.is_file():
-        tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
-        raise Skip(f"{script} failed in the reference venv (exit {proc.returncode}): {tail[0]}")
-    out: dict[str, Any] = json.loads(out_file.read_text(encoding="utf-8"))
-    if "timing" not in out:
-        raise Skip(f"{script} wrote no timing: the reference script predates time_repeats")
-    return out
+class PackageServer:
+    """The reference script in .venv-ref in its serve-rounds mode (`parity/ref_*.py --serve SPEC.json`;
+    protocol: parity/timing.py): the package's model loaded once in its own process (it cannot be
+    imported next to evalkit), then one pass of its own call over every case per `round()`, timed in
+    that process. A long-lived process, so that its passes can alternate with evalkit's; it waits on
+    its stdin between rounds, so it takes no CPU from evalkit's pass. `timeout` bounds its whole life."""
+
+    def __init__(self, script: str, spec: dict[str, Any], ref_python: Path, tmp: Path, timeout: int) -> None:
+        tmp.mkdir(parents=True, exist_ok=True)
+        spec_file, self.log = tmp / f"{script}.spec.json", tmp / f"{script}.stderr.log"
+        spec_file.write_text(json.dumps(spec), encoding="utf-8")
+        self.script, self.timeout = script, timeout
+        self.deadline = time.monotonic() + timeout
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONNOUSERSITE": "1"}
+        env.pop("PYTHONPATH", None)  # the reference venv must not import this checkout's packages
+        with self.log.open("w", encoding="utf-8") as err:
+            self.proc = subprocess.Popen(
+                [str(ref_python), str(REPO / "parity" / f"{script}.py"), "--serve", str(spec_file)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1, env=env, cwd=tmp)
+        self.watchdog = threading.Timer(timeout, self.proc.kill)
+        self.watchdog.daemon = True
+        self.watchdog.start()
+        try:
+            self.ready = self.receive("ready", "call", "torch_threads")
+        except Skip:
+            self.close()
+            raise
+
+    def __enter__(self) -> PackageServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def round(self) -> tuple[float, list[list[float]]]:
+        """One timed pass of the package's call over every case: its seconds and scores (per case, per image)."""
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write("round\n")
+            self.proc.stdin.flush()
+        except OSError as e:  # it died between rounds (BrokenPipeError)
+            raise Skip(self.failure("")) from e
+        reply = self.receive("seconds", "scores")
+        return float(reply["seconds"]), reply["scores"]
+
+    def receive(self, *keys: str) -> dict[str, Any]:
+        """The next protocol line, which must be a JSON object holding `keys`; else the reason, as a Skip."""
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        try:
+            message = json.loads(line) if line else None
+        except json.JSONDecodeError:
+            message = None
+        if not isinstance(message, dict) or not set(keys) <= message.keys():
+            raise Skip(self.failure(line))
+        return message
+
+    def failure(self, line: str) -> str:
+        """One line saying why the server gave no usable reply."""
+        if time.monotonic() >= self.deadline:
+            return f"{self.script} in the reference venv timed out after {self.timeout} s"
+        if line.strip():
+            return f"{self.script} in the reference venv replied {line.strip()[:80]!r}, not a protocol line"
+        try:
+            code: int | None = self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            code = None
+        tail = self.log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] or ["no output"]
+        return f"{self.script} failed in the reference venv (exit {code}): {tail[0]}"
+
+    def close(self) -> None:
+        """End of its stdin ends it; one that does not go within 30 s is killed."""
+        self.watchdog.cancel()
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@dataclass(frozen=True)
+class Interleaved:
+    """Seconds per timed pass of each side (same order), their warm-ups, and each side's last result."""
+
+    evalkit: list[float]
+    package: list[float]
+    warmup: dict[str, float]
+    last: dict[str, Any]
+
+
+def interleave(evalkit: Side, package: Side, repeats: int) -> Interleaved:
+    """As metrics_throughput.py's `alternate`: one untimed warm-up per side, then for each repeat
+    evalkit's timed pass and then the package's, so that a machine getting busier or quieter weighs
+    on both sides of each repeat alike (run one after the other, ratios from 0.19x to 17x were seen).
+    Each side times itself: evalkit around `score_step`, the package inside its own process."""
+    warmup: dict[str, float] = {}
+    last: dict[str, Any] = {}
+    warmup["evalkit"], last["evalkit"] = evalkit()
+    warmup["package"], last["package"] = package()
+    ours: list[float] = []
+    base: list[float] = []
+    for i in range(repeats):
+        seconds, last["evalkit"] = evalkit()
+        ours.append(seconds)
+        seconds, last["package"] = package()
+        base.append(seconds)
+        print(f"  repeat {i + 1}/{repeats}: evalkit {ours[-1]:.3f} s, package {base[-1]:.3f} s, "
+              f"speedup {base[-1] / ours[-1]:.2f}x", flush=True)
+    return Interleaved(ours, base, warmup, last)
 
 
 def measure(metric_name: str, pair: Pair, step_dir: Path, work: Path, args: argparse.Namespace,
@@ -209,33 +314,43 @@ def measure(metric_name: str, pair: Pair, step_dir: Path, work: Path, args: argp
     items = items_of(step_dir, metric)
     cases, groups = cases_of(items)
     runs = work / "runs" / metric_name
+    script = SCRIPTS[metric_name]
     try:
-        ours, values = time_evalkit(metric, step_dir, runs, items, args.batch_size, args.repeats, device)
+        evalkit = evalkit_side(metric, step_dir, runs, len(items), args.batch_size, args.repeats + 1, device)
+        t0 = time.perf_counter()
+        with PackageServer(script, {**pair.spec, "cases": cases}, args.ref_python, work / "ref" / metric_name,
+                           args.ref_timeout) as server:
+            print(f"  package: {script} --serve in {args.ref_python.parent.parent.name}, loaded in "
+                  f"{time.perf_counter() - t0:.1f} s; warm-up each side, then {args.repeats} interleaved "
+                  "repeats", flush=True)
+            timed = interleave(evalkit, server.round, args.repeats)
+        values = stored_values(*timed.last["evalkit"])
     finally:
         shutil.rmtree(runs, ignore_errors=True)
-    print(f"  package ({SCRIPTS[metric_name]} in {args.ref_python.parent.parent.name}): warm-up + "
-          f"{args.repeats} timed passes", flush=True)
-    ref = time_package(metric_name, {**pair.spec, "cases": cases, "time_repeats": args.repeats}, args.ref_python,
-                       work / "ref" / metric_name, args.ref_timeout)
-    timing = ref["timing"]
-    base = [float(s) for s in timing["seconds"]]
-    print("  package repeats: " + ", ".join(f"{s:.3f} s" for s in base), flush=True)
+    return row(metric_name, pair, groups, timed, values, server.ready)
+
+
+def row(metric_name: str, pair: Pair, groups: list[list[ImageItem]], timed: Interleaved,
+        values: dict[tuple[str, str], float], ready: dict[str, Any]) -> dict[str, Any]:
+    """One metric's report row: medians, speedup, and the parity of the last passes' scores (evalkit's
+    stored `values` against the package's scores for the same paths)."""
     diffs = [abs(values[(it.file, it.sha256)] - score)
-             for group, scores in zip(groups, timing["scores"], strict=True)
+             for group, scores in zip(groups, timed.last["package"], strict=True)
              for it, score in zip(group, scores, strict=True)]
-    n = len(items)
+    n, ours, base = sum(len(g) for g in groups), timed.evalkit, timed.package
     o, b = statistics.median(ours), statistics.median(base)
     return {
-        "metric": metric_name, "model": pair.model, "images": n, "prompts": len(cases),
-        "package_call": timing["call"],
+        "metric": metric_name, "model": pair.model, "images": n, "prompts": len(groups),
+        "package_call": ready["call"],
         "runs": {"evalkit": ours, "package": base},
         "summary": {"evalkit_seconds_median": o, "package_seconds_median": b,
                     "evalkit_images_per_second": n / o, "package_images_per_second": n / b,
-                    "speedup": b / o,
+                    "speedup": b / o, "speedup_per_repeat": [p / e for e, p in zip(ours, base, strict=True)],
                     "spread": max(max(s) / min(s) - 1.0 for s in (ours, base))},
         "parity": {"max_abs_diff": max(diffs), "images": len(diffs), "tolerance": PARITY_TOL},
-        "package": {"warmup_seconds": timing["warmup_seconds"], "torch_threads": timing["torch_threads"],
-                    "versions": ref.get("versions", {})},
+        "package": {"warmup_seconds": timed.warmup["package"], "torch_threads": ready["torch_threads"],
+                    "versions": ready.get("versions", {})},
+        "evalkit": {"warmup_seconds": timed.warmup["evalkit"]},
     }
 
 
@@ -276,11 +391,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--images-per-prompt", type=int, default=1,
                    help="images per prompt (default 1, the protocol's): the package scores one prompt's per call")
     p.add_argument("--batch-size", type=int, default=32, help="evalkit's score batch size (the CLI's default)")
-    p.add_argument("--repeats", type=int, default=3, help="timed passes per side")
+    p.add_argument("--repeats", type=int, default=3, help="timed passes per side (interleaved)")
     p.add_argument("--resolution", type=int, default=32, help="generated image size (the metrics resize it)")
     p.add_argument("--ref-python", type=Path, default=REF_PYTHON,
                    help="the reference venv's python (built by bash parity/install-reference.sh)")
-    p.add_argument("--ref-timeout", type=int, default=900, help="seconds one reference-script run may take")
+    p.add_argument("--ref-timeout", type=int, default=900,
+                   help="seconds the reference script's process may live per metric (loading and every pass)")
     p.add_argument("--json", type=Path, default=None, help="also write the full report here")
     p.add_argument("--workdir", type=Path, default=None,
                    help="where models and images go (default: a temporary folder, removed after)")
@@ -289,7 +405,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     unknown = sorted(set(args.metrics) - set(METRICS))
     if unknown or not args.metrics:
         p.error(f"--metrics: unknown {unknown}; choose from {', '.join(METRICS)}")
-    for name in ("images", "images_per_prompt", "batch_size", "repeats"):
+    for name in ("images", "images_per_prompt", "batch_size", "repeats", "ref_timeout"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.images % args.images_per_prompt:
@@ -338,7 +454,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "config": {"device": str(device), "package_device": "cpu", "setting": setting, "metrics": args.metrics,
-                   "images": args.images, "images_per_prompt": args.images_per_prompt,
+                   "order": "interleaved", "images": args.images, "images_per_prompt": args.images_per_prompt,
                    "resolution": args.resolution, "batch_size": args.batch_size, "repeats": args.repeats,
                    "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
                    "platform": platform.platform(), "ref_python": str(args.ref_python),

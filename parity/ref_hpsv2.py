@@ -1,15 +1,14 @@
 """HPSv2 reference scores for a tiny random checkpoint; runs INSIDE the reference venv.
 
-    .venv-ref/bin/python parity/ref_hpsv2.py SPEC.json OUT.json
+    .venv-ref/bin/python parity/ref_hpsv2.py SPEC.json OUT.json      # the parity tests
+    .venv-ref/bin/python parity/ref_hpsv2.py --serve SPEC.json       # bench/package_baselines.py
 
-SPEC.json (written by tests/test_parity_reference.py):
+SPEC.json (written by tests/test_parity_reference.py, or by the bench):
     {"checkpoint": a {'state_dict': ...} .pt as xswu/HPSv2 ships, for the open_clip model config
      "config" (a dict, the form open_clip's model_configs/*.json hold), "hps_version": "v2.0"|"v2.1",
      "tensor_resize_antialias": null | false,
-     "cases": [{"prompt": str, "images": [png paths]}],
-     "time_repeats": R   (optional; written by bench/package_baselines.py)}
-OUT.json: {"cases": [{"score": hpsv2.img_score.score([paths], prompt, cp=checkpoint), ...}], ...,
-           "timing": only with time_repeats, see `time_package`}
+     "cases": [{"prompt": str, "images": [png paths]}]}
+OUT.json: {"cases": [{"score": hpsv2.img_score.score([paths], prompt, cp=checkpoint), ...}], ...}
 
 The scores come from hpsv2 1.2.0's own `img_score.score` (its checkpoint load with strict
 load_state_dict, its tokenizer call get_tokenizer('ViT-H-14'), its preprocess_val, forward and
@@ -23,24 +22,26 @@ tensor_resize_antialias: hpsv2's ResizeMaxSize calls torchvision's F.resize on a
 package as installed; false makes that one call pass antialias=False, i.e. what the same code did
 with torchvision < 0.17, which is what evalkit's card pins (antialias: false).
 
-With "time_repeats", the package's public call is also timed as a user makes it (model built
-once beforehand, not timed): `img_score.score([that prompt's paths], prompt, cp=checkpoint)` for
-every case, once untimed as a warm-up, then R timed passes over all cases. That call reads and
-loads the checkpoint file on every call; that is the package's own cost and is timed with it.
-The parity outputs above are computed first and are the same with or without timing.
+With --serve (no OUT.json, no parity outputs), the same model is built once (not timed) and the
+package's public call is timed as a user makes it, one pass over all cases per round the bench
+asks for, so that the bench can interleave those passes with evalkit's: `img_score.score([that
+prompt's paths], prompt, cp=checkpoint)` per case (`score_pass`). That call reads and loads the
+checkpoint file on every call; that is the package's own cost and is timed with it. The rounds,
+their protocol on stdin/stdout and their scores: parity/timing.py.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
+
+import timing  # parity/timing.py: python puts this script's folder first on sys.path
 
 MODEL_NAME = "evalkit-tiny-hps"
+CALL = "hpsv2.img_score.score([paths], prompt, cp=checkpoint) per prompt"
 
 
 class _ResizeWithoutAntialias:
@@ -57,43 +58,24 @@ class _ResizeWithoutAntialias:
         return self._f.resize(img, size, interpolation, *args, **kwargs)
 
 
-def time_package(img_score: Any, spec: dict[str, Any], repeats: int) -> dict[str, Any]:
-    """Seconds per pass of `img_score.score([paths], prompt, cp=...)` over every case (one untimed warm-up
-    pass first), and the last pass's scores (per case, one per image) for the caller's parity check."""
-    import statistics
-
-    import torch
-
-    def one_pass() -> list[list[float]]:
-        return [[float(s) for s in img_score.score(list(case["images"]), case["prompt"], cp=spec["checkpoint"],
-                                                    hps_version=spec.get("hps_version", "v2.0"))]
-                for case in spec["cases"]]
-
-    t0 = time.perf_counter()
-    scores = one_pass()
-    warmup = time.perf_counter() - t0
-    seconds = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        scores = one_pass()
-        seconds.append(time.perf_counter() - t0)
-    return {"call": "hpsv2.img_score.score([paths], prompt, cp=checkpoint) per prompt", "repeats": repeats,
-            "seconds": seconds, "median_seconds": statistics.median(seconds), "warmup_seconds": warmup,
-            "calls": len(spec["cases"]), "images": sum(len(c["images"]) for c in spec["cases"]),
-            "torch_threads": torch.get_num_threads(), "scores": scores}
+def score_pass(img_score: Any, spec: dict[str, Any]) -> list[list[float]]:
+    """One pass of the package's public call as a user makes it: `img_score.score([that prompt's paths],
+    prompt, cp=checkpoint)` per case (it reads and loads the checkpoint file on every call: the
+    package's own cost); the scores per case, one per image."""
+    return [[float(s) for s in img_score.score(list(case["images"]), case["prompt"], cp=spec["checkpoint"],
+                                                hps_version=spec.get("hps_version", "v2.0"))]
+            for case in spec["cases"]]
 
 
-def main(spec_path: str, out_path: str) -> None:
-    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
+def build_model(spec: dict[str, Any]) -> Any:
+    """hpsv2.img_score with its model cache filled by the tiny config (CPU, float32, the spec's resize
+    antialias), so that `score` builds nothing and downloads nothing; returns the img_score module."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     # CPU, so that img_score.device is 'cpu' and its torch.cuda.amp.autocast() is inactive: float32, as
     # evalkit computes (on a GPU the reference would score under fp16 autocast, not comparable at 1e-5).
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
     os.environ.setdefault("HPS_ROOT", tempfile.mkdtemp(prefix="ref-hps-root-"))
 
-    import numpy as np
-    import torch
-    import torchvision
     from hpsv2 import img_score
     from hpsv2.src.open_clip import create_model_and_transforms, factory
     from hpsv2.src.open_clip import transform as hps_transform
@@ -111,6 +93,20 @@ def main(spec_path: str, out_path: str) -> None:
         with_score_predictor=False, with_region_predictor=False)
     img_score.model_dict["model"] = model
     img_score.model_dict["preprocess_val"] = preprocess_val
+    assert img_score.device == "cpu", img_score.device  # CUDA_VISIBLE_DEVICES was set before hpsv2's import
+    return img_score
+
+
+def package_versions(img_score: Any) -> dict[str, str]:
+    import torch
+    import torchvision
+
+    return {"torch": torch.__version__, "torchvision": torchvision.__version__, "module": img_score.__file__}
+
+
+def parity_cases(img_score: Any, spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per case: the package's scores on the list and on the first image alone, and its tokenizer output."""
+    import numpy as np
 
     out_cases = []
     for case in spec["cases"]:
@@ -121,16 +117,24 @@ def main(spec_path: str, out_path: str) -> None:
         tokens = img_score.get_tokenizer("ViT-H-14")([case["prompt"]])[0]
         out_cases.append({"prompt": case["prompt"], "score": [float(np.float32(s)) for s in scores],
                           "score_first_alone": float(single[0]), "input_ids": tokens.tolist()})
-    assert img_score.device == "cpu", img_score.device
-    result = {"cases": out_cases, "device": img_score.device,
-              "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
-                           "module": img_score.__file__}}
-    if spec.get("time_repeats"):
-        result["timing"] = time_package(img_score, spec, int(spec["time_repeats"]))
+    return out_cases
+
+
+def main(spec_path: str, out_path: str) -> None:
+    """The parity tests' mode: the reference outputs of every case to OUT.json."""
+    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
+    img_score = build_model(spec)
+    result = {"cases": parity_cases(img_score, spec), "device": img_score.device,
+              "versions": package_versions(img_score)}
     Path(out_path).write_text(json.dumps(result, indent=1), encoding="utf-8")
 
 
+def serve(spec_path: str, stream: TextIO) -> None:
+    """The bench's mode: the model built once, then timed passes of `score_pass` on request (parity/timing.py)."""
+    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
+    img_score = build_model(spec)
+    timing.serve_rounds(stream, lambda: score_pass(img_score, spec), spec["cases"], CALL, package_versions(img_score))
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit(__doc__)
-    main(sys.argv[1], sys.argv[2])
+    timing.serve_main(__doc__, main, serve)
