@@ -5,9 +5,9 @@ checkpoint's generation time, so it is the one module worth compiling. Compiling
 and pays back per image: on the tiny CPU UNet, 92 s on a cold cache and 9 s once inductor's on-disk
 FX graph cache holds the graph (the next process, and the next checkpoint of the same architecture,
 since the weights are graph inputs), for 1.42× on every later batch (bench/generate_overhead.py
-measures both in the same run: `compile` in report.json). `--compile auto` therefore compiles only
-on CUDA and only for a checkpoint with at least `COMPILE_MIN_IMAGES` images left to make; `on`
-compiles anywhere, `off` never does.
+measures both in the same run: `--loop compile`, and run.py's `levers[]` row `torch_compile`).
+`--compile auto` therefore compiles only on CUDA and only for a checkpoint with at least
+`COMPILE_MIN_IMAGES` images left to make; `on` compiles anywhere, `off` never does.
 
 Compiled and eager outputs differ by float rounding only (fused kernels reorder sums): the images
 stay within one uint8 level, as across batch sizes, and each manifest row records whether its
